@@ -1,0 +1,161 @@
+"""The event contract (DESIGN.md §3): CloudEvent types and the inference bodies they carry.
+
+The logger emits `dev.vigil.inference.*`; detectors also accept KServe's
+(`org.kubeflow.serving.inference.*`) and Seldon Core's (`io.seldon.serving.inference.*`)
+types. `event_kind` maps any of them to request / response / feedback.
+`decode_instances` and `decode_outputs` turn V2 (Open Inference Protocol) and V1
+(`instances` / `predictions`) bodies into 2-D / 1-D numpy arrays, raising `PayloadError`
+with a short `reason` (a bounded metric label) and a message that names what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+REQUEST = "dev.vigil.inference.request"
+RESPONSE = "dev.vigil.inference.response"
+FEEDBACK = "dev.vigil.inference.feedback"
+DETECTION = {"outlier": "dev.vigil.detection.outlier", "drift": "dev.vigil.detection.drift",
+             "explainer": "dev.vigil.detection.explanation", "metrics": "dev.vigil.detection.metrics"}
+SOURCE_PREFIX = "/vigil"
+
+#: Extension attributes the logger sets on every event.
+ATTR_INFERENCE_ID = "inferenceid"
+ATTR_MODEL = "modelname"
+ATTR_MONITOR = "monitorname"
+ATTR_NAMESPACE = "namespace"
+ATTR_ENDPOINT = "endpoint"
+
+_KINDS = {
+    REQUEST: "request", RESPONSE: "response", FEEDBACK: "feedback",
+    "org.kubeflow.serving.inference.request": "request",
+    "org.kubeflow.serving.inference.response": "response",
+    "io.seldon.serving.inference.request": "request",
+    "io.seldon.serving.inference.response": "response",
+    "io.seldon.serving.feedback": "feedback",
+    "io.seldon.serving.inference.feedback": "feedback",
+}
+KIND_TO_TYPE = {"request": REQUEST, "response": RESPONSE, "feedback": FEEDBACK}
+
+#: V2 datatypes we accept (cast to float64 at the edge).
+NUMERIC_DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                     "FP16", "FP32", "FP64"}
+
+
+class PayloadError(ValueError):
+    """An event or request body we cannot use. `reason` is a bounded label value."""
+
+    def __init__(self, reason: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status = status
+
+
+def event_kind(ce_type: Optional[str]) -> Optional[str]:
+    """'request' | 'response' | 'feedback' for a known CloudEvent type, else None."""
+    return _KINDS.get(ce_type or "")
+
+
+def inference_id(attributes: dict[str, Any]) -> Optional[str]:
+    """The inference id of an event: ours, KServe's (`inferenceservicename` events carry `id`), Seldon's."""
+    for key in (ATTR_INFERENCE_ID, "requestid", "seldonpuid"):
+        if attributes.get(key):
+            return str(attributes[key])
+    return attributes.get("id")
+
+
+def _numeric(data: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PayloadError("non_numeric", f"{what} must be numbers; got a non-numeric value") from None
+    if arr.dtype == object:
+        raise PayloadError("bad_shape", f"{what} rows must all have the same length")
+    if not np.all(np.isfinite(arr)):
+        raise PayloadError("non_numeric", f"{what} contain NaN or infinity")
+    return arr
+
+
+def _v2_tensor(tensor: dict, what: str) -> np.ndarray:
+    if not isinstance(tensor, dict) or "data" not in tensor:
+        raise PayloadError("bad_body", f"each V2 {what} tensor needs 'data' (and 'shape', 'datatype')")
+    datatype = str(tensor.get("datatype", "FP64")).upper()
+    if datatype not in NUMERIC_DATATYPES:
+        raise PayloadError("non_numeric", f"V2 datatype {datatype!r} is not numeric")
+    arr = _numeric(tensor["data"], f"V2 {what} data")
+    shape = tensor.get("shape")
+    if shape is not None:
+        try:
+            arr = arr.reshape([int(s) for s in shape])
+        except (TypeError, ValueError):
+            raise PayloadError("bad_shape", f"V2 {what} data of {arr.size} values does not fit shape {shape}") from None
+    return arr
+
+
+def decode_instances(body: Any, n_features: Optional[int] = None) -> np.ndarray:
+    """Rows of features (n, f) from a V2 `inputs` or V1 `instances` body.
+
+    A single instance (1-D) becomes one row. With several V2 input tensors of one
+    column each (one tensor per feature), they are stacked as columns.
+    """
+    if not isinstance(body, dict):
+        raise PayloadError("bad_body", "body must be a JSON object with 'inputs' (V2) or 'instances' (V1)")
+    if "inputs" in body:
+        inputs = body["inputs"]
+        if not isinstance(inputs, list) or not inputs:
+            raise PayloadError("bad_body", "'inputs' must be a non-empty list of tensors")
+        tensors = [_v2_tensor(t, "input") for t in inputs]
+        if len(tensors) == 1:
+            arr = tensors[0]
+        else:
+            cols = [t.reshape(-1, 1) if t.ndim <= 1 else t for t in tensors]
+            if len({c.shape[0] for c in cols}) != 1:
+                raise PayloadError("bad_shape", "V2 input tensors have different numbers of rows")
+            arr = np.hstack(cols)
+    elif "instances" in body:
+        arr = _numeric(body["instances"], "instances")
+    elif "data" in body and isinstance(body["data"], dict) and "ndarray" in body["data"]:
+        arr = _numeric(body["data"]["ndarray"], "data.ndarray")  # Seldon's V1 body
+    else:
+        raise PayloadError("bad_body", "body has neither 'inputs' (V2) nor 'instances' (V1)")
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise PayloadError("bad_shape", f"expected rows of features, got an array of shape {list(arr.shape)}")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise PayloadError("feature_count", f"expected {n_features} features per row, got {arr.shape[1]}")
+    return arr
+
+
+def decode_outputs(body: Any) -> np.ndarray:
+    """Model outputs from a V2 `outputs` or V1 `predictions` body: (n,) labels/values or (n, k) scores."""
+    if not isinstance(body, dict):
+        raise PayloadError("bad_body", "response body must be a JSON object")
+    if "outputs" in body:
+        outputs = body["outputs"]
+        if not isinstance(outputs, list) or not outputs:
+            raise PayloadError("bad_body", "'outputs' must be a non-empty list of tensors")
+        arr = _v2_tensor(outputs[0], "output")
+    elif "predictions" in body:
+        arr = _numeric(body["predictions"], "predictions")
+    elif "data" in body and isinstance(body["data"], dict) and "ndarray" in body["data"]:
+        arr = _numeric(body["data"]["ndarray"], "data.ndarray")
+    else:
+        raise PayloadError("bad_body", "response has neither 'outputs' (V2) nor 'predictions' (V1)")
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    return arr
+
+
+def v2_request(rows: np.ndarray, name: str = "input-0") -> dict:
+    """A V2 inference request body for rows of features."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim == 1:
+        rows = rows.reshape(1, -1)
+    return {"inputs": [{"name": name, "shape": list(rows.shape), "datatype": "FP64",
+                        "data": rows.ravel().tolist()}]}

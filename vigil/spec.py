@@ -1,0 +1,270 @@
+"""The `ModelMonitor` resource as typed Python (DESIGN.md §2).
+
+One pydantic model per block of the spec. Field names are the snake_case of the
+resource's camelCase keys; `load_monitor` reads a YAML/JSON file or dict and raises
+`SpecError` naming the bad field (``spec.detectors.drift.pValue``) so the CLI and the
+operator can show it to users. The CRD schema in `crds/` is checked against these
+models by a test.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "vigil.dev"
+API_VERSION = "v1alpha1"
+KIND = "ModelMonitor"
+STORAGE_SCHEMES = ("pvc", "file", "s3", "gs", "https", "http")
+
+
+class SpecError(ValueError):
+    """A ModelMonitor that does not validate. `field` is the dotted camelCase path."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def parse_duration(value: Union[str, int, float]) -> float:
+    """'500ms', '30s', '10m', '1h' (or plain seconds) -> seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 10m, 1h)")
+    number, unit = float(m.group(1)), m.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _check_uri(uri: Optional[str]) -> Optional[str]:
+    if uri is None:
+        return uri
+    if "://" in uri:
+        scheme = uri.split("://", 1)[0]
+        if scheme not in STORAGE_SCHEMES:
+            raise ValueError(f"unsupported scheme {scheme!r}; use one of {', '.join(STORAGE_SCHEMES)}")
+    return uri
+
+
+Resources = dict[str, Any]
+
+
+class ModelSpec(_Block):
+    storage_uri: Optional[str] = None
+    endpoint: Optional[str] = None
+    format: Literal["sklearn", "xgboost", "tensorflow"] = "sklearn"
+    name: Optional[str] = None
+    image: Optional[str] = None
+    replicas: int = Field(1, ge=0)
+    resources: Resources = Field(default_factory=dict)
+
+    _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if bool(self.storage_uri) == bool(self.endpoint):
+            raise ValueError("set exactly one of model.storageUri or model.endpoint")
+        return self
+
+
+class SchemaSpec(_Block):
+    feature_names: list[str] = Field(min_length=1)
+    categorical: dict[str, Union[int, list[Union[str, int, float]]]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_categoricals(self):
+        unknown = sorted(set(self.categorical) - set(self.feature_names))
+        if unknown:
+            raise ValueError(f"categorical names features not in featureNames: {unknown}")
+        if len(set(self.feature_names)) != len(self.feature_names):
+            raise ValueError("featureNames must be unique")
+        return self
+
+    def categorical_indices(self) -> dict[int, Optional[int]]:
+        """Feature index -> number of categories (None when given as a value list length)."""
+        out: dict[int, Optional[int]] = {}
+        for name, cats in self.categorical.items():
+            out[self.feature_names.index(name)] = cats if isinstance(cats, int) else len(cats)
+        return out
+
+
+class ReferenceSpec(_Block):
+    storage_uri: str
+    _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
+
+
+class LoggerSpec(_Block):
+    mode: Literal["all", "request", "response"] = "all"
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    queue_size: int = Field(10000, ge=1)
+    replicas: int = Field(1, ge=0)
+    resources: Resources = Field(default_factory=dict)
+
+
+class _Detector(_Block):
+    storage_uri: Optional[str] = None
+    replicas: int = Field(1, ge=0)
+    resources: Resources = Field(default_factory=dict)
+    _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
+
+
+class OutlierSpec(_Detector):
+    type: Literal["vae"] = "vae"
+    threshold_percentile: float = Field(95.0, gt=0.0, lt=100.0)
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    max_batch_delay_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    latent_dim: int = Field(2, ge=1)
+    epochs: int = Field(30, ge=1)
+
+
+class WindowSpec(_Block):
+    size: int = Field(1000, ge=2)
+    mode: Literal["tumbling", "sliding"] = "tumbling"
+    max_age: str = "10m"
+    step: Optional[int] = Field(None, ge=1, description="sliding mode: instances between checks (default size/10)")
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
+
+    @property
+    def max_age_seconds(self) -> float:
+        return parse_duration(self.max_age)
+
+
+class DriftSpec(_Detector):
+    type: Literal["ks"] = "ks"
+    p_value: float = Field(0.05, gt=0.0, lt=1.0)
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    window: WindowSpec = Field(default_factory=WindowSpec)
+
+
+class MetricsSpec(_Detector):
+    task: Literal["classification", "regression"] = "classification"
+    classes: Optional[list[Union[str, int]]] = None
+    window: int = Field(1000, ge=1, description="recent window of joined instances for windowed metrics")
+    feedback_ttl: str = "1h"
+
+    @field_validator("feedback_ttl")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
+
+
+class ExplainerSpec(_Detector):
+    type: Literal["anchor-tabular"] = "anchor-tabular"
+    threshold: float = Field(0.95, gt=0.0, le=1.0)
+    sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class DetectorsSpec(_Block):
+    outlier: Optional[OutlierSpec] = None
+    drift: Optional[DriftSpec] = None
+    metrics: Optional[MetricsSpec] = None
+    explainer: Optional[ExplainerSpec] = None
+
+
+class PrometheusSpec(_Block):
+    service_monitor: bool = False
+    rules: bool = False
+
+
+class ModelMonitorSpec(_Block):
+    model: ModelSpec
+    schema_: SchemaSpec = Field(alias="schema")
+    reference: Optional[ReferenceSpec] = None
+    logger: LoggerSpec = Field(default_factory=LoggerSpec)
+    detectors: DetectorsSpec = Field(default_factory=DetectorsSpec)
+    prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
+
+    @model_validator(mode="after")
+    def _reference_when_training(self):
+        d = self.detectors
+        needs = [n for n in ("outlier", "drift", "explainer") if getattr(d, n) is not None and getattr(d, n).storage_uri is None]
+        if needs and self.reference is None:
+            raise ValueError(f"reference.storageUri is required to train {', '.join(needs)} (or give each a storageUri)")
+        return self
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    namespace: str = "default"
+
+
+class ModelMonitor(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    api_version: str = Field(f"{API_GROUP}/{API_VERSION}", alias="apiVersion")
+    kind: Literal["ModelMonitor"] = "ModelMonitor"
+    metadata: Metadata
+    spec: ModelMonitorSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model.name or self.metadata.name
+
+
+def _field_path(loc: tuple) -> str:
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        elif p in ("function-after", "function-before") or str(p).startswith(("function-", "literal[")):
+            continue
+        else:
+            parts.append("schema" if p == "schema_" else to_camel(str(p)))
+    return ".".join(parts)
+
+
+def monitor_from_dict(doc: dict[str, Any]) -> ModelMonitor:
+    """Validate a ModelMonitor document; raise SpecError naming the first bad field."""
+    if not isinstance(doc, dict):
+        raise SpecError("", "a ModelMonitor must be a mapping")
+    if doc.get("kind", KIND) != KIND:
+        raise SpecError("kind", f"expected {KIND}, got {doc.get('kind')!r}")
+    try:
+        return ModelMonitor.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        raise SpecError(field, msg) from None
+
+
+def load_monitor(path: Union[str, Path]) -> ModelMonitor:
+    """Read a ModelMonitor from a YAML or JSON file (the first ModelMonitor document)."""
+    path = Path(path)
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except FileNotFoundError:
+        raise SpecError("", f"no such file: {path}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError("", f"{path} is not valid YAML: {exc}") from None
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == KIND:
+            return monitor_from_dict(doc)
+    raise SpecError("kind", f"{path} holds no document of kind {KIND}")
