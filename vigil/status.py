@@ -1,0 +1,109 @@
+"""The monitor summary: what `vigil status` prints and the operator writes to `.status`.
+
+Every component answers `GET /status` with JSON. The common part is
+``{"component": "drift", "ready": true, "events": {"received": n, "rejected": n}}``;
+each detector adds one block under its own key, which this module lifts into the summary:
+
+- drift:    ``"drift": {"detected", "pValue", "featuresDrifted", "lastCheck", "windows", ...}``
+- outlier:  ``"outliers": {"rate", "seen", "threshold", ...}``
+- metrics:  ``"metrics": {"accuracy", "feedback", ...}`` (regression: ``"mae"``, ``"rmse"``, ``"r2"``)
+- explainer: ``"explainer": {"explanations", ...}``
+
+`poll` asks each component of a plan (async, with a short timeout) and `summarize`
+turns the answers into the `.status` shape of DESIGN.md §2 (minus the fields only the
+operator knows: observedGeneration, conditions' transition times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Optional
+
+import httpx
+
+# summary key <- (component, block in its /status)
+_LIFTED = {"drift": ("drift", "drift"), "outliers": ("outlier", "outliers"), "metrics": ("metrics", "metrics"),
+           "explainer": ("explainer", "explainer")}
+_DRIFT_KEYS = ("detected", "pValue", "featuresDrifted", "lastCheck", "windows")
+_OUTLIER_KEYS = ("rate", "seen", "threshold")
+
+
+def component_state(answer: Optional[dict]) -> str:
+    if answer is None:
+        return "Unreachable"
+    return "Ready" if answer.get("ready") else "NotReady"
+
+
+def summarize(answers: dict[str, Optional[dict]], endpoints: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """`.status` from each component's /status answer (None = unreachable)."""
+    components = {name: component_state(a) for name, a in answers.items()}
+    if not components:
+        phase = "Pending"
+    elif all(s == "Ready" for s in components.values()):
+        phase = "Ready"
+    elif any(s == "Ready" for s in components.values()):
+        phase = "Degraded"
+    else:
+        phase = "Progressing"
+    not_ready = sorted(n for n, s in components.items() if s != "Ready")
+    status: dict[str, Any] = {
+        "phase": phase,
+        "components": components,
+        "conditions": [{
+            "type": "Ready", "status": "True" if phase == "Ready" else "False",
+            "reason": "AllComponentsReady" if phase == "Ready" else "ComponentsNotReady",
+            "message": "all components ready" if phase == "Ready" else f"not ready: {', '.join(not_ready)}",
+        }],
+    }
+    if endpoints:
+        status["endpoints"] = endpoints
+    for key, (component, block) in _LIFTED.items():
+        data = (answers.get(component) or {}).get(block)
+        if not isinstance(data, dict):
+            continue
+        if key == "drift":
+            data = {k: data[k] for k in _DRIFT_KEYS if k in data}
+        elif key == "outliers":
+            data = {k: data[k] for k in _OUTLIER_KEYS if k in data}
+        status[key] = data
+    return status
+
+
+async def poll(urls: dict[str, str], timeout: float = 2.0,
+               client_factory: Callable[[], httpx.AsyncClient] = None) -> dict[str, Optional[dict]]:
+    """GET {url}/status for each component concurrently; None for any that do not answer."""
+    async def one(client: httpx.AsyncClient, url: str) -> Optional[dict]:
+        try:
+            r = await client.get(url.rstrip("/") + "/status", timeout=timeout)
+            return r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    async with (client_factory() if client_factory else httpx.AsyncClient()) as client:
+        names = list(urls)
+        results = await asyncio.gather(*(one(client, urls[n]) for n in names))
+    return dict(zip(names, results))
+
+
+def format_table(status: dict[str, Any]) -> str:
+    """Human summary for `vigil status`, in the spirit of `kubectl get monitors`."""
+    lines = [f"PHASE      {status['phase']}"]
+    for name, state in status.get("components", {}).items():
+        lines.append(f"  {name:<10} {state}")
+    if "drift" in status:
+        d = status["drift"]
+        p = d.get("pValue")
+        lines.append(f"DRIFT      {'DETECTED' if d.get('detected') else 'no'}  "
+                     f"p={p if p is None else f'{p:.4g}'}  windows={d.get('windows', 0)}  "
+                     f"features={','.join(d.get('featuresDrifted') or []) or '-'}")
+    if "outliers" in status:
+        o = status["outliers"]
+        lines.append(f"OUTLIERS   rate={o.get('rate', 0):.3f}  seen={o.get('seen', 0)}")
+    if "metrics" in status:
+        m = status["metrics"]
+        shown = "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()
+                          if not isinstance(v, (dict, list)))
+        lines.append(f"METRICS    {shown}")
+    for name, url in (status.get("endpoints") or {}).items():
+        lines.append(f"ENDPOINT   {name:<10} {url}")
+    return "\n".join(lines)
