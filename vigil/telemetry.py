@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# `*_created` series double every counter's cardinality and no dashboard of ours uses them.
+prometheus_client.disable_created_metrics()
 
 CONST_LABELS = ("monitor", "namespace")
 

@@ -1,0 +1,76 @@
+"""The detector contract: what the frame asks of each detector, and what it hands it.
+
+A detector is constructed with its settings and a `ServiceMetrics`, loads its artifact
+once (`load`, run in a worker thread so `/healthz` answers while it loads and `/readyz`
+only turns ready afterwards), then gets each valid event as an `InferenceEvent` whose
+instances/outputs are already decoded and checked. It returns the body of its reply
+CloudEvent (or None), and describes itself for `/status`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from vigil.telemetry import ServiceMetrics
+
+
+class DetectorError(Exception):
+    """Base class of every error a detector raises on purpose (bad artifact, bad config…)."""
+
+
+@dataclass
+class InferenceEvent:
+    id: str
+    type: str
+    kind: str  # request | response | feedback
+    inference_id: Optional[str]
+    attributes: dict[str, Any]
+    data: Any  # the parsed JSON body
+    instances: Optional[np.ndarray] = None  # (n, f) float64, for request events
+    outputs: Optional[np.ndarray] = None  # for response events
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        if self.instances is not None:
+            return int(self.instances.shape[0])
+        if self.outputs is not None:
+            return int(self.outputs.shape[0])
+        return 1
+
+
+class Detector(ABC):
+    #: component name: outlier | drift | metrics | explainer
+    name: ClassVar[str]
+    #: event kinds this detector consumes; others are acknowledged and ignored
+    accepts: ClassVar[frozenset[str]] = frozenset({"request"})
+
+    def __init__(self, settings, metrics: ServiceMetrics):
+        self.settings = settings
+        self.metrics = metrics
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load or fit the artifact (blocking; runs in a thread at start-up)."""
+
+    @abstractmethod
+    async def process(self, event: InferenceEvent) -> Optional[dict]:
+        """Handle one valid event; return the reply body or None. Raise PayloadError for bad input."""
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """This detector's block of `/status`, e.g. ``{"drift": {...}}``."""
+
+    async def start(self) -> None:
+        """After `load`: start background tasks (timers, batchers)."""
+
+    async def stop(self) -> None:
+        """On shutdown: stop tasks, persist state."""
+
+    def routers(self) -> list:
+        """Extra FastAPI routers (the explainer's `/explain`)."""
+        return []

@@ -1,0 +1,24 @@
+"""Settings every detector service shares; each detector subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DetectorSettings(BaseSettings):
+    """Common settings. A subclass sets ``model_config = SettingsConfigDict(env_prefix="VIGIL_DRIFT_")``."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_DETECTOR_", extra="ignore")
+
+    monitor: str = "local"
+    namespace: str = "default"
+    #: Feature names of one instance; their count is enforced on every request event.
+    feature_names: Optional[list[str]] = None
+    #: Largest accepted event body; bigger ones get 413.
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    @property
+    def n_features(self) -> Optional[int]:
+        return len(self.feature_names) if self.feature_names else None
