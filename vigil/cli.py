@@ -1,3 +1,204 @@
-"""placeholder"""
-def main():
-    print("vigil")
+"""`vigil` — the one command line: demo, up, status, train, serve, operator.
+
+Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
+never pay for (or need) TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from vigil.plan import DEFAULT_BASE_PORT
+
+
+def _workdir(args, monitor_name: str) -> Path:
+    return Path(args.workdir or Path(".vigil") / monitor_name).resolve()
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from vigil.services import app_factory
+
+    uvicorn.run(app_factory(args.component), factory=True, host=args.host, port=args.port,
+                log_level=args.log_level, access_log=False)
+    return 0
+
+
+def cmd_up(args) -> int:
+    from vigil.local import LocalError, LocalStack, local_plan
+    from vigil.spec import load_monitor
+
+    monitor = load_monitor(args.monitor)
+    plan, placement = local_plan(monitor, Path(args.monitor).parent, _workdir(args, monitor.name), args.base_port)
+    stack = LocalStack(plan, placement)
+    print(f"vigil up: {monitor.name} ({', '.join(plan.names)}) — work dir {placement.workdir}")
+    try:
+        stack.train(retrain=args.retrain)
+        stack.start()
+        print("\nEndpoints:")
+        for name, url in stack.endpoints().items():
+            print(f"  {name:<10} {url}")
+        print("Metrics:")
+        for name, url in stack.component_urls().items():
+            print(f"  {name:<10} {url}/metrics")
+        print(f"\nvigil status --workdir {placement.workdir}   # summary;  Ctrl-C stops everything")
+        stack.wait()
+    except LocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping …")
+        stack.stop()
+    return 0
+
+
+def _status_target(args) -> tuple[dict[str, str], dict[str, str]]:
+    """(component urls, endpoints) from a monitor file or from a running `vigil up`'s run file."""
+    from vigil.local import RUN_FILE, local_endpoints, local_plan
+    from vigil.spec import load_monitor
+
+    if args.monitor:
+        monitor = load_monitor(args.monitor)
+        plan, placement = local_plan(monitor, Path(args.monitor).parent, _workdir(args, monitor.name), args.base_port)
+        return {c.name: placement.url(c.name) for c in plan.components}, local_endpoints(plan, placement)
+    candidates = [Path(args.workdir) / RUN_FILE] if args.workdir else sorted(Path(".vigil").glob(f"*/{RUN_FILE}"))
+    candidates = [c for c in candidates if c.exists()]
+    if len(candidates) != 1:
+        raise SystemExit("error: no running `vigil up` found here; pass the monitor file "
+                         "(vigil status monitor.yaml) or --workdir" if not candidates else
+                         f"error: several runs found ({', '.join(map(str, candidates))}); pass --workdir")
+    doc = json.loads(candidates[0].read_text())
+    return doc["components"], doc["endpoints"]
+
+
+def cmd_status(args) -> int:
+    from vigil.status import format_table, poll, summarize
+
+    urls, endpoints = _status_target(args)
+    status = summarize(asyncio.run(poll(urls)), endpoints)
+    print(json.dumps(status, indent=2) if args.output == "json" else format_table(status))
+    return 0 if status["phase"] == "Ready" else 3
+
+
+def cmd_train(args) -> int:
+    if args.monitor:
+        from vigil.local import LocalError, LocalStack, local_plan
+        from vigil.spec import load_monitor
+
+        monitor = load_monitor(args.monitor)
+        workdir = Path(args.out).resolve() if args.out else _workdir(args, monitor.name)
+        plan, placement = local_plan(monitor, Path(args.monitor).parent, workdir, DEFAULT_BASE_PORT)
+        if args.component:
+            plan = type(plan)(plan.monitor, tuple(c for c in plan.components if c.name == args.component))
+        if not plan.training:
+            print("nothing to train: every detector has a storageUri (drift is fitted from reference at start-up)")
+            return 0
+        try:
+            LocalStack(plan, placement).train(retrain=True)
+        except LocalError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for step in plan.training:
+            print(f"{step.component}: saved to {placement.path(step.output_uri)}")
+        return 0
+    if not (args.component and args.reference and args.output):
+        raise SystemExit("error: give a monitor file, or --component, --reference and --output")
+    from vigil_detectors.train import train_component
+
+    train_component(component=args.component, reference=args.reference, output=args.output,
+                    options=json.loads(args.options or "{}"), feature_names=json.loads(args.feature_names or "null"),
+                    categorical=json.loads(args.categorical or "{}"), model=args.model, model_format=args.model_format)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from vigil.demo import run_demo
+
+    return run_demo(base_port=args.base_port, workdir=Path(args.workdir or "vigil-demo").resolve(),
+                    keep_running=args.keep_running)
+
+
+def cmd_operator(args) -> int:
+    from vigil_operator import run
+
+    run(namespace=args.namespace, all_namespaces=args.all_namespaces, liveness_port=args.liveness_port,
+        metrics_port=args.metrics_port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vigil", description="Model monitoring: drift, outliers, metrics, explanations.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo", help="train a model and detectors on iris, run everything locally, inject drift")
+    s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
+    s.add_argument("--workdir", help="where the demo writes its model, data and logs (default ./vigil-demo)")
+    s.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("up", help="run a ModelMonitor locally as processes on 127.0.0.1")
+    s.add_argument("monitor", help="ModelMonitor YAML file")
+    s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
+                   help="logger N, model N+1, outlier N+2, drift N+3, metrics N+4, explainer N+5")
+    s.add_argument("--workdir", help="artifacts, state and logs (default .vigil/<monitor name>)")
+    s.add_argument("--retrain", action="store_true", help="train detectors again even if artifacts exist")
+    s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("status", help="print the monitor summary (what the operator writes to .status)")
+    s.add_argument("monitor", nargs="?", help="ModelMonitor YAML file (default: the running vigil up)")
+    s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
+    s.add_argument("--workdir")
+    s.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("train", help="fit and save detector artifacts from reference data")
+    s.add_argument("monitor", nargs="?", help="ModelMonitor YAML file: trains every detector without storageUri")
+    s.add_argument("--out", help="with a monitor file: output directory (artifacts go to OUT/artifacts/<name>)")
+    s.add_argument("--workdir", help=argparse.SUPPRESS)
+    s.add_argument("--component", choices=("outlier", "drift", "explainer"))
+    s.add_argument("--reference", help="reference data file (CSV, Parquet or .npy)")
+    s.add_argument("--output", help="artifact directory to write")
+    s.add_argument("--options", help="detector options as JSON (the detector block of the spec)")
+    s.add_argument("--feature-names", help="JSON list of feature names")
+    s.add_argument("--categorical", help="JSON map feature -> categories")
+    s.add_argument("--model", help="model file (the explainer fits against the model)")
+    s.add_argument("--model-format", default="sklearn")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("serve", help="run one component (what vigil up and the pods run)")
+    s.add_argument("component", choices=("model", "logger", "outlier", "drift", "metrics", "explainer"))
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--log-level", default="warning")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    scope = s.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
+    s.add_argument("--liveness-port", type=int, default=8081)
+    s.add_argument("--metrics-port", type=int, default=9090)
+    s.set_defaults(func=cmd_operator)
+    return p
+
+
+def main(argv=None) -> int:
+    from vigil.spec import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SpecError as exc:
+        print(f"error: invalid ModelMonitor: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

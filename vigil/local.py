@@ -1,0 +1,239 @@
+"""The local backend: run a `Plan` as processes on 127.0.0.1 (`vigil up`, `vigil demo`).
+
+`LocalPlacement` answers the plan's questions for one machine (fixed ports from a base
+port, file paths for storage URIs, a work directory for trained artifacts and detector
+state). `LocalStack` trains what must be trained (each `TrainStep` in a `vigil train`
+subprocess, so this process never imports TensorFlow), starts every component as
+`vigil serve NAME`, waits until each is ready, and stops them all on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+from urllib.parse import urlparse
+
+import httpx
+
+from vigil.plan import DEFAULT_BASE_PORT, PORT_ORDER, Component, Plan, build_plan
+from vigil.spec import ModelMonitor, SpecError
+
+RUN_FILE = "run.json"
+_READY_PATH = {"model": "/v2/health/ready"}
+
+
+class LocalError(RuntimeError):
+    """Something `vigil up` cannot do; the message says what to change."""
+
+
+class LocalPlacement:
+    def __init__(self, workdir: Path, base_dir: Path, base_port: int = DEFAULT_BASE_PORT):
+        self.workdir = Path(workdir).resolve()
+        self.base_dir = Path(base_dir).resolve()
+        self.base_port = base_port
+
+    def port(self, component: str) -> int:
+        return self.base_port + PORT_ORDER.index(component)
+
+    def url(self, component: str) -> str:
+        return f"http://127.0.0.1:{self.port(component)}"
+
+    def path(self, uri: Optional[str]) -> Optional[str]:
+        if uri is None:
+            return None
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            raw = parsed.path if parsed.scheme == "file" else uri
+            if parsed.scheme == "file" and parsed.netloc:  # file://relative/path
+                raw = parsed.netloc + parsed.path
+            path = Path(raw).expanduser()
+            return str(path if path.is_absolute() else (self.base_dir / path).resolve())
+        if parsed.scheme in ("http", "https"):
+            return str(self._download(uri))
+        raise SpecError("storageUri", f"{uri}: {parsed.scheme}:// storage exists only in a cluster; "
+                                      "use a local path or file:// URI with vigil up")
+
+    def artifact_uri(self, component: str) -> str:
+        return f"file://{self.workdir / 'artifacts' / component}"
+
+    def state_dir(self, component: str) -> str:
+        return str(self.workdir / "state" / component)
+
+    def _download(self, uri: str) -> Path:
+        target = self.workdir / "downloads" / Path(urlparse(uri).path).name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with httpx.stream("GET", uri, follow_redirects=True, timeout=60) as r:
+                r.raise_for_status()
+                tmp = target.with_suffix(target.suffix + ".part")
+                with open(tmp, "wb") as f:
+                    for chunk in r.iter_bytes():
+                        f.write(chunk)
+                tmp.rename(target)
+        return target
+
+
+def local_plan(monitor: ModelMonitor, monitor_dir: Path, workdir: Path, base_port: int) -> tuple[Plan, LocalPlacement]:
+    placement = LocalPlacement(workdir, monitor_dir, base_port)
+    return build_plan(monitor, placement), placement
+
+
+def _vigil_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vigil", *args]
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class LocalStack:
+    def __init__(self, plan: Plan, placement: LocalPlacement, say: Callable[[str], None] = print):
+        self.plan = plan
+        self.placement = placement
+        self.workdir = placement.workdir
+        self.say = say
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs = self.workdir / "logs"
+
+    # -- training -----------------------------------------------------------------
+    def train(self, retrain: bool = False) -> None:
+        for step in self.plan.training:
+            out = Path(self.placement.path(step.output_uri))
+            if out.exists() and any(out.iterdir()) and not retrain:
+                self.say(f"• {step.component}: using trained artifact {out}")
+                continue
+            self.say(f"• {step.component}: training from {step.reference_uri} …")
+            cmd = _vigil_cmd("train", "--component", step.component,
+                             "--reference", self.placement.path(step.reference_uri), "--output", str(out),
+                             "--options", json.dumps(step.options),
+                             "--feature-names", json.dumps(list(self.plan.monitor.spec.schema_.feature_names)),
+                             "--categorical", json.dumps(self.plan.monitor.spec.schema_.categorical))
+            if step.model_uri:
+                cmd += ["--model", self.placement.path(step.model_uri),
+                        "--model-format", self.plan.monitor.spec.model.format]
+            result = subprocess.run(cmd, env=child_env({}))
+            if result.returncode != 0:
+                raise LocalError(f"training {step.component} failed (exit {result.returncode})")
+
+    # -- processes ----------------------------------------------------------------
+    def _check_port_free(self, c: Component) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", c.port))
+            except OSError:
+                raise LocalError(f"port {c.port} for {c.name} is in use; stop what uses it or pass "
+                                 f"--base-port N (components use N..N+{len(PORT_ORDER) - 1})") from None
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for c in self.plan.components:
+            if c.image:
+                raise LocalError(f"model.image ({c.image}) cannot run without Kubernetes; "
+                                 "run that server yourself and set model.endpoint instead")
+            self._check_port_free(c)
+        # Sinks and the model first, the logger (the entry point) last.
+        order = sorted(self.plan.components, key=lambda c: c.name == "logger")
+        for c in order:
+            log = open(self.logs / f"{c.name}.log", "ab")
+            self.procs[c.name] = subprocess.Popen(
+                _vigil_cmd("serve", c.name, "--host", "127.0.0.1", "--port", str(c.port)),
+                env=child_env(c.env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            if c.name == "logger":
+                self.wait_ready(["logger"], timeout)
+        self.wait_ready([c.name for c in self.plan.components], timeout)
+        self._write_run_file()
+
+    def wait_ready(self, names: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for name in list(pending):
+                    proc = self.procs[name]
+                    if proc.poll() is not None:
+                        raise LocalError(f"{name} exited with code {proc.returncode}; last log lines:\n"
+                                         + self.tail(name))
+                    try:
+                        url = self.placement.url(name) + _READY_PATH.get(name, "/readyz")
+                        if client.get(url).status_code == 200:
+                            pending.remove(name)
+                            self.say(f"• {name:<9} ready on {self.placement.url(name)}")
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise LocalError(f"not ready after {timeout:.0f}s: {', '.join(pending)} "
+                                     f"(logs in {self.logs})\n" + "\n".join(self.tail(n) for n in pending))
+                if pending:
+                    time.sleep(0.25)
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        (self.workdir / RUN_FILE).unlink(missing_ok=True)
+
+    def endpoints(self) -> dict[str, str]:
+        return local_endpoints(self.plan, self.placement)
+
+    def component_urls(self) -> dict[str, str]:
+        return {c.name: self.placement.url(c.name) for c in self.plan.components}
+
+    def _write_run_file(self) -> None:
+        doc = {"monitor": self.plan.monitor.name, "namespace": self.plan.monitor.namespace,
+               "components": self.component_urls(), "endpoints": self.endpoints(),
+               "pids": {n: p.pid for n, p in self.procs.items()}}
+        (self.workdir / RUN_FILE).write_text(json.dumps(doc, indent=2))
+
+    def wait(self) -> None:
+        """Block until Ctrl-C / SIGTERM or until a component dies."""
+        stop = {"flag": False}
+
+        def _handler(signum, frame):
+            stop["flag"] = True
+
+        old = signal.signal(signal.SIGTERM, _handler)
+        try:
+            while not stop["flag"]:
+                for name, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        raise LocalError(f"{name} exited with code {proc.returncode}:\n{self.tail(name)}")
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, old)
+
+
+def local_endpoints(plan: Plan, placement: LocalPlacement) -> dict[str, str]:
+    logger = placement.url("logger")
+    out = {"inference": f"{logger}/v2/models/{plan.monitor.model_name}/infer", "feedback": f"{logger}/feedback"}
+    if plan.get("explainer"):
+        out["explain"] = f"{placement.url('explainer')}/explain"
+    return out
