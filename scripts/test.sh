@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run the test suite. Extra arguments go to pytest.
+# Installs Debian's `prometheus` package (server + promtool) when missing and this
+# user can (root or sudo): the Prometheus and promtool tests need it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if [ -z "$SUDO" ] || command -v sudo >/dev/null; then
+    echo "==> installing Debian's prometheus package (prometheus + promtool)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "warning: prometheus/promtool missing and no sudo: those tests will fail" >&2
+  fi
+fi
+exec "${VIGIL_VENV:-.venv}/bin/python" -m pytest "$@"
