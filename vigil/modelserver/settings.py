@@ -1,0 +1,25 @@
+"""Settings of the model server, from ``VIGIL_MODEL_*`` environment variables (see vigil.plan)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIGIL_MODEL_", extra="ignore")
+
+    uri: str = Field(description="local path (or file:// URI) of the model file or directory")
+    format: Literal["sklearn", "xgboost", "tensorflow"] = "sklearn"
+    name: str = "model"
+    monitor: str = "local"
+    namespace: str = "default"
+    #: classification | regression, or auto: ask the model (sklearn estimator type,
+    #: XGBoost objective, Keras output width > 1 means class scores).
+    task: Literal["auto", "classification", "regression"] = "auto"
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    #: Requests with more rows than this run the model in a worker thread so that
+    #: health checks stay responsive; small ones run inline (cheaper).
+    thread_rows: int = Field(256, ge=0)
