@@ -1,0 +1,82 @@
+{{/*
+Names, labels and image references shared by every template of the chart.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "vigil.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The prefix of every object name: fullnameOverride, else "<release>-<name>", or just the
+release name when it already contains the chart name (`helm install vigil ...` -> "vigil").
+*/}}
+{{- define "vigil.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "vigil-0.1.0", for the helm.sh/chart label. */}}
+{{- define "vigil.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every object of the chart carries. */}}
+{{- define "vigil.labels" -}}
+helm.sh/chart: {{ include "vigil.chart" . }}
+{{ include "vigil.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: vigil
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator's pods (never change them on upgrade). */}}
+{{- define "vigil.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vigil.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "vigil.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "vigil.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+A full image reference from one entry of .Values.images:
+  include "vigil.image" (dict "image" .Values.images.operator "root" .)
+-> "[registry/]repository:tag", the tag defaulting to images.tag, then appVersion.
+*/}}
+{{- define "vigil.image" -}}
+{{- $images := .root.Values.images }}
+{{- $tag := .image.tag | default $images.tag | default .root.Chart.AppVersion }}
+{{- if $images.registry }}
+{{- printf "%s/%s:%s" (trimSuffix "/" $images.registry) .image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Namespaces the operator watches, as a list; empty means all (cluster-wide). */}}
+{{- define "vigil.clusterWide" -}}
+{{- if empty .Values.operator.watchNamespaces }}true{{ end }}
+{{- end }}
+
+{{/* Namespace of the dashboard ConfigMaps. */}}
+{{- define "vigil.dashboardsNamespace" -}}
+{{- default .Release.Namespace .Values.dashboards.namespace }}
+{{- end }}
