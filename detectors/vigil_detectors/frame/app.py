@@ -23,7 +23,7 @@ from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from vigil.events import DETECTION, SOURCE_PREFIX, PayloadError, decode_instances, decode_outputs, event_kind, inference_id
+from vigil.events import DETECTION, SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 
@@ -81,7 +81,7 @@ def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent
     if kind == "request":
         ev.instances = decode_instances(data, settings.n_features)
     elif kind == "response":
-        ev.outputs = decode_outputs(data)
+        ev.outputs = detector.decode_outputs(data)
     elif not isinstance(data, dict):
         raise PayloadError("bad_body", "feedback data must be a JSON object with 'truth'")
     return ev

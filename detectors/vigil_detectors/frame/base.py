@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from vigil.events import decode_outputs
 from vigil.telemetry import ServiceMetrics
 
 
@@ -70,6 +71,11 @@ class Detector(ABC):
 
     async def stop(self) -> None:
         """On shutdown: stop tasks, persist state."""
+
+    def decode_outputs(self, data: Any) -> Optional[np.ndarray]:
+        """Decode a response body for `InferenceEvent.outputs`. The default wants numbers;
+        a detector that reads class names (V2 ``BYTES`` labels) overrides it."""
+        return decode_outputs(data)
 
     def routers(self) -> list:
         """Extra FastAPI routers (the explainer's `/explain`)."""
