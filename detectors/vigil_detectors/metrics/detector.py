@@ -1,0 +1,230 @@
+"""The metrics detector: response + feedback events in, model quality metrics out.
+
+A response event (the model's answer, n rows) and a feedback event (``{"truth": ...}``,
+n truth values) with the same inference id are joined in a `JoinStore`, whichever comes
+first; feedback that carries its own ``"response"`` (Seldon style) is scored at once. Every
+joined instance updates the scorer, and the Prometheus metrics are refreshed from it.
+
+Exported (all with `monitor`/`namespace`):
+
+- counters: ``vigil_metrics_feedback_total`` (valid feedback events),
+  ``vigil_metrics_matched_total`` (feedback events joined with their response),
+  ``vigil_metrics_instances_total`` (instances scored), ``vigil_metrics_expired_total{kind}``
+  (responses/feedback that left the store unmatched: TTL or capacity),
+  ``vigil_metrics_evicted_total{kind}`` (the capacity part of those),
+  ``vigil_metrics_duplicates_total`` (events for an inference already scored, ignored);
+  classification: ``vigil_metrics_{true,false}_{positives,negatives}_total{class}`` (cumulative,
+  one-vs-rest).
+- gauges with ``window="cumulative"|"recent"`` (recent = the last `window` joined instances):
+  ``vigil_metrics_accuracy``, ``vigil_metrics_precision{class}``, ``vigil_metrics_recall{class}``,
+  ``vigil_metrics_f1{class}``; regression ``vigil_metrics_mae``, ``_mse``, ``_rmse``, ``_r2``.
+  Plus ``vigil_metrics_pending{kind}`` and ``vigil_metrics_window_instances`` (window fill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any, Optional
+
+import numpy as np
+
+from vigil.events import PayloadError
+from vigil_detectors.frame import Detector, InferenceEvent
+from vigil_detectors.metrics.join import KINDS, JoinStore
+from vigil_detectors.metrics.scoring import ClassificationScorer, RegressionScorer
+
+WINDOWS = ("cumulative", "recent")
+_COUNTS = {"tp": "true_positives", "fp": "false_positives", "tn": "true_negatives", "fn": "false_negatives"}
+
+
+class MetricsDetector(Detector):
+    name = "metrics"
+    accepts = frozenset({"response", "feedback"})
+
+    def __init__(self, settings, metrics):
+        super().__init__(settings, metrics)
+        m = metrics
+        self.m_feedback = m.counter("vigil_metrics_feedback_total", "Valid feedback (ground truth) events received.")
+        self.m_matched = m.counter("vigil_metrics_matched_total",
+                                   "Feedback events joined with their response (or carrying it) and scored.")
+        self.m_instances = m.counter("vigil_metrics_instances_total", "Instances (rows) scored against truth.")
+        self.m_expired = m.counter("vigil_metrics_expired_total",
+                                   "Responses or feedback that left the join store unmatched (TTL or capacity).",
+                                   ["kind"])
+        self.m_evicted = m.counter("vigil_metrics_evicted_total",
+                                   "The part of expired_total evicted because the store was full.", ["kind"])
+        self.m_duplicates = m.counter("vigil_metrics_duplicates_total",
+                                      "Events for an inference id already scored (e.g. retried), ignored.")
+        self.m_pending = m.gauge("vigil_metrics_pending", "Entries waiting in the join store.", ["kind"])
+        self.m_window = m.gauge("vigil_metrics_window_instances", "Joined instances in the recent window.")
+        self.counts = {"feedback": 0, "matched": 0, "instances": 0, "duplicates": 0,
+                       "expired": {k: 0 for k in KINDS}, "evicted": {k: 0 for k in KINDS}}
+        for kind in KINDS:
+            self.m_expired.labels(kind=kind)
+            self.m_evicted.labels(kind=kind)
+        self.classification = settings.task == "classification"
+        if self.classification:
+            self.m_counts = {k: m.counter(f"vigil_metrics_{name}_total",
+                                          f"Instances counted as {name.replace('_', ' ')} (one-vs-rest), per class.",
+                                          ["class"]) for k, name in _COUNTS.items()}
+            self.m_accuracy = m.gauge("vigil_metrics_accuracy", "Share of instances predicted correctly.", ["window"])
+            self.m_class = {k: m.gauge(f"vigil_metrics_{k}", f"{k.capitalize()} per class (one-vs-rest).",
+                                       ["class", "window"]) for k in ("precision", "recall", "f1")}
+            self._exported = {k: np.zeros(0, dtype=np.int64) for k in _COUNTS}
+        else:
+            self.m_reg = {k: m.gauge(f"vigil_metrics_{k}", doc, ["window"]) for k, doc in (
+                ("mae", "Mean absolute error."), ("mse", "Mean squared error."),
+                ("rmse", "Root mean squared error."), ("r2", "Coefficient of determination R²."))}
+        self.scorer = None
+        self.store: Optional[JoinStore] = None
+        self._done: OrderedDict[str, float] = OrderedDict()  # inference ids already scored
+        self._sweeper: Optional[asyncio.Task] = None
+
+    # -- frame contract -------------------------------------------------------------------
+    def load(self) -> None:
+        s = self.settings
+        if self.classification:
+            self.scorer = ClassificationScorer(s.classes, s.window, s.max_classes)
+        else:
+            self.scorer = RegressionScorer(s.window)
+        self.store = JoinStore(s.feedback_ttl_seconds, s.max_pending, on_expire=self._on_expire)
+        self._refresh()
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+
+    async def process(self, event: InferenceEvent) -> Optional[dict]:
+        key = event.inference_id or event.id
+        if event.kind == "response":
+            pred = event.outputs  # decoded by `decode_outputs` below, at the frame's edge
+            if self._is_done(key):
+                return None
+            truth = self.store.put("response", key, pred)
+            if truth is not None:
+                self._score(key, truth, pred)
+        else:
+            data = event.data
+            if "truth" not in data:
+                raise PayloadError("bad_body", "feedback needs 'truth' (the true label(s) or value(s))")
+            truth = self.scorer.decode(data["truth"], "truth")
+            pred = self.scorer.decode(data["response"], "feedback response") if data.get("response") is not None \
+                else None
+            if self._is_done(key):
+                return None
+            self.m_feedback.inc()
+            self.counts["feedback"] += 1
+            if pred is not None:  # Seldon style: the feedback carries the response, no join needed
+                self.store.discard("response", key)
+                self._score(key, truth, pred)
+            else:
+                pred = self.store.put("feedback", key, truth)
+                if pred is not None:
+                    self._score(key, truth, pred)
+        self._refresh_pending()
+        return None
+
+    def decode_outputs(self, data: Any) -> np.ndarray:
+        """Response bodies carry class labels (numbers or V2 BYTES names), scores or values."""
+        return self.scorer.decode(data, "response")
+
+    def status(self) -> dict[str, Any]:
+        c = self.counts
+        out: dict[str, Any] = {
+            "task": self.settings.task, "feedback": c["feedback"], "matched": c["matched"],
+            "instances": c["instances"], "pending": len(self.store),
+            "pendingResponses": self.store.pending("response"), "pendingFeedback": self.store.pending("feedback"),
+            "expired": sum(c["expired"].values()), "expiredResponses": c["expired"]["response"],
+            "expiredFeedback": c["expired"]["feedback"], "evicted": sum(c["evicted"].values()),
+            "duplicates": c["duplicates"], "window": {"size": self.settings.window, "instances": self.scorer.window_fill},
+        }
+        recent, total = self.scorer.recent(), self.scorer.cumulative()
+        if self.classification:
+            out.update(accuracy=recent.accuracy, accuracyWindow="recent", accuracyCumulative=total.accuracy,
+                       classes={name: {"precision": float(recent.precision[i]), "recall": float(recent.recall[i]),
+                                       "f1": float(recent.f1[i])} for i, name in enumerate(self.scorer.names)})
+        else:
+            r = recent.as_dict()
+            out.update({k: r[k] for k in ("mae", "mse", "rmse", "r2")}, metricsWindow="recent",
+                       cumulative={k: v for k, v in total.as_dict().items() if k != "n"})
+        return {"metrics": out}
+
+    # -- internals ------------------------------------------------------------------------
+    def _is_done(self, key: str) -> bool:
+        if key in self._done:
+            self.m_duplicates.inc()
+            self.counts["duplicates"] += 1
+            return True
+        return False
+
+    def _score(self, key: str, truth: np.ndarray, pred: np.ndarray) -> None:
+        self._mark_done(key)
+        n = self.scorer.update(truth, pred)
+        self.m_matched.inc()
+        self.m_instances.inc(n)
+        self.counts["matched"] += 1
+        self.counts["instances"] += n
+        self._refresh()
+
+    def _mark_done(self, key: str) -> None:
+        now = time.monotonic()
+        self._done[key] = now
+        self._done.move_to_end(key)
+        cutoff = now - self.settings.feedback_ttl_seconds
+        while self._done and (len(self._done) > self.settings.max_pending or next(iter(self._done.values())) < cutoff):
+            self._done.popitem(last=False)
+
+    def _on_expire(self, kind: str, reason: str) -> None:
+        self.m_expired.labels(kind=kind).inc()
+        self.counts["expired"][kind] += 1
+        if reason == "capacity":
+            self.m_evicted.labels(kind=kind).inc()
+            self.counts["evicted"][kind] += 1
+
+    def _refresh_pending(self) -> None:
+        for kind in KINDS:
+            self.m_pending.labels(kind=kind).set(self.store.pending(kind))
+
+    def _refresh(self) -> None:
+        """Set every gauge from the scorer and advance the per-class counters."""
+        self._refresh_pending()
+        self.m_window.set(self.scorer.window_fill)
+        if not self.classification:
+            for window, scores in zip(WINDOWS, (self.scorer.cumulative(), self.scorer.recent())):
+                for k in ("mae", "mse", "rmse", "r2"):
+                    value = getattr(scores, k)
+                    if value is not None:
+                        self.m_reg[k].labels(window=window).set(value)
+            return
+        total = self.scorer.cumulative()
+        names = self.scorer.names
+        for k in _COUNTS:
+            now = getattr(total, k)
+            before = self._exported[k]
+            if len(before) < len(now):
+                before = np.concatenate([before, np.zeros(len(now) - len(before), dtype=np.int64)])
+            for i in np.flatnonzero(now != before).tolist():
+                self.m_counts[k].labels(**{"class": names[i]}).inc(int(now[i] - before[i]))
+            for i in range(len(self._exported[k]), len(now)):
+                self.m_counts[k].labels(**{"class": names[i]})  # a new class shows up at 0 for every count
+            self._exported[k] = now.copy()
+        for window, scores in zip(WINDOWS, (total, self.scorer.recent())):
+            if scores.accuracy is not None:
+                self.m_accuracy.labels(window=window).set(scores.accuracy)
+                for k in ("precision", "recall", "f1"):
+                    values = getattr(scores, k)
+                    for i, name in enumerate(names):
+                        self.m_class[k].labels(**{"class": name, "window": window}).set(float(values[i]))
+
+    async def _sweep(self) -> None:
+        """Expire old entries even when no events arrive (so expiry is counted on time)."""
+        interval = min(max(self.settings.feedback_ttl_seconds / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            if self.store.expire():
+                self._refresh_pending()
