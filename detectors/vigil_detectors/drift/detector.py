@@ -1,0 +1,253 @@
+"""The drift detector: request events fill a window; each due window is tested against the reference.
+
+`DriftDetector` plugs into the detector frame (`vigil_detectors.frame`). At start-up it
+loads a saved alibi-detect detector (``artifact``) or fits one from ``reference``
+(`statistics`), and restores its window from ``state_dir`` (`window`). Each request
+event's rows are logged to the checkpoint and appended to the window before the event is
+acknowledged; when a window is due (full, every `step` in sliding mode, or `maxAge`
+on a quiet stream, checked by a timer) the statistic runs in a worker thread while
+ingestion waits, and the result goes to metrics, `/status`, the reply CloudEvent and the
+checkpoint.
+
+Reply body of an event that completed a check (202 with no body otherwise)::
+
+    {"drift": {"detected", "pValue", "featuresDrifted", "threshold", "lastCheck", "trigger",
+               "checkedInstances", "features": {name: {"pValue", "distance", "test"}}},
+     "data": {"is_drift", "p_val", "threshold", "distance"}}   # alibi-detect's shape
+
+`pValue` is the smallest per-feature p-value adjusted for the correction (Bonferroni or
+Benjamini–Hochberg), so ``detected == pValue < significance``; per-feature `pValue`s are
+raw and compared with `threshold`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import numpy as np
+
+from vigil.events import PayloadError
+from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic, load_statistic
+from vigil_detectors.drift.window import DriftWindow, WindowStore
+from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
+
+log = logging.getLogger("vigil.drift")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class DriftDetector(Detector):
+    name = "drift"
+    accepts = frozenset({"request"})
+
+    def __init__(self, settings, metrics):
+        super().__init__(settings, metrics)
+        self.statistic: Optional[DriftStatistic] = None
+        self.window: Optional[DriftWindow] = None
+        self.store: Optional[WindowStore] = None
+        self.feature_names: list[str] = list(settings.feature_names or [])
+        self.windows = 0
+        self.last: Optional[dict[str, Any]] = None
+        self._lock = asyncio.Lock()
+        self._timer: Optional[asyncio.Task] = None
+
+        m = metrics
+        self._detected = m.gauge("vigil_drift_detected", "1 if the last checked window drifted, else 0.")
+        self._p_value = m.gauge("vigil_drift_p_value", "Per-feature p-value of the last check (uncorrected).",
+                                ["feature"])
+        self._distance = m.gauge("vigil_drift_distance",
+                                 "Per-feature test statistic of the last check (KS D or chi-squared).", ["feature"])
+        self._threshold = m.gauge("vigil_drift_threshold",
+                                  "Per-feature p-value threshold of the last check after the correction.")
+        self._p_min = m.gauge("vigil_drift_p_value_adjusted",
+                              "Smallest per-feature p-value of the last check, adjusted for the correction.")
+        self._drifted = m.gauge("vigil_drift_features_drifted", "Features that drifted in the last check.")
+        self._windows = m.counter("vigil_drift_windows_total", "Windows checked for drift.")
+        self._checks = m.counter("vigil_drift_checks_total", "Drift checks by trigger and result.",
+                                 ["trigger", "result"])
+        self._instances = m.counter("vigil_drift_instances_total", "Instances added to the drift window.")
+        self._duration = m.histogram("vigil_drift_check_duration_seconds", "Time to test one window.",
+                                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self._last_ts = m.gauge("vigil_drift_last_check_timestamp_seconds", "Unix time of the last check.")
+        self._fill = m.gauge("vigil_drift_window_fill_ratio", "Share of the window filled (0..1).")
+        self._age = m.gauge("vigil_drift_window_age_seconds", "Age of the oldest instance not yet checked.")
+        self._fill.set_function(lambda: self.window.fill_ratio if self.window else 0.0)
+        self._age.set_function(lambda: self.window.age(time.time()) if self.window else 0.0)
+
+    # -- start-up --
+    def load(self) -> None:
+        s = self.settings
+        if s.artifact:
+            self.statistic = load_statistic(s.artifact, p_value=s.p_value, correction=s.correction)
+        elif s.reference:
+            from vigil.data import load_table
+
+            x_ref = load_table(s.reference, s.feature_names)
+            self.statistic = fit_statistic(x_ref, p_value=s.p_value, correction=s.correction,
+                                           categorical=s.categorical_indices)
+        else:
+            raise DetectorError("the drift detector needs VIGIL_DRIFT_ARTIFACT (a saved detector) or "
+                                "VIGIL_DRIFT_REFERENCE (reference data to fit from)")
+        n = self.statistic.n_features
+        if self.feature_names and len(self.feature_names) != n:
+            raise DetectorError(f"{len(self.feature_names)} feature names for a drift detector of {n} features")
+        if not self.feature_names:
+            self.feature_names = [f"f{i}" for i in range(n)]
+        self.window = DriftWindow(s.window_size, n, s.window_mode, s.window_step)
+        if s.state_dir:
+            self.store = WindowStore(s.state_dir, n)
+            extra, due = self.store.restore(self.window)
+            self.windows = int(extra.get("windows", 0))
+            self.last = extra.get("last")
+            if self.windows:
+                self._windows.inc(self.windows)
+            if self.window.seen:
+                self._instances.inc(self.window.seen)
+            if self.last:
+                self._publish(self.last)
+            for rows in due:  # windows the log replay completed: check them now
+                self._record(self.statistic.check(rows), "restore", rows.shape[0], 0.0)
+            if due:
+                self._snapshot()
+            log.info("drift window restored from %s: %d/%d instances, %d windows checked",
+                     s.state_dir, self.window.fill, self.window.size, self.windows)
+        else:
+            log.warning("VIGIL_DRIFT_STATE_DIR not set: the drift window is not persisted across restarts")
+
+    async def start(self) -> None:
+        if self.settings.max_age_seconds > 0:
+            self._timer = asyncio.create_task(self._age_loop())
+
+    async def stop(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        async with self._lock:
+            if self.store:
+                self._snapshot()
+                self.store.close()
+                self.store = None
+
+    # -- ingest --
+    async def process(self, event: InferenceEvent) -> Optional[dict]:
+        rows = event.instances
+        n = self.statistic.n_features
+        if rows.shape[1] != n:
+            raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        async with self._lock:
+            now = time.time()
+            if self.store:
+                self.store.append(rows, now)  # in the checkpoint before the event is acknowledged
+            due = self.window.add(rows, now)
+            self._instances.inc(rows.shape[0])
+            if not due:
+                return None
+            trigger = "step" if self.window.mode == "sliding" else "full"
+            body = None
+            for window in due:
+                body = await self._check(window, trigger)
+            return body
+
+    async def _age_loop(self) -> None:
+        max_age = self.settings.max_age_seconds
+        tick = min(1.0, max(0.05, max_age / 10))
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                async with self._lock:
+                    rows = self.window.due(time.time(), max_age)
+                    if rows is not None:
+                        await self._check(rows, "max_age")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("drift maxAge check failed")
+
+    # -- checks --
+    async def _check(self, rows: np.ndarray, trigger: str) -> Optional[dict]:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(self.statistic.check, rows)
+        except Exception:
+            log.exception("drift check of %d instances failed", rows.shape[0])
+            self._checks.labels(trigger=trigger, result="error").inc()
+            if self.store:
+                self._snapshot()
+            return None
+        block = self._record(result, trigger, rows.shape[0], time.perf_counter() - started)
+        if self.store:
+            self._snapshot()
+        return {"drift": block, "data": {"is_drift": int(result.detected), "p_val": result.p_values.tolist(),
+                                         "threshold": result.threshold, "distance": result.distances.tolist()}}
+
+    def _record(self, result: CheckResult, trigger: str, n_rows: int, seconds: float) -> dict:
+        now = time.time()
+        names = self.feature_names
+        block = {
+            "detected": result.detected,
+            "pValue": result.p_value,
+            "featuresDrifted": [names[i] for i in result.drifted],
+            "threshold": result.threshold,
+            "lastCheck": _iso(now),
+            "lastCheckTimestamp": now,
+            "trigger": trigger,
+            "checkedInstances": int(n_rows),
+            "features": {names[i]: {"pValue": float(result.p_values[i]), "distance": float(result.distances[i]),
+                                    "test": result.tests[i] if i < len(result.tests) else None}
+                         for i in range(len(names))},
+        }
+        self.windows += 1
+        self.last = block
+        self._windows.inc()
+        self._checks.labels(trigger=trigger, result="drift" if result.detected else "no_drift").inc()
+        self._duration.observe(seconds)
+        self._publish(block)
+        if result.detected:
+            log.info("drift detected (p=%.3g) in %s", result.p_value, ", ".join(block["featuresDrifted"]) or "-")
+        return block
+
+    def _publish(self, block: dict) -> None:
+        self._detected.set(1 if block["detected"] else 0)
+        self._threshold.set(block["threshold"])
+        self._p_min.set(block["pValue"])
+        self._drifted.set(len(block["featuresDrifted"]))
+        self._last_ts.set(block["lastCheckTimestamp"])
+        for name, f in block["features"].items():
+            self._p_value.labels(feature=name).set(f["pValue"])
+            self._distance.labels(feature=name).set(f["distance"])
+
+    def _snapshot(self) -> None:
+        self.store.snapshot(self.window, {"windows": self.windows, "last": self.last})
+
+    # -- status --
+    def status(self) -> dict[str, Any]:
+        s, w, last = self.settings, self.window, self.last or {}
+        block = {
+            "detected": bool(last.get("detected", False)),
+            "pValue": last.get("pValue"),
+            "featuresDrifted": last.get("featuresDrifted", []),
+            "lastCheck": last.get("lastCheck"),
+            "windows": self.windows,
+            "fill": w.fill,
+            "fillRatio": w.fill_ratio,
+            "windowSize": w.size,
+            "mode": w.mode,
+            "step": w.step,
+            "maxAgeSeconds": s.max_age_seconds,
+            "ageSeconds": round(w.age(time.time()), 3),
+            "instances": w.seen,
+            "threshold": last.get("threshold"),
+            "significance": s.p_value,
+            "correction": s.correction,
+            "trigger": last.get("trigger"),
+            "features": last.get("features", {}),
+            "persisted": self.store is not None,
+        }
+        block.update(self.statistic.describe())
+        return {"drift": block}
