@@ -1,0 +1,330 @@
+"""The request logger service: a reverse proxy for ``/v2/...`` and ``/v1/...`` that logs
+each inference as CloudEvents, plus ``POST /feedback`` for ground truth.
+
+Inference path (kept light: bodies are forwarded as bytes, never decoded):
+
+1. the inference id is the client's ``ce-id``, else ``x-request-id``, else a new UUID4;
+2. the request goes to ``upstream`` over one shared, pooled ``httpx.AsyncClient``;
+3. the upstream answer is returned unchanged, plus ``x-inference-id``;
+4. for a 2xx answer to an infer/predict call, the request and response events are
+   handed to the sinks that want them (`Sink.offer`, never waiting) according to
+   ``mode`` and ``sample_rate`` (one draw per inference, so the pair stays together).
+
+Requests that fail upstream (4xx/5xx) are returned as they are but not logged: detectors
+only see inferences the model accepted. An upstream that does not answer gives 502
+(504 on timeout) with ``{"error": ...}``.
+
+Events carry the extension attributes ``inferenceid``, ``modelname`` (the setting, else
+the name in the path), ``monitorname``, ``namespace`` and ``endpoint`` (the inference
+path, e.g. ``/v2/models/iris/infer``, which also tells V1 from V2). Feedback is never
+sampled away.
+
+Readiness: ``/readyz`` is 200 when the upstream answers ``/v2/health/ready`` with 200
+(or 404: a V1-only server that is up), checked at most once a second; with
+``ready_requires_upstream=false`` it is 200 as soon as the proxy runs. ``/healthz`` is
+always 200 while the process serves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any, Optional
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import vigil
+from vigil.events import (ATTR_ENDPOINT, ATTR_INFERENCE_ID, ATTR_MODEL, ATTR_MONITOR, ATTR_NAMESPACE, FEEDBACK,
+                          KIND_TO_TYPE, REQUEST, RESPONSE, SOURCE_PREFIX)
+from vigil.logger.metrics import LoggerMetrics
+from vigil.logger.settings import LoggerSettings
+from vigil.logger.sinks import Event, RetryPolicy, Sink
+
+log = logging.getLogger(__name__)
+
+_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/infer$"
+                    r"|^/v1/models/(?P<v1name>[^/:]+)(?:/versions/[^/:]+)?:predict$")
+# Not forwarded either way: hop-by-hop headers (RFC 9110 §7.6.1), and what httpx /
+# uvicorn recompute for the bytes they actually send.
+_SKIP_REQUEST = frozenset({b"host", b"content-length", b"connection", b"keep-alive", b"proxy-connection",
+                           b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"expect"})
+_SKIP_RESPONSE = frozenset({b"content-length", b"content-encoding", b"connection", b"keep-alive",
+                            b"transfer-encoding", b"trailer", b"upgrade", b"date", b"server", b"x-inference-id"})
+_ID_OK = re.compile(r"^[\x21-\x7e]{1,128}$")
+_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+_JSON = "application/json"
+_READY_CACHE_SECONDS = 1.0
+
+
+def _json(doc: Any, status: int = 200, iid: Optional[str] = None) -> Response:
+    r = Response(json.dumps(doc, separators=(",", ":")).encode(), status_code=status, media_type=_JSON)
+    if iid:
+        r.headers["x-inference-id"] = iid
+    return r
+
+
+def inference_id_from(headers) -> str:
+    """The client's ce-id, else x-request-id, else a new UUID4 (ids that are not short printable ASCII are replaced)."""
+    for key in ("ce-id", "x-request-id"):
+        value = headers.get(key)
+        if value and _ID_OK.match(value):
+            return value
+    return str(uuid.uuid4())
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, reason: str, message: str):
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise _Rejected(413, "too_large", f"body of {declared} bytes is over the limit of {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _Rejected(413, "too_large", f"body is over the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
+    settings = settings or LoggerSettings()
+    metrics = LoggerMetrics(settings.monitor, settings.namespace, [s.name for s in settings.sinks])
+    source = f"{SOURCE_PREFIX}/{settings.namespace}/{settings.monitor}/logger"
+    upstream_url = settings.upstream.rstrip("/")
+    st: dict[str, Any] = {"requests": 0, "received": 0, "rejected": 0, "sinks": [], "ready": (0.0, False),
+                          "targets": {k: [] for k in KIND_TO_TYPE}}
+    m_requests = {}  # code -> bound counter child (avoid label lookups per request)
+
+    def count_request(code: int) -> None:
+        child = m_requests.get(code)
+        if child is None:
+            child = m_requests[code] = metrics.requests.labels(code=str(code))
+        child.inc()
+        st["requests"] += 1
+
+    m_received = {k: metrics.received.labels(type=k) for k in KIND_TO_TYPE}
+    m_added = metrics.added_latency.labels()
+    m_upstream = metrics.upstream_duration.labels()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        limits = httpx.Limits(max_connections=settings.upstream_max_connections,
+                              max_keepalive_connections=settings.upstream_max_connections, keepalive_expiry=60.0)
+        upstream = httpx.AsyncClient(
+            base_url=upstream_url, limits=limits, trust_env=False, follow_redirects=False,
+            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds))
+        for name in ("accept", "accept-encoding", "user-agent"):  # forward the client's, not httpx's defaults
+            upstream.headers.pop(name, None)
+        n_workers = settings.sink_workers * max(1, len(settings.sinks))
+        sink_client = httpx.AsyncClient(
+            trust_env=False, timeout=httpx.Timeout(settings.sink_timeout_seconds),
+            limits=httpx.Limits(max_connections=n_workers, max_keepalive_connections=n_workers))
+        policy = RetryPolicy(settings.retries, settings.backoff_initial_seconds, settings.backoff_max_seconds)
+        sinks = [Sink(cfg, sink_client, policy, metrics, settings.queue_size, settings.sink_workers)
+                 for cfg in settings.sinks]
+        enabled = {"request": settings.mode in ("all", "request"), "response": settings.mode in ("all", "response"),
+                   "feedback": True}
+        st["targets"] = {k: [s for s in sinks if k in s.types] if enabled[k] else [] for k in KIND_TO_TYPE}
+        st["sinks"] = sinks
+        st["upstream"] = upstream
+        for s in sinks:
+            s.start()
+        log.info("logger: upstream %s, mode %s, sample rate %s, sinks %s", upstream_url, settings.mode,
+                 settings.sample_rate, ", ".join(f"{s.name}={s.url}{sorted(s.types)}" for s in sinks) or "none")
+        try:
+            yield
+        finally:
+            for s in sinks:
+                await s.stop(settings.shutdown_grace_seconds)
+            await upstream.aclose()
+            await sink_client.aclose()
+
+    app = FastAPI(title="Vigil request logger", version=vigil.__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.sinks = lambda: st["sinks"]
+
+    def reject(status: int, reason: str, message: str, iid: Optional[str] = None) -> Response:
+        metrics.rejected.labels(reason=reason).inc()
+        st["rejected"] += 1
+        return _json({"error": message}, status, iid)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        reason = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else "http"
+        return reject(exc.status_code, reason, f"{request.method} {request.url.path}: {exc.detail}")
+
+    def emit(kind: str, iid: str, model: str, endpoint: str, data: bytes, content_type: str, ts: float) -> int:
+        targets = st["targets"][kind]
+        if not targets:
+            return 0
+        event = Event(kind, {
+            "id": str(uuid.uuid4()), "source": source, "type": KIND_TO_TYPE[kind], "specversion": "1.0",
+            "time": ts, "datacontenttype": content_type, ATTR_INFERENCE_ID: iid, ATTR_MODEL: model,
+            ATTR_MONITOR: settings.monitor, ATTR_NAMESPACE: settings.namespace, ATTR_ENDPOINT: endpoint,
+        }, data)
+        return sum(1 for sink in targets if sink.offer(event))
+
+    # -- the inference path ----------------------------------------------------------------------
+
+    async def proxy(request: Request) -> Response:
+        start = time.perf_counter()
+        headers = request.headers
+        iid = inference_id_from(headers)
+        scope = request.scope
+        path = scope["path"]
+        match = _INFER.match(path) if request.method == "POST" else None
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except _Rejected as e:
+            count_request(e.status)
+            return reject(e.status, e.reason, e.message, iid)
+        if match:
+            m_received["request"].inc()
+            st["received"] += 1
+        fwd = [(k, v) for k, v in headers.raw if k not in _SKIP_REQUEST]
+        if "x-request-id" not in headers:
+            fwd.append((b"x-request-id", iid.encode()))
+        raw_path = scope.get("raw_path") or path.encode()
+        target = raw_path.decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        client: httpx.AsyncClient = st["upstream"]
+        t_up = time.perf_counter()
+        try:
+            answer = await client.send(client.build_request(request.method, target, headers=fwd, content=body))
+        except httpx.TimeoutException as e:
+            return upstream_failure(504, "timeout", f"upstream {upstream_url} timed out: {type(e).__name__}", iid, start, t_up)
+        except httpx.HTTPError as e:
+            reason = "connect" if isinstance(e, httpx.ConnectError) else "protocol"
+            return upstream_failure(502, reason, f"upstream {upstream_url} unreachable: {type(e).__name__}: {e}",
+                                    iid, start, t_up)
+        upstream_seconds = time.perf_counter() - t_up
+        m_upstream.observe(upstream_seconds)
+        content = answer.content
+        status = answer.status_code
+        if match and 200 <= status < 300:
+            m_received["response"].inc()
+            st["received"] += 1
+            rate = settings.sample_rate
+            if rate >= 1.0 or (rate > 0.0 and random.random() < rate):
+                model = settings.model_name or match.group("name") or match.group("v1name")
+                now = time.time()
+                emit("request", iid, model, path, body, headers.get("content-type") or _JSON, now)
+                emit("response", iid, model, path, content, answer.headers.get("content-type") or _JSON, now)
+        response = Response(content, status_code=status)
+        raw = [(k, v) for k, v in answer.headers.raw if k.lower() not in _SKIP_RESPONSE]
+        if status >= 200 and status not in (204, 304):
+            raw.append((b"content-length", str(len(content)).encode()))
+        raw.append((b"x-inference-id", iid.encode()))
+        response.raw_headers = raw
+        count_request(status)
+        m_added.observe(time.perf_counter() - start - upstream_seconds)
+        return response
+
+    def upstream_failure(status: int, reason: str, message: str, iid: str, start: float, t_up: float) -> Response:
+        up = time.perf_counter() - t_up
+        metrics.upstream_errors.labels(reason=reason).inc()
+        count_request(status)
+        m_added.observe(max(0.0, time.perf_counter() - start - up))
+        return _json({"error": message}, status, iid)
+
+    app.add_route("/v2", proxy, methods=_METHODS)
+    app.add_route("/v2/{rest:path}", proxy, methods=_METHODS)
+    app.add_route("/v1/{rest:path}", proxy, methods=_METHODS)
+
+    # -- feedback --------------------------------------------------------------------------------
+
+    @app.post("/feedback", status_code=202)
+    async def feedback(request: Request):
+        try:
+            raw = await _read_body(request, settings.max_body_bytes)
+        except _Rejected as e:
+            return reject(e.status, e.reason, e.message)
+        ctype = (request.headers.get("content-type") or _JSON).split(";")[0].strip().lower()
+        if ctype != _JSON and not ctype.endswith("+json"):
+            return reject(415, "content_type", f"unsupported content type {ctype!r}; send application/json")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            return reject(400, "bad_json", f"body is not valid JSON: {e}")
+        if not isinstance(body, dict):
+            return reject(400, "bad_body", 'feedback must be a JSON object {"inferenceId": ..., "truth": ...}')
+        if body.get("truth") is None:
+            return reject(400, "missing_truth", "feedback needs 'truth' (the ground truth for the inference)")
+        iid = body.get("inferenceId")
+        if iid is None:
+            h = request.headers
+            iid = h.get("x-inference-id") or h.get("ce-id") or h.get("x-request-id")
+        if not isinstance(iid, str) or not _ID_OK.match(iid):
+            return reject(400, "missing_inference_id",
+                          "feedback needs 'inferenceId' (or an x-inference-id header): the id the logger returned "
+                          "in x-inference-id, 1-128 printable characters")
+        data = {"truth": body["truth"]}
+        if body.get("response") is not None:
+            data["response"] = body["response"]
+        m_received["feedback"].inc()
+        st["received"] += 1
+        queued = emit("feedback", iid, settings.model_name or "", "/feedback",
+                      json.dumps(data, separators=(",", ":")).encode(), _JSON, time.time())
+        return _json({"inferenceId": iid, "accepted": True, "queued": queued}, 202, iid)
+
+    # -- operations ------------------------------------------------------------------------------
+
+    async def ready() -> bool:
+        if not settings.ready_requires_upstream:
+            return True
+        checked, value = st["ready"]
+        now = time.monotonic()
+        if now - checked < _READY_CACHE_SECONDS:
+            return value
+        try:
+            r = await st["upstream"].get("/v2/health/ready", timeout=1.0)
+            value = r.status_code in (200, 404)
+        except (httpx.HTTPError, KeyError):
+            value = False
+        st["ready"] = (now, value)
+        return value
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        ok = await ready()
+        return _json({"ready": ok, "upstream": upstream_url}, 200 if ok else 503)
+
+    @app.get("/status")
+    async def status():
+        sinks: list[Sink] = st["sinks"]
+        return {"component": "logger", "ready": await ready(),
+                "events": {"received": st["received"], "rejected": st["rejected"]},
+                "logger": {"requests": st["requests"], "eventsSent": sum(s.sent for s in sinks),
+                           "eventsDropped": sum(sum(s.dropped.values()) for s in sinks),
+                           "queueDepth": sum(s.depth for s in sinks), "upstream": upstream_url,
+                           "mode": settings.mode, "sampleRate": settings.sample_rate,
+                           "sinks": {s.name: s.summary() for s in sinks}}}
+
+    @app.get("/metrics")
+    async def metrics_endpoint():
+        for s in st["sinks"]:
+            metrics.queue_depth.labels(sink=s.name).set(s.depth)
+        body, ctype = metrics.exposition()
+        return Response(body, media_type=ctype)
+
+    return app

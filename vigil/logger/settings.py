@@ -1,0 +1,68 @@
+"""Settings of the request logger, from ``VIGIL_LOGGER_*`` environment variables (see vigil.plan).
+
+``VIGIL_LOGGER_SINKS`` is a JSON list: ``[{"name": "drift", "url": "http://...",
+"types": ["request"]}]``; ``types`` (request / response / feedback) defaults to all.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EventKind = Literal["request", "response", "feedback"]
+
+
+class SinkConfig(BaseModel):
+    name: str = Field(min_length=1, max_length=63)
+    url: str
+    types: list[EventKind] = Field(default_factory=lambda: ["request", "response", "feedback"])
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"sink url must be http(s)://, got {v!r}")
+        return v
+
+
+class LoggerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIGIL_LOGGER_", extra="ignore")
+
+    upstream: str = "http://127.0.0.1:8081"
+    #: `modelname` attribute of events; empty = the name in the request path.
+    model_name: str = ""
+    mode: Literal["all", "request", "response"] = "all"
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    #: Bound of each sink's queue (events waiting to be sent).
+    queue_size: int = Field(10000, ge=1)
+    sinks: list[SinkConfig] = Field(default_factory=list)
+    monitor: str = "local"
+    namespace: str = "default"
+
+    # upstream (inference path)
+    upstream_timeout_seconds: float = Field(60.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(5.0, gt=0)
+    upstream_max_connections: int = Field(256, ge=1)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    #: /readyz also asks the upstream's /v2/health/ready (a 404 there, i.e. a V1-only
+    #: server, counts as ready). False: ready as soon as the proxy is up.
+    ready_requires_upstream: bool = True
+
+    # sinks (event path)
+    sink_workers: int = Field(4, ge=1, le=64)
+    sink_timeout_seconds: float = Field(5.0, gt=0)
+    retries: int = Field(3, ge=0, le=20)
+    backoff_initial_seconds: float = Field(0.05, ge=0)
+    backoff_max_seconds: float = Field(2.0, ge=0)
+    #: On shutdown, how long queued events may still be delivered before the rest are
+    #: counted as dropped (reason ``shutdown``).
+    shutdown_grace_seconds: float = Field(2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _unique_sinks(self):
+        names = [s.name for s in self.sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique, got {names}")
+        return self

@@ -1,0 +1,180 @@
+"""Event delivery from the logger to its sinks, off the inference path.
+
+Each sink has a bounded ``asyncio.Queue`` and a few worker tasks. The inference path
+only calls `Sink.offer` (``put_nowait``): a full queue drops the event at once and
+counts it (``queue_full``); it never waits. Workers turn an `Event` into a binary-mode
+CloudEvent (``cloudevents`` SDK, built once and shared by all sinks) and POST it,
+retrying connection errors, timeouts, 408/425/429 and 5xx with exponential backoff and
+jitter. Other 4xx answers are not retried (``rejected``); after the last retry the event
+is dropped as ``retries_exhausted``. On shutdown the queues get a short grace period to
+drain; whatever is left is counted as ``shutdown``. No drop goes uncounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import httpx
+from cloudevents.core.bindings.http import HTTPMessage, to_binary
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+from vigil.logger.metrics import LoggerMetrics
+from vigil.logger.settings import SinkConfig
+
+log = logging.getLogger(__name__)
+_FORMAT = JSONFormat()
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+class Event:
+    """One event to deliver: attributes and the raw body, encoded on first use by a worker."""
+
+    __slots__ = ("kind", "attributes", "data", "_message")
+
+    def __init__(self, kind: str, attributes: dict[str, Any], data: bytes):
+        self.kind = kind
+        self.attributes = attributes  # `time` is a float timestamp until encoded
+        self.data = data
+        self._message: Optional[HTTPMessage] = None
+
+    def message(self) -> HTTPMessage:
+        if self._message is None:
+            attrs = {k: v for k, v in self.attributes.items() if v is not None and v != ""}
+            attrs["time"] = datetime.fromtimestamp(attrs["time"], timezone.utc)
+            self._message = to_binary(CloudEvent(attrs, self.data), _FORMAT)
+        return self._message
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 3
+    initial: float = 0.05
+    maximum: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before retry `attempt` (0-based): exponential, capped, with equal jitter."""
+        base = min(self.maximum, self.initial * (2 ** attempt))
+        return base / 2 + random.uniform(0, base / 2)
+
+
+class Sink:
+    def __init__(self, config: SinkConfig, client: httpx.AsyncClient, policy: RetryPolicy, metrics: LoggerMetrics,
+                 queue_size: int, workers: int = 4):
+        self.name = config.name
+        self.url = config.url
+        self.types = frozenset(config.types)
+        self.client = client
+        self.policy = policy
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
+        self.workers = workers
+        self.sent = 0
+        self.dropped: Counter[str] = Counter()
+        self._inflight = 0
+        self._tasks: list[asyncio.Task] = []
+        self._m_sent = metrics.sent.labels(sink=self.name)
+        self._m_retries = metrics.retries.labels(sink=self.name)
+        self._m_dropped = metrics.dropped
+        self._last_warning = 0.0
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    def offer(self, event: Event) -> bool:
+        """Enqueue without waiting; a full queue drops (and counts) the event."""
+        try:
+            self.queue.put_nowait(event)
+            return True
+        except asyncio.QueueFull:
+            self._drop("queue_full")
+            return False
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] += n
+        self._m_dropped.labels(sink=self.name, reason=reason).inc(n)
+
+    def _warn(self, msg: str, *args) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 10.0:  # a down sink must not flood the log
+            self._last_warning = now
+            log.warning("sink %s: " + msg, self.name, *args)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work(), name=f"sink-{self.name}-{i}") for i in range(self.workers)]
+
+    async def _work(self) -> None:
+        while True:
+            event = await self.queue.get()
+            self._inflight += 1
+            try:
+                await self._deliver(event)
+            except asyncio.CancelledError:
+                self._drop("shutdown")
+                raise
+            except Exception:  # noqa: BLE001 - a worker must survive anything one event does
+                log.exception("sink %s: unexpected error delivering an event", self.name)
+                self._drop("encode_error")
+            finally:
+                self._inflight -= 1
+                self.queue.task_done()
+
+    async def _deliver(self, event: Event) -> None:
+        try:
+            msg = event.message()
+        except Exception as e:  # noqa: BLE001 - e.g. an attribute the SDK refuses
+            self._warn("cannot encode %s event: %s", event.kind, e)
+            self._drop("encode_error")
+            return
+        last = ""
+        for attempt in range(self.policy.retries + 1):
+            if attempt:
+                self._m_retries.inc()
+                await asyncio.sleep(self.policy.delay(attempt - 1))
+            try:
+                r = await self.client.post(self.url, content=msg.body, headers=msg.headers)
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+                continue
+            if r.status_code < 300:
+                self.sent += 1
+                self._m_sent.inc()
+                return
+            last = f"HTTP {r.status_code}: {r.text[:200]}"
+            if r.status_code < 500 and r.status_code not in RETRYABLE_STATUS:
+                self._warn("rejected a %s event: %s", event.kind, last)
+                self._drop("rejected")
+                return
+        self._warn("dropping a %s event after %d attempts: %s", event.kind, self.policy.retries + 1, last)
+        self._drop("retries_exhausted")
+
+    async def stop(self, grace: float) -> None:
+        """Let the queue drain for up to `grace` seconds, then stop; count what is left."""
+        if self._tasks and grace > 0:
+            try:
+                await asyncio.wait_for(self.queue.join(), grace)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        left = 0
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
+            left += 1
+        if left:
+            self._drop("shutdown", left)
+            log.warning("sink %s: %d queued events dropped at shutdown", self.name, left)
+
+    def summary(self) -> dict[str, Any]:
+        return {"url": self.url, "types": sorted(self.types), "sent": self.sent, "queueDepth": self.depth,
+                "dropped": dict(self.dropped)}
