@@ -70,7 +70,7 @@ Prometheus' own template syntax in annotations is kept away from Helm by raw str
   {{- if .enabled }}
   - alert: VigilAccuracyLow
     expr: |-
-      min by (namespace, monitor) (vigil_metrics_accuracy) < {{ .threshold }}
+      min by (namespace, monitor) (vigil_metrics_accuracy{window="{{ .metricsWindow }}"}) < {{ .threshold }}
       and on (namespace, monitor)
       sum by (namespace, monitor) (vigil_metrics_feedback_total) >= {{ .minFeedback }}
     for: {{ .for }}
@@ -83,7 +83,7 @@ Prometheus' own template syntax in annotations is kept away from Helm by raw str
       summary: {{ `Accuracy {{ $value | humanizePercentage }} for monitor {{ $labels.namespace }}/{{ $labels.monitor }}` | quote }}
       description: >-
         {{`Accuracy of the model behind ModelMonitor {{ $labels.monitor }} (namespace
-        {{ $labels.namespace }}), measured from ground-truth feedback, is {{ $value | humanizePercentage }},`}}
+        {{ $labels.namespace }})`}} over its {{ .metricsWindow }} window{{`, measured from ground-truth feedback, is {{ $value | humanizePercentage }},`}}
         below the threshold of {{ .threshold }}.
       hint: >-
         {{`Check per-class precision and recall on the "Vigil / Monitor" dashboard to see
