@@ -10,51 +10,30 @@ retried (duplicate) events, bad input → 4xx while the service keeps working.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import uuid
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.v1.event import CloudEvent
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import (accuracy_score, confusion_matrix, mean_absolute_error, mean_squared_error,
                              precision_recall_fscore_support, r2_score)
 
+from servers import serve_app, wait_until
 from vigil.events import FEEDBACK, RESPONSE
 from vigil_detectors.metrics.service import create_app
 from vigil_detectors.metrics.settings import MetricsSettings
 
-try:  # the shared helper, once it lands
-    from tests.servers import serve_app as _serve_app  # type: ignore
-except Exception:  # pragma: no cover - local fallback with the same behaviour
-    _serve_app = None
-
 
 @contextlib.contextmanager
 def serve(app):
-    """Serve a FastAPI app with uvicorn on a free 127.0.0.1 port in a thread; yield its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=10) as client:
-            while client.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline, "detector never became ready"
-                time.sleep(0.01)
+    """Serve the app on a free loopback port (real uvicorn); yield its URL once /readyz is 200."""
+    with serve_app(app) as url:
+        wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, what="metrics service ready")
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @contextlib.contextmanager
