@@ -5,7 +5,7 @@
 # `pip install .[detectors]` brings TensorFlow 2.18 + tf-keras; alibi-detect and alibi are
 # under the Business Source License 1.1 (free outside production; see the README).
 #
-#   docker build -f docker/detectors.Dockerfile -t vigil/detectors:0.1.0 .
+#   docker build -f docker/detectors.Dockerfile -t ghcr.io/vigil-monitor/vigil-detectors:0.1.0 .
 #
 # Pin the base image by digest for reproducible builds (see docker/operator.Dockerfile).
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm

@@ -5,7 +5,7 @@
 # to the components' /status endpoints.
 #
 # Build from the repository root (the context must hold pyproject.toml):
-#   docker build -f docker/operator.Dockerfile -t vigil/operator:0.1.0 .
+#   docker build -f docker/operator.Dockerfile -t ghcr.io/vigil-monitor/vigil-operator:0.1.0 .
 #
 # The base image is pinned to an exact patch tag. For reproducible production builds pin
 # the digest as well, e.g. `--build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>`

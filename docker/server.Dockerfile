@@ -6,10 +6,10 @@
 # TensorFlow/Keras models (`format: tensorflow`) need TensorFlow in the model server. Build
 # the `server-tf` variant for them; it adds tensorflow + tf-keras but not the detectors extra
 # (no alibi, no alibi-detect):
-#   docker build -f docker/server.Dockerfile -t vigil/server:0.1.0 .
-#   docker build -f docker/server.Dockerfile --build-arg WITH_TENSORFLOW=true -t vigil/server-tf:0.1.0 .
-# The operator runs a tensorflow-format model with the `server-tf` image when the chart's
-# `images.serverTensorflow` is set (see charts/vigil/values.yaml).
+#   docker build -f docker/server.Dockerfile -t ghcr.io/vigil-monitor/vigil-server:0.1.0 .
+#   docker build -f docker/server.Dockerfile --build-arg WITH_TENSORFLOW=true -t ghcr.io/vigil-monitor/vigil-server-tf:0.1.0 .
+# The operator starts the logger and the model server from one image (the chart's
+# `images.server`): set it to `vigil-server-tf` for clusters serving tensorflow models.
 #
 # Pin the base image by digest for reproducible builds (see docker/operator.Dockerfile).
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm

