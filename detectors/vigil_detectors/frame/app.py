@@ -124,6 +124,7 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     app = FastAPI(title=f"vigil {detector.name} detector", lifespan=lifespan)
     app.state.detector = detector
     app.state.metrics = metrics
+    app.state.edge = edge  # detector routers (the explainer's /explain) reject through it too
 
     @app.post("/")
     async def ingest(request: Request) -> Response:
