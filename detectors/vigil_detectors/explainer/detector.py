@@ -1,0 +1,272 @@
+"""The explainer detector: anchor explanations on demand (`POST /explain`) and, optionally,
+for a sampled share of the request events the logger sends.
+
+An explanation takes from a tenth of a second to seconds (alibi calls the model server
+tens of times with ~100 perturbed rows each), so it runs in a worker thread, never on the
+event loop. alibi's `AnchorTabular` keeps per-explanation state on the object, so each
+concurrent explanation uses its own loaded copy from a small pool (`max_concurrent`);
+`/explain` callers beyond that wait (at most `max_waiting` of them, then 503), and sampled
+background explanations only start when a copy is free (else they are skipped and counted).
+
+``POST /explain`` takes exactly one instance as a V2 (``inputs``) or V1 (``instances``) body
+and answers ``{"anchor": [...], "precision": p, "coverage": c, "prediction": label, ...}``.
+
+Metrics: ``vigil_explainer_explanations_total{source}`` (api | sampled),
+``vigil_explainer_duration_seconds`` (histogram), ``vigil_explainer_precision`` and
+``vigil_explainer_coverage`` (of the latest explanation), ``vigil_explainer_anchor_features_total{feature}``
+(how often each feature is part of an anchor), ``vigil_explainer_failures_total{reason}``,
+``vigil_explainer_skipped_total{reason}``, ``vigil_explainer_model_calls_total`` and
+``vigil_explainer_model_rows_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from vigil.events import PayloadError, decode_instances
+from vigil_detectors.explainer.predictor import ModelCallError, ModelServerPredictor
+from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
+
+log = logging.getLogger("vigil.explainer")
+
+_JSON_TYPES = ("application/json", "text/json")
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+def _scalar(value: Any) -> Any:
+    """A numpy label as a JSON value (int for whole numbers, else float or str)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class ExplainerDetector(Detector):
+    name = "explainer"
+    accepts = frozenset({"request"})
+
+    def __init__(self, settings, metrics):
+        super().__init__(settings, metrics)
+        m = metrics
+        self.m_explanations = m.counter("vigil_explainer_explanations_total", "Anchor explanations computed.",
+                                        ["source"])
+        self.m_duration = m.histogram("vigil_explainer_duration_seconds", "Time to compute one explanation.",
+                                      buckets=_DURATION_BUCKETS)
+        self.m_precision = m.gauge("vigil_explainer_precision", "Precision of the latest anchor.")
+        self.m_coverage = m.gauge("vigil_explainer_coverage", "Coverage of the latest anchor.")
+        self.m_features = m.counter("vigil_explainer_anchor_features_total",
+                                    "Times each feature was part of an anchor.", ["feature"])
+        self.m_failures = m.counter("vigil_explainer_failures_total", "Explanations that failed.", ["reason"])
+        self.m_skipped = m.counter("vigil_explainer_skipped_total",
+                                   "Sampled rows not explained (all explainer copies busy).", ["reason"])
+        self.m_calls = m.counter("vigil_explainer_model_calls_total", "V2 calls made to the model server.")
+        self.m_rows = m.counter("vigil_explainer_model_rows_total", "Rows sent to the model server.")
+        for source in ("api", "sampled"):
+            self.m_explanations.labels(source=source)
+        self.predictor: Optional[ModelServerPredictor] = None
+        self._pool: list = []
+        self._slots: Optional[asyncio.Semaphore] = None
+        self._waiting = 0
+        self._background: set[asyncio.Task] = set()
+        self._rng = random.Random(settings.seed)
+        self.feature_names: list[str] = list(settings.feature_names or [])
+        self.categories: dict[int, int] = {}
+        self.state: dict[str, Any] = {"explanations": 0, "failures": 0, "skipped": 0, "lastAnchor": None,
+                                      "precision": None, "coverage": None, "prediction": None,
+                                      "lastDurationSeconds": None}
+
+    # -- loading ----------------------------------------------------------------------------
+    def load(self) -> None:
+        s = self.settings
+        if not s.artifact:
+            raise DetectorError("no explainer artifact configured (VIGIL_EXPLAINER_ARTIFACT); train one with vigil train")
+        path = Path(s.artifact)
+        if not (path / "meta.dill").is_file():
+            raise DetectorError(f"{path} is not an explainer saved by alibi (no meta.dill); train one with vigil train")
+        self.predictor = ModelServerPredictor(s.model_url, s.model_name, max_rows=s.batch_size,
+                                              timeout=s.model_timeout_seconds, on_call=self._on_call)
+        # alibi calls the predictor once while loading, so the model server must answer first.
+        self.predictor.wait_ready(s.model_wait_seconds)
+        from alibi.saving import load_explainer
+
+        self._pool = [load_explainer(str(path), self.predictor) for _ in range(s.max_concurrent)]
+        first = self._pool[0]
+        names = list(first.feature_names)
+        if self.feature_names and self.feature_names != names:
+            raise DetectorError(f"the explainer was trained on features {names}, the monitor names {self.feature_names}")
+        self.feature_names = names
+        self.categories = {int(i): len(first.feature_values[i]) for i in first.categorical_features}
+        for key, n in (s.categorical or {}).items():
+            if int(key) not in self.categories or (n is not None and self.categories[int(key)] != n):
+                log.warning("schema says feature %s has %s categories; the explainer artifact says %s",
+                            key, n, self.categories.get(int(key)))
+        log.info("explainer loaded from %s: %d features (%d categorical), %d copies", path, len(names),
+                 len(self.categories), len(self._pool))
+
+    async def start(self) -> None:
+        self._slots = asyncio.Semaphore(len(self._pool))
+
+    async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self.predictor:
+            await asyncio.to_thread(self.predictor.close)
+
+    def _on_call(self, rows: int) -> None:
+        self.m_calls.inc()
+        self.m_rows.inc(rows)
+
+    # -- explaining ---------------------------------------------------------------------------
+    def _check_instance(self, rows: np.ndarray) -> np.ndarray:
+        if rows.shape[0] != 1:
+            raise PayloadError("instance_count", f"send exactly one instance to explain, got {rows.shape[0]}")
+        row = rows[0]
+        for idx, n in self.categories.items():
+            v = row[idx]
+            if v != round(v) or not 0 <= v < n:
+                raise PayloadError("bad_category", f"feature {self.feature_names[idx]!r} is categorical: "
+                                                   f"send a category code 0..{n - 1}, got {v}")
+        return row
+
+    def _explain_sync(self, explainer, row: np.ndarray) -> dict[str, Any]:
+        s = self.settings
+        self.predictor.reset_thread_counts()
+        started = time.perf_counter()
+        exp = explainer.explain(row, threshold=s.threshold, batch_size=s.anchor_batch_size,
+                                coverage_samples=s.coverage_samples)
+        seconds = time.perf_counter() - started
+        calls, rows = self.predictor.thread_counts()
+        raw = exp.data["raw"]
+        return {
+            "anchor": list(exp.anchor), "precision": float(exp.precision), "coverage": float(exp.coverage),
+            "prediction": _scalar(np.asarray(raw["prediction"]).reshape(-1)[0]),
+            "features": [self.feature_names[int(i)] for i in raw["feature"]],
+            "thresholdMet": bool(raw.get("success", exp.precision >= s.threshold)), "threshold": s.threshold,
+            "instance": [_scalar(v) for v in row.tolist()], "durationSeconds": seconds,
+            "modelCalls": calls, "modelRows": rows,
+        }
+
+    async def explain(self, row: np.ndarray, source: str) -> dict[str, Any]:
+        """Explain one instance (waits for a free explainer copy). Raises ModelCallError."""
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        explainer = self._pool.pop()
+        try:
+            result = await asyncio.to_thread(self._explain_sync, explainer, row)
+        finally:
+            self._pool.append(explainer)
+            self._slots.release()
+        self._record(result, source)
+        return result
+
+    def _record(self, result: dict[str, Any], source: str) -> None:
+        self.m_explanations.labels(source=source).inc()
+        self.m_duration.observe(result["durationSeconds"])
+        self.m_precision.set(result["precision"])
+        self.m_coverage.set(result["coverage"])
+        for feature in result["features"]:
+            self.m_features.labels(feature=feature).inc()
+        self.state.update(explanations=self.state["explanations"] + 1, lastAnchor=result["anchor"],
+                          precision=result["precision"], coverage=result["coverage"],
+                          prediction=result["prediction"], lastDurationSeconds=result["durationSeconds"])
+
+    def _failed(self, reason: str) -> None:
+        self.m_failures.labels(reason=reason).inc()
+        self.state["failures"] += 1
+
+    # -- sampled request events ---------------------------------------------------------------
+    async def process(self, event: InferenceEvent) -> Optional[dict]:
+        rate = self.settings.sample_rate
+        if rate <= 0:
+            return None
+        for row in event.instances:
+            if self._rng.random() >= rate:
+                continue
+            if self._slots.locked() or self._waiting:
+                self.m_skipped.labels(reason="busy").inc()
+                self.state["skipped"] += 1
+                continue
+            try:
+                self._check_instance(row.reshape(1, -1))
+            except PayloadError as exc:
+                self._failed(exc.reason)
+                continue
+            task = asyncio.create_task(self._background_explain(row.copy()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return None
+
+    async def _background_explain(self, row: np.ndarray) -> None:
+        try:
+            await self.explain(row, "sampled")
+        except ModelCallError as exc:
+            log.warning("sampled explanation failed: %s", exc)
+            self._failed("model_error")
+        except Exception:  # a bad row must not kill the service
+            log.exception("sampled explanation failed")
+            self._failed("internal")
+
+    # -- /status and /explain -------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        busy = self.settings.max_concurrent - len(self._pool) if self._slots is not None else 0
+        return {"explainer": {**self.state, "threshold": self.settings.threshold,
+                              "sampleRate": self.settings.sample_rate, "busy": busy, "waiting": self._waiting,
+                              "modelCalls": self.predictor.calls if self.predictor else 0}}
+
+    def routers(self) -> list:
+        router = APIRouter()
+
+        @router.post("/explain")
+        async def explain(request: Request) -> JSONResponse:
+            edge = request.app.state.edge
+            s = self.settings
+            if self._slots is None:
+                return edge.reject("not_ready", "explainer is not ready yet (loading the artifact)", 503)
+            content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+            if content_type not in _JSON_TYPES:
+                return edge.reject("content_type", f"unsupported content type {content_type!r}; send application/json",
+                                   415)
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > s.max_body_bytes:
+                return edge.reject("too_large", f"body of {length} bytes exceeds the limit of {s.max_body_bytes}", 413)
+            body = await request.body()
+            if len(body) > s.max_body_bytes:
+                return edge.reject("too_large", f"body exceeds the limit of {s.max_body_bytes} bytes", 413)
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                return edge.reject("bad_json", "body is not valid JSON")
+            try:
+                row = self._check_instance(decode_instances(doc, len(self.feature_names)))
+            except PayloadError as exc:
+                return edge.reject(exc.reason, exc.message, exc.status)
+            if self._slots.locked() and self._waiting >= s.max_waiting:
+                return edge.reject("busy", f"{s.max_concurrent} explanations running and {self._waiting} waiting; "
+                                           "retry later", 503)
+            try:
+                result = await self.explain(row, "api")
+            except ModelCallError as exc:
+                self._failed("model_error")
+                return JSONResponse({"error": str(exc), "reason": "model_error"}, status_code=502)
+            except Exception as exc:
+                log.exception("explanation failed")
+                self._failed("internal")
+                return JSONResponse({"error": f"explanation failed: {type(exc).__name__}: {exc}",
+                                     "reason": "internal"}, status_code=500)
+            return JSONResponse(result)
+
+        return [router]

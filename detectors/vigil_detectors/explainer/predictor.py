@@ -1,0 +1,111 @@
+"""The model as alibi sees it: a function from rows to class labels, answered by the model
+server over the Open Inference Protocol (V2).
+
+alibi's anchor search calls its predictor many times with batches of perturbed rows
+(about 100 each). Each call becomes one V2 request (split into chunks of at most
+`max_rows` rows) on one persistent `httpx.Client` (keep-alive, safe to share between the
+explanation worker threads), asking only for the ``predict`` output (class labels) so the
+server skips class scores. Calls and rows are counted in total and per thread, so one
+explanation (which runs in one worker thread) can report what it cost.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Callable, Optional
+
+import httpx
+import numpy as np
+
+from vigil.events import v2_request
+
+
+class ModelCallError(RuntimeError):
+    """The model server could not be reached or gave an unusable answer."""
+
+
+class ModelServerPredictor:
+    def __init__(self, base_url: str, model_name: str, max_rows: int = 1000, timeout: float = 10.0,
+                 on_call: Optional[Callable[[int], None]] = None):
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model_name
+        self.url = f"{self.base_url}/v2/models/{model_name}/infer"
+        self.max_rows = int(max_rows)
+        self.on_call = on_call
+        self.client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=16))
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.rows = 0
+
+    # -- alibi's predictor ----------------------------------------------------------------
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        rows = np.asarray(x, dtype=np.float64)
+        if rows.ndim == 1:
+            rows = rows.reshape(1, -1)
+        parts = [self._call(rows[i:i + self.max_rows]) for i in range(0, rows.shape[0], self.max_rows)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _call(self, rows: np.ndarray) -> np.ndarray:
+        body = v2_request(rows)
+        body["outputs"] = [{"name": "predict"}]
+        try:
+            resp = self.client.post(self.url, content=json.dumps(body, separators=(",", ":")),
+                                    headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            raise ModelCallError(f"model server {self.base_url} unreachable: {type(exc).__name__}: {exc}") from exc
+        self._count(rows.shape[0])
+        if resp.status_code != 200:
+            raise ModelCallError(f"model server answered {resp.status_code}: {resp.text[:300]}")
+        try:
+            outputs = resp.json()["outputs"]
+            tensor = next((t for t in outputs if t.get("name") == "predict"), outputs[0])
+            labels = np.asarray(tensor["data"])
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise ModelCallError(f"model server answer is not a V2 response with outputs: {resp.text[:300]}") from None
+        if labels.ndim != 1:
+            labels = labels.reshape(rows.shape[0], -1)
+            labels = labels[:, 0] if labels.shape[1] == 1 else labels
+        if labels.shape[0] != rows.shape[0]:
+            raise ModelCallError(f"model server returned {labels.shape[0]} predictions for {rows.shape[0]} rows")
+        return labels
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.calls += 1
+            self.rows += n
+        local = self._local
+        local.calls = getattr(local, "calls", 0) + 1
+        local.rows = getattr(local, "rows", 0) + n
+        if self.on_call:
+            self.on_call(n)
+
+    # -- per-thread accounting -------------------------------------------------------------
+    def reset_thread_counts(self) -> None:
+        self._local.calls = 0
+        self._local.rows = 0
+
+    def thread_counts(self) -> tuple[int, int]:
+        return getattr(self._local, "calls", 0), getattr(self._local, "rows", 0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def wait_ready(self, seconds: float) -> None:
+        """Block until the model server says it is ready (GET /v2/health/ready), or raise."""
+        deadline = time.monotonic() + seconds
+        last = "no answer"
+        while True:
+            try:
+                r = self.client.get(f"{self.base_url}/v2/health/ready", timeout=2.0)
+                if r.status_code == 200:
+                    return
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                raise ModelCallError(f"model server {self.base_url} not ready after {seconds:.0f} s ({last})")
+            time.sleep(0.25)
+
+    def close(self) -> None:
+        self.client.close()

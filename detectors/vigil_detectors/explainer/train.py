@@ -1,0 +1,152 @@
+"""Fit an alibi `AnchorTabular` explainer on reference data and save it with alibi's
+`save_explainer` (the service loads it back with `load_explainer`).
+
+The explainer needs the model while it fits (to check what the predictor returns). It is
+either a local model file, loaded with the model server's own loader
+(`vigil.modelserver.loaders.load_model`, so it behaves exactly like the served model), or a
+running V2 endpoint (`http(s)://…`, called through `ModelServerPredictor`).
+
+Categorical features of the monitor's schema are given to alibi as `categorical_names`
+(their values in the data are category codes 0..n-1; the names are the schema's value list
+when it has one, else the codes), so anchors on them read ``color = red`` instead of
+being binned like numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: How a model file's name tells its format when none is given.
+_SUFFIX_FORMATS = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".sav": "sklearn",
+                   ".json": "xgboost", ".ubj": "xgboost", ".keras": "tensorflow", ".h5": "tensorflow"}
+
+Categorical = Mapping[Union[str, int], Union[int, Sequence[Any], None]]
+
+
+def categorical_names(categorical: Optional[Categorical], feature_names: Sequence[str],
+                      x_ref: Optional[np.ndarray] = None) -> dict[int, list[str]]:
+    """alibi's ``{column index: [category names]}`` from the schema's categorical block.
+
+    Keys may be feature names or column indices (int or str, as `vigil.plan` passes them);
+    values a number of categories, a list of category values, or None (count taken from
+    the data: max code + 1).
+    """
+    out: dict[int, list[str]] = {}
+    for key, cats in (categorical or {}).items():
+        if isinstance(key, str) and key in feature_names:
+            idx = list(feature_names).index(key)
+        else:
+            try:
+                idx = int(key)
+            except (TypeError, ValueError):
+                raise ValueError(f"categorical feature {key!r} is not one of {list(feature_names)}") from None
+            if not 0 <= idx < len(feature_names):
+                raise ValueError(f"categorical feature index {idx} is out of range for {len(feature_names)} features")
+        if isinstance(cats, (list, tuple)):
+            names = [str(v) for v in cats]
+        else:
+            if cats is None:
+                if x_ref is None:
+                    raise ValueError(f"number of categories of feature {feature_names[idx]!r} unknown")
+                cats = int(np.max(x_ref[:, idx])) + 1
+            names = [str(v) for v in range(int(cats))]
+        if len(names) < 1:
+            raise ValueError(f"categorical feature {feature_names[idx]!r} has no categories")
+        out[idx] = names
+    return out
+
+
+def model_predictor(model_path_or_url: str, model_format: Optional[str] = None, model_name: Optional[str] = None,
+                    timeout: float = 10.0) -> Callable[[np.ndarray], np.ndarray]:
+    """rows -> class labels, from a model file (the model server's loader) or a V2 URL."""
+    target = str(model_path_or_url)
+    if target.startswith(("http://", "https://")):
+        from vigil_detectors.explainer.predictor import ModelServerPredictor
+
+        predictor = ModelServerPredictor(target, model_name or "model", timeout=timeout)
+        predictor.wait_ready(timeout)
+        return predictor
+    from vigil.modelserver.loaders import load_model
+
+    fmt = model_format or _guess_format(target)
+    model = load_model(target, fmt)
+    if not model.classifier:
+        raise ValueError(f"anchor explanations need a classifier; {model.platform} at {target} is a regressor")
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        return model.predict(np.asarray(rows, dtype=np.float64), want_proba=False)[0]
+
+    return predict
+
+
+def _guess_format(path: str) -> str:
+    p = Path(path.removeprefix("file://"))
+    if p.is_dir():
+        if (p / "saved_model.pb").is_file():
+            return "tensorflow"
+        files = [f for f in p.iterdir() if f.suffix in _SUFFIX_FORMATS]
+        if len({_SUFFIX_FORMATS[f.suffix] for f in files}) == 1:
+            return _SUFFIX_FORMATS[files[0].suffix]
+    elif p.suffix in _SUFFIX_FORMATS:
+        return _SUFFIX_FORMATS[p.suffix]
+    raise ValueError(f"cannot tell the format of model {path!r}; give model_format (sklearn, xgboost, tensorflow)")
+
+
+def train_explainer(x_ref: np.ndarray, options: Optional[Mapping[str, Any]], model_path_or_url: str,
+                    out_dir: Union[str, Path], feature_names: Sequence[str], categorical: Optional[Categorical] = None,
+                    *, model_format: Optional[str] = None, model_name: Optional[str] = None,
+                    progress: Optional[Callable[[str], None]] = None) -> Path:
+    """Fit `AnchorTabular` on `x_ref` (n, f) against the model and save it to `out_dir`.
+
+    `options` is the monitor's explainer block (``threshold``, ``sampleRate`` …; optional
+    ``discPercentiles`` for the numeric bins, ``seed``). `model_path_or_url` is a model file
+    or directory (format from `model_format` or its suffix) or a V2 base URL (with
+    `model_name`). `categorical` is the schema's block: ``{feature name or index: n
+    categories or [values]}``. Returns the output directory.
+    """
+    say = progress or (lambda msg: log.info("%s", msg))
+    options = dict(options or {})
+    x_ref = np.asarray(x_ref, dtype=np.float64)
+    feature_names = [str(f) for f in feature_names]
+    if x_ref.ndim != 2 or x_ref.shape[0] < 2:
+        raise ValueError(f"reference data must be rows of features, got shape {list(x_ref.shape)}")
+    if x_ref.shape[1] != len(feature_names):
+        raise ValueError(f"reference data has {x_ref.shape[1]} columns but the schema names {len(feature_names)} features")
+    if not model_path_or_url:
+        raise ValueError("the explainer is fitted against the model: give a model file or a V2 endpoint URL")
+    cat_names = categorical_names(categorical, feature_names, x_ref)
+    for idx, names in cat_names.items():
+        codes = x_ref[:, idx]
+        if np.any(codes != np.round(codes)) or codes.min() < 0 or codes.max() >= len(names):
+            raise ValueError(f"categorical feature {feature_names[idx]!r} must hold category codes "
+                             f"0..{len(names) - 1} in the reference data")
+
+    say(f"loading the model from {model_path_or_url}")
+    predictor = model_predictor(model_path_or_url, model_format or options.get("modelFormat"),
+                                model_name or options.get("modelName"))
+    say("importing alibi")
+    from alibi.explainers import AnchorTabular
+    from alibi.saving import save_explainer
+
+    say(f"fitting AnchorTabular on {x_ref.shape[0]} reference rows "
+        f"({len(cat_names)} categorical of {len(feature_names)} features)")
+    explainer = AnchorTabular(predictor, feature_names, categorical_names=cat_names or None, dtype=np.float64,
+                              seed=options.get("seed"))
+    explainer.fit(x_ref, disc_perc=tuple(options.get("discPercentiles", (25, 50, 75))))
+    # alibi saves the explainer without its predictor; the sampler keeps its own reference,
+    # which must not be pickled either (an HTTP client, a TF model): detach it first.
+    explainer.reset_predictor(None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_explainer(explainer, out)
+    close = getattr(predictor, "close", None)
+    if close:
+        close()
+    say(f"saved the explainer to {out}")
+    return out
