@@ -156,7 +156,7 @@ def test_namespaced_rbac():
 
 def test_least_privilege():
     """No wildcards, no secrets, no cluster-wide writes beyond the operator's own kinds."""
-    for args in ([], ["--set", "operator.watchNamespaces={a}"], ["--set", "operator.peering=true"]):
+    for args in ([], ["--set", "operator.watchNamespaces={a}"]):
         for doc in template(*args):
             if doc["kind"] not in ("Role", "ClusterRole"):
                 continue
@@ -185,12 +185,31 @@ def test_operator_pod_is_locked_down():
     assert "limits" in container["resources"] and "requests" in container["resources"]
 
 
-def test_standalone_operator_never_runs_twice():
+def test_operator_never_runs_twice():
     spec = one(template(), "Deployment")["spec"]
-    assert spec["strategy"] == {"type": "Recreate"}
-    assert "--standalone" in spec["template"]["spec"]["containers"][0]["args"]
-    peered = one(template("--set", "operator.peering=true", "--set", "operator.replicas=2"), "Deployment")["spec"]
-    assert "strategy" not in peered and "--standalone" not in peered["template"]["spec"]["containers"][0]["args"]
+    assert spec["strategy"] == {"type": "Recreate"} and spec["replicas"] == 1
+    result = helm("template", "vigil", str(CHART), "--set", "operator.replicas=2", check=False)
+    assert result.returncode != 0 and "operator.replicas" in result.stderr
+
+
+@pytest.mark.parametrize("args", VALUE_SETS + [pytest.param(["--set", "operator.watchNamespaces={a,b}"], id="ns")])
+def test_operator_command_is_what_the_cli_accepts(args):
+    """The container's command and args parse with `vigil`'s own parser, with the ports and
+    namespaces the chart's values say."""
+    from vigil.cli import build_parser
+
+    docs = template(*args)
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][0] == "vigil"
+    parsed = build_parser().parse_args(container["command"][1:] + container["args"])
+    assert parsed.command == "operator"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert parsed.liveness_port == ports["health"] and parsed.metrics_port == ports["metrics"]
+    namespaces = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--namespace=")]
+    if namespaces:
+        assert parsed.namespace == namespaces and not parsed.all_namespaces
+    else:
+        assert parsed.all_namespaces and not parsed.namespace
 
 
 def test_operator_env_is_what_the_operator_reads(monkeypatch):
@@ -304,7 +323,7 @@ def test_helm_test_pod_checks_operator_health():
 
 @pytest.mark.parametrize("setting, message", [
     ("operator.replicas=two", "operator.replicas: Invalid type"),
-    ("operator.logLevel=LOUD", "operator.logLevel"),
+    ("artifacts.accessMode=ReadOnlyMany", "artifacts.accessMode"),
     ("images.pullPolicy=Sometimes", "images.pullPolicy"),
     ("operator.watchNamespaces={Not_A_Namespace}", "operator.watchNamespaces.0"),
     ("monitoring.prometheusRule.alerts.outlierRateHigh.threshold=1.5", "outlierRateHigh.threshold: Does not match"),
