@@ -210,6 +210,8 @@ def test_dashboard_structure(path):
         assert p["targets"], f"panel {p['title']!r} has no query"
         for t in p["targets"]:
             assert t["datasource"]["uid"] == "${datasource}"
+            if all(m.startswith("vigil_operator_") for m in metrics_in(t["expr"])):
+                continue  # the operator's own series are operator-wide: no monitor/namespace labels
             assert 'namespace=~"$namespace"' in t["expr"] and 'monitor=~"$monitor"' in t["expr"], \
                 f"{p['title']!r}: query ignores the namespace/monitor variables: {t['expr']}"
         refs = [t["refId"] for t in p["targets"]]
@@ -230,7 +232,7 @@ def test_panels_do_not_overlap():
 def test_overview_covers_the_issue_list():
     """Overview: drift, outlier rate, accuracy, event rates, drops. Monitor: the drill-downs."""
     text = {p.name: p.read_text() for p in DASHBOARDS}
-    for metric in ("vigil_drift_detected", "vigil_outlier_outliers_total", "vigil_metrics_accuracy",
+    for metric in ("vigil_operator_monitors", "vigil_drift_detected", "vigil_outlier_outliers_total", "vigil_metrics_accuracy",
                    "vigil_events_received_total", "vigil_logger_events_dropped_total", "vigil_logger_requests_total"):
         assert metric in text["vigil-overview.json"], metric
     for metric in ("vigil_drift_p_value", "vigil_outlier_score_bucket", "vigil_metrics_true_positives_total",
