@@ -10,22 +10,26 @@ the model's own predictions on the reference rows it covers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import threading
+import time
 import uuid
 
 import httpx
 import joblib
 import numpy as np
 import pytest
+import uvicorn
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.v1.event import CloudEvent
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from servers import metric_value, serve_app, serve_component, wait_until
+from servers import free_port, metric_value, serve_app, serve_component, wait_until
 from vigil.events import REQUEST, v2_request
 from vigil.modelserver.app import create_app as create_model_app
 from vigil.modelserver.settings import ModelServerSettings
@@ -229,39 +233,52 @@ def test_categorical_features_from_the_schema(tmp_path):
             assert resp.status_code == 400 and resp.json()["reason"] == "bad_category"
 
 
-def test_model_server_down_gives_502_and_service_recovers(artifact, model_file, iris):
+@contextlib.contextmanager
+def model_server_on(port: int, model_file):
+    """The iris model server on a given loopback port (to stop and bring it back at the same URL)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    app = create_model_app(ModelServerSettings(uri=str(model_file), format="sklearn", name="iris"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield ready(f"http://127.0.0.1:{port}", "/v2/health/ready")
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def test_waits_for_the_model_server_and_survives_it_going_away(artifact, model_file, iris):
     x, _ = iris
-    model_app = create_model_app(ModelServerSettings(uri=str(model_file), format="sklearn", name="iris"))
-    ctx = serve_app(model_app)
-    model_url = ready(ctx.__enter__(), "/v2/health/ready")
+    port = free_port()
+    model_url = f"http://127.0.0.1:{port}"
+    body = {"instances": [x[0].tolist()]}
     with serve_app(create_app(explainer_settings(artifact, model_url, max_concurrent=1))) as url:
-        ready(url)
-        assert httpx.post(url + "/explain", json={"instances": [x[0].tolist()]}, timeout=60).status_code == 200
-        ctx.__exit__(None, None, None)  # the model server goes away
-        resp = httpx.post(url + "/explain", json={"instances": [x[0].tolist()]}, timeout=60)
-        assert resp.status_code == 502 and resp.json()["reason"] == "model_error" and "unreachable" in resp.json()["error"]
+        # no model server yet: alive, not ready, /explain says so
+        time.sleep(0.5)
         assert httpx.get(url + "/healthz").status_code == 200
-        assert metric_value(httpx.get(url + "/metrics").text, "vigil_explainer_failures_total", reason="model_error") == 1
-        # the model server comes back on the same port: explanations work again
-        port = int(model_url.rsplit(":", 1)[1])
-        import socket
-
-        import uvicorn
-
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        server = uvicorn.Server(uvicorn.Config(create_model_app(ModelServerSettings(
-            uri=str(model_file), format="sklearn", name="iris")), log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        try:
-            ready(model_url, "/v2/health/ready")
-            assert httpx.post(url + "/explain", json={"instances": [x[0].tolist()]}, timeout=60).status_code == 200
-        finally:
-            server.should_exit = True
-            thread.join(15)
-            sock.close()
+        assert httpx.get(url + "/readyz").status_code == 503
+        assert httpx.post(url + "/explain", json=body).status_code == 503
+        with model_server_on(port, model_file):
+            ready(url)  # becomes ready by itself once the model server answers
+            assert httpx.post(url + "/explain", json=body, timeout=60).status_code == 200
+        # the model server goes away: 502 naming the cause, the service stays up
+        resp = httpx.post(url + "/explain", json=body, timeout=60)
+        assert resp.status_code == 502 and resp.json()["reason"] == "model_error"
+        assert "unreachable" in resp.json()["error"]
+        assert httpx.get(url + "/healthz").status_code == 200
+        assert metric_value(httpx.get(url + "/metrics").text, "vigil_explainer_failures_total",
+                            reason="model_error") == 1
+        with model_server_on(port, model_file):  # back on the same URL: explanations work again
+            assert httpx.post(url + "/explain", json=body, timeout=60).status_code == 200
+    # an explainer still waiting for its model server shuts down promptly
+    started = time.monotonic()
+    with serve_app(create_app(explainer_settings(artifact, f"http://127.0.0.1:{free_port()}"))) as url:
+        assert httpx.get(url + "/readyz").status_code == 503
+    assert time.monotonic() - started < 10
 
 
 def test_artifact_loads_in_a_fresh_process(artifact, model_url, iris):

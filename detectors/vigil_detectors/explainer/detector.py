@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import httpx
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -75,6 +76,7 @@ class ExplainerDetector(Detector):
         for source in ("api", "sampled"):
             self.m_explanations.labels(source=source)
         self.predictor: Optional[ModelServerPredictor] = None
+        self._path: Optional[Path] = None
         self._pool: list = []
         self._slots: Optional[asyncio.Semaphore] = None
         self._waiting = 0
@@ -87,21 +89,55 @@ class ExplainerDetector(Detector):
                                       "lastDurationSeconds": None}
 
     # -- loading ----------------------------------------------------------------------------
+    # The frame runs `load` in a worker thread, then awaits `start`, and only then turns ready.
+    # alibi calls the predictor once while it loads an explainer, so the model server must
+    # answer first; that wait happens in `start`, on the event loop, where shutdown can cancel
+    # it (a worker thread blocked on it would hold the process up at exit).
     def load(self) -> None:
         s = self.settings
         if not s.artifact:
             raise DetectorError("no explainer artifact configured (VIGIL_EXPLAINER_ARTIFACT); train one with vigil train")
-        path = Path(s.artifact)
-        if not (path / "meta.dill").is_file():
-            raise DetectorError(f"{path} is not an explainer saved by alibi (no meta.dill); train one with vigil train")
+        self._path = Path(s.artifact)
+        if not (self._path / "meta.dill").is_file():
+            raise DetectorError(f"{self._path} is not an explainer saved by alibi (no meta.dill); "
+                                "train one with vigil train")
         self.predictor = ModelServerPredictor(s.model_url, s.model_name, max_rows=s.batch_size,
                                               timeout=s.model_timeout_seconds, on_call=self._on_call)
-        # alibi calls the predictor once while loading, so the model server must answer first.
-        self.predictor.wait_ready(s.model_wait_seconds)
+        import alibi.saving  # noqa: F401 - the slow import (alibi pulls in TensorFlow), off the event loop
+
+    async def start(self) -> None:
+        await self._wait_for_model()
+        self._pool = await asyncio.to_thread(self._load_copies)
+        self._slots = asyncio.Semaphore(len(self._pool))
+
+    async def _wait_for_model(self) -> None:
+        s = self.settings
+        url = f"{self.predictor.base_url}/v2/health/ready"
+        deadline = None if s.model_wait_seconds is None else time.monotonic() + s.model_wait_seconds
+        next_log = time.monotonic() + 10
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                try:
+                    r = await client.get(url)
+                    if r.status_code == 200:
+                        return
+                    last = f"HTTP {r.status_code}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DetectorError(f"model server {self.predictor.base_url} not ready after "
+                                        f"{s.model_wait_seconds:.0f} s ({last})")
+                if time.monotonic() >= next_log:
+                    log.info("waiting for the model server %s to be ready (%s)", url, last)
+                    next_log = time.monotonic() + 30
+                await asyncio.sleep(0.25)
+
+    def _load_copies(self) -> list:
         from alibi.saving import load_explainer
 
-        self._pool = [load_explainer(str(path), self.predictor) for _ in range(s.max_concurrent)]
-        first = self._pool[0]
+        s = self.settings
+        pool = [load_explainer(str(self._path), self.predictor) for _ in range(s.max_concurrent)]
+        first = pool[0]
         names = list(first.feature_names)
         if self.feature_names and self.feature_names != names:
             raise DetectorError(f"the explainer was trained on features {names}, the monitor names {self.feature_names}")
@@ -111,11 +147,9 @@ class ExplainerDetector(Detector):
             if int(key) not in self.categories or (n is not None and self.categories[int(key)] != n):
                 log.warning("schema says feature %s has %s categories; the explainer artifact says %s",
                             key, n, self.categories.get(int(key)))
-        log.info("explainer loaded from %s: %d features (%d categorical), %d copies", path, len(names),
-                 len(self.categories), len(self._pool))
-
-    async def start(self) -> None:
-        self._slots = asyncio.Semaphore(len(self._pool))
+        log.info("explainer loaded from %s: %d features (%d categorical), %d copies", self._path, len(names),
+                 len(self.categories), len(pool))
+        return pool
 
     async def stop(self) -> None:
         for task in list(self._background):

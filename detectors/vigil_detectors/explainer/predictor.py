@@ -12,6 +12,7 @@ explanation (which runs in one worker thread) can report what it cost.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Callable, Optional
@@ -20,6 +21,8 @@ import httpx
 import numpy as np
 
 from vigil.events import v2_request
+
+log = logging.getLogger("vigil.explainer")
 
 
 class ModelCallError(RuntimeError):
@@ -91,10 +94,12 @@ class ModelServerPredictor:
         return getattr(self._local, "calls", 0), getattr(self._local, "rows", 0)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def wait_ready(self, seconds: float) -> None:
-        """Block until the model server says it is ready (GET /v2/health/ready), or raise."""
-        deadline = time.monotonic() + seconds
+    def wait_ready(self, seconds: Optional[float]) -> None:
+        """Block until the model server says it is ready (GET /v2/health/ready); raise after
+        `seconds` (None: wait as long as it takes, logging now and then)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
         last = "no answer"
+        next_log = time.monotonic() + 10
         while True:
             try:
                 r = self.client.get(f"{self.base_url}/v2/health/ready", timeout=2.0)
@@ -103,8 +108,11 @@ class ModelServerPredictor:
                 last = f"HTTP {r.status_code}"
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() >= deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise ModelCallError(f"model server {self.base_url} not ready after {seconds:.0f} s ({last})")
+            if time.monotonic() >= next_log:
+                log.info("waiting for the model server %s to be ready (%s)", self.base_url, last)
+                next_log = time.monotonic() + 30
             time.sleep(0.25)
 
     def close(self) -> None:

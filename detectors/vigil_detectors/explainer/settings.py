@@ -38,7 +38,8 @@ class ExplainerSettings(DetectorSettings):
     max_waiting: int = Field(16, ge=0)
     #: Timeout of one model server call.
     model_timeout_seconds: float = Field(10.0, gt=0)
-    #: How long start-up waits for the model server to answer /v2/health/ready.
-    model_wait_seconds: float = Field(120.0, ge=0)
+    #: How long start-up waits for the model server to answer /v2/health/ready (null: as long as it
+    #: takes; /readyz stays 503 meanwhile, and turns ready by itself once the model server is up).
+    model_wait_seconds: Optional[float] = Field(None, ge=0)
     #: Seed of alibi's sampler (None: random).
     seed: Optional[int] = None
