@@ -1,0 +1,373 @@
+"""Vigil's Kubernetes API emulator for tests: kmock's `KubernetesEmulator` plus what an
+operator and kubectl rely on (DESIGN.md §6).
+
+kmock (by kopf's author) serves the Kubernetes REST shape from memory: discovery, list,
+watch, get, create, merge-patch, delete. This subclass adds the API server behaviour the
+operator depends on, each emulated explicitly and simply:
+
+- object identity: ``metadata.uid``, ``creationTimestamp``, ``generation`` (bumped when
+  anything but metadata/status changes) and a cluster-wide increasing ``resourceVersion``
+  (not bumped by a no-op patch, like the real server);
+- optimistic concurrency: a merge patch carrying a stale ``metadata.resourceVersion`` is
+  refused with 409 Conflict; a JSON patch whose ``test`` op fails (kopf's guarded
+  finalizer patches) with 422; creating an existing name with 409 AlreadyExists;
+- the status subresource: ``PATCH …/status`` changes only ``.status`` and a patch of the
+  main resource never does;
+- ``generateName`` (kopf's Events use it);
+- ``labelSelector`` on lists (the operator finds its children by label);
+- custom resources validated against their CRD schema (OpenAPI + CEL, see
+  `tests/crdschema.py`), answering 422 Invalid like the real server;
+- finalizers and a background garbage collector: deleting an object deletes the objects
+  whose ``ownerReferences`` name its uid (``garbage_collect=True``, the default), so the
+  owner references the operator sets are what cleans up, as in a cluster;
+- ``/openapi/v2`` and ``/openapi/v3`` answered with empty documents so kubectl can run
+  (client-side schema validation is then skipped: the server validates);
+- RBAC for one identity: with ``rbac={token: rules}``, a request bearing that token is
+  refused with 403 unless a rule (``apiGroups``/``resources``/``verbs``, as in a Role)
+  allows its verb on its resource, so tests prove an operator needs no more than its
+  declared rules. Other tokens (the test itself, kubectl) are cluster admins.
+
+Still no controllers: nothing makes a Deployment's pods ready or a Job complete. Tests
+play the controller-manager explicitly with `set_status`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import re
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import aiohttp.web
+import attrs
+import jsonpatch
+import kmock
+import yaml
+from kmock._internal import apps, dicts, enums
+
+import crdschema
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error(status: int, reason: str, message: str) -> kmock.KubernetesError:
+    return kmock.KubernetesError(status=status, reason=reason, message=message, details={})
+
+
+# ----------------------------------------------------------------------------- label selectors
+
+_REQ = re.compile(r"^\s*(!?)([\w./-]+)\s*(?:(==|=|!=)\s*([\w.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+
+
+def parse_selector(selector: str) -> list[tuple]:
+    """'a=b,c!=d,e in (x,y),!f,g' -> [(key, op, values)] (equality- and set-based syntax)."""
+    parts, depth, cur = [], 0, ""
+    for ch in selector:
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    parts.append(cur)
+    out = []
+    for part in filter(str.strip, parts):
+        m = _REQ.match(part)
+        if not m:
+            raise ValueError(f"bad label selector {part!r}")
+        neg, key, eq, val, setop, vals = m.groups()
+        if neg:
+            out.append((key, "!exists", ()))
+        elif eq:
+            out.append((key, "!=" if eq == "!=" else "=", (val,)))
+        elif setop:
+            out.append((key, setop, tuple(v.strip() for v in vals.split(",") if v.strip())))
+        else:
+            out.append((key, "exists", ()))
+    return out
+
+
+def matches(labels: dict, requirements: Iterable[tuple]) -> bool:
+    for key, op, values in requirements:
+        have = labels.get(key)
+        ok = {"=": have == values[0] if values else False,
+              "!=": have != values[0] if values else True,
+              "in": have in values, "notin": have not in values,
+              "exists": key in labels, "!exists": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------- the emulator
+
+@attrs.define(kw_only=True)
+class KubeEmulator(kmock.KubernetesEmulator):
+    crds: list = attrs.field(factory=list)  # CRD documents (dicts) or paths to them
+    garbage_collect: bool = True
+    validate: bool = True
+    rbac: dict = attrs.field(factory=dict)  # bearer token -> list of RBAC rules
+    _rv: int = attrs.field(default=0, init=False)
+    _status_sub: set = attrs.field(factory=set, init=False)
+    _schemas: dict = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resources.load_bundled()
+        for res, info in list(self.resources.items()):
+            if "status" in info.subresources:
+                self._status_sub.add(kmock.resource(res))
+        for crd in self.crds:
+            self.add_crd(crd)
+        self.fallback["get /openapi/v2"] << {"swagger": "2.0", "info": {"title": "kmock", "version": "v0"},
+                                              "paths": {}, "definitions": {}}
+        self.fallback["get /openapi/v3"] << {"paths": {}}
+
+    def add_crd(self, crd) -> None:
+        if not isinstance(crd, dict):
+            crd = yaml.safe_load(Path(crd).read_text())
+        names, group = crd["spec"]["names"], crd["spec"]["group"]
+        for version in crd["spec"]["versions"]:
+            res = kmock.resource(group, version["name"], names["plural"])
+            subresources = set((version.get("subresources") or {}).keys())
+            self.resources[res] = kmock.ResourceInfo(
+                kind=names["kind"], singular=names.get("singular"), namespaced=crd["spec"]["scope"] == "Namespaced",
+                shortnames=set(names.get("shortNames") or []), categories=set(names.get("categories") or []),
+                subresources=subresources,
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"})
+            if "status" in subresources:
+                self._status_sub.add(res)
+            self._schemas[res] = version["schema"]["openAPIV3Schema"]
+
+    # -- helpers for tests (what controllers would do) ------------------------------------
+
+    def next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def get(self, resource: str, namespace: Optional[str], name: str) -> Optional[dict]:
+        key = (kmock.resource(resource), namespace, name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return copy.deepcopy(self.objects[key].raw)
+
+    def list(self, resource: str, namespace: Optional[str] = None, selector: str = "") -> list[dict]:
+        res, reqs = kmock.resource(resource), parse_selector(selector)
+        return [copy.deepcopy(o.raw) for (r, ns, _), o in self.objects.items()
+                if r == res and not o.deleted and (namespace is None or ns == namespace)
+                and matches((o.raw.get("metadata") or {}).get("labels") or {}, reqs)]
+
+    async def set_status(self, resource: str, namespace: Optional[str], name: str, status: dict) -> dict:
+        """Merge `status` into an object's status as its controller would (bumps resourceVersion,
+        notifies watchers)."""
+        key = (kmock.resource(resource), namespace, name)
+        async with self._lock:
+            cur = self.objects[key].raw
+            new = copy.deepcopy(cur)
+            new["status"] = {**(cur.get("status") or {}), **status}
+            await self._store(key, cur, new, main=False)
+        return self.get(resource, namespace, name)
+
+    # -- the API semantics -----------------------------------------------------------------
+
+    def _namespaced(self, res) -> bool:
+        info = self.resources[res] if res in self.resources else None
+        return bool(info and info.namespaced)
+
+    def _check_schema(self, res, obj: dict) -> None:
+        schema = self._schemas.get(res)
+        if schema is None or not self.validate:
+            return
+        errors = crdschema.validate(obj, schema)
+        if errors:
+            kind = obj.get("kind", "object")
+            raise _error(422, "Invalid", f'{kind} "{obj.get("metadata", {}).get("name")}" is invalid: '
+                                         + "; ".join(errors))
+
+    async def _store(self, key, cur: dict, new: dict, main: bool) -> None:
+        """Save a new version of an existing object (caller holds the lock)."""
+        res = key[0]
+        for k in ("uid", "creationTimestamp", "name", "namespace", "resourceVersion", "generation"):
+            if k in cur.get("metadata", {}):
+                new.setdefault("metadata", {})[k] = cur["metadata"][k]
+        if new == cur:
+            return  # a no-op changes nothing, not even the resourceVersion
+        meta = new["metadata"]
+        if main and {k: v for k, v in new.items() if k not in ("metadata", "status")} != \
+                {k: v for k, v in cur.items() if k not in ("metadata", "status")}:
+            meta["generation"] = int(cur["metadata"].get("generation", 1)) + 1
+        meta["resourceVersion"] = self.next_rv()
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            await self._remove(key)
+            return
+        self.objects[key].history.append(new)
+        await self._buses[res].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+
+    async def _remove(self, key) -> None:
+        """Delete an object now, then (garbage collector) everything it owns."""
+        obj = self.objects[key]
+        raw = copy.deepcopy(obj.last.raw)
+        raw["metadata"]["resourceVersion"] = self.next_rv()
+        obj.history.append(raw)  # the last seen state is what DELETE returns
+        obj.delete()
+        await self._buses[key[0]].put({"type": "DELETED", "object": raw})
+        if self.garbage_collect:
+            uid = raw["metadata"].get("uid")
+            for dep_key, dep in list(self.objects.items()):
+                if dep.deleted:
+                    continue
+                owners = (dep.raw.get("metadata") or {}).get("ownerReferences") or []
+                if any(o.get("uid") == uid for o in owners):
+                    await self._delete(dep_key)
+
+    async def _delete(self, key) -> None:
+        cur = self.objects[key].raw
+        meta = cur.get("metadata", {})
+        if meta.get("finalizers"):
+            if not meta.get("deletionTimestamp"):
+                new = copy.deepcopy(cur)
+                new["metadata"]["deletionTimestamp"] = _now()
+                new["metadata"]["resourceVersion"] = self.next_rv()
+                self.objects[key].history.append(new)
+                await self._buses[key[0]].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+        else:
+            await self._remove(key)
+
+    async def _create(self, request) -> Any:
+        res = request.resource
+        obj = copy.deepcopy(request.data or {})
+        meta = obj.setdefault("metadata", {})
+        namespace = request.namespace or meta.get("namespace")
+        if self._namespaced(res):
+            meta["namespace"] = namespace = namespace or "default"
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise _error(422, "Invalid", "metadata.name or metadata.generateName is required")
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        key = (res, namespace, meta["name"])
+        if key in self.objects and not self.objects[key].deleted:
+            raise _error(409, "AlreadyExists", f'{obj.get("kind", "object")} "{meta["name"]}" already exists')
+        if res in self._status_sub:
+            obj.pop("status", None)
+        self._check_schema(res, obj)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), resourceVersion=self.next_rv(), generation=1)
+        if key in self.objects:
+            self.objects[key].history.append(obj)
+        else:
+            self.objects[key] = obj
+        await self._buses[res].put({"type": "ADDED", "object": copy.deepcopy(obj)})
+        evolved = attrs.evolve(request, namespace=namespace, name=meta["name"])
+        # kmock matches reactions against the requests it has seen (by identity): swap ours in.
+        for i, seen in enumerate(self._requests):
+            if seen is request:
+                self._requests[i] = evolved
+        return evolved
+
+    async def _patch(self, request) -> None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            raise kmock.KubernetesObjectNotFoundError()
+        cur = self.objects[key].raw
+        data = request.data
+        if isinstance(data, list):  # RFC 6902 JSON patch, e.g. kopf's guarded finalizer edits
+            try:
+                new = jsonpatch.apply_patch(copy.deepcopy(cur), data)
+            except jsonpatch.JsonPatchTestFailed as e:
+                raise _error(422, "Invalid", f"the server rejected our request due to an error in our request: {e}")
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+                raise _error(422, "Invalid", str(e))
+        elif isinstance(data, dict):  # RFC 7386 merge patch (strategic merge is treated the same)
+            want = (data.get("metadata") or {}).get("resourceVersion")
+            have = cur.get("metadata", {}).get("resourceVersion")
+            if want is not None and str(want) != str(have):
+                raise _error(409, "Conflict", f"Operation cannot be fulfilled on {request.resource.plural} "
+                                              f'"{request.name}": the object has been modified; please apply '
+                                              f"your changes to the latest version and try again")
+            new = dict(dicts.merge_patch_dict(copy.deepcopy(cur), data))
+        else:
+            raise _error(400, "BadRequest", "the patch body must be a JSON object or array")
+        new = copy.deepcopy(new)
+        status_only = request.subresource == "status"
+        if request.resource in self._status_sub:
+            if status_only:
+                kept = {k: v for k, v in cur.items() if k != "status"}
+                new = {**kept, **({"status": new["status"]} if "status" in new else {})}
+            elif "status" in cur:
+                new["status"] = cur["status"]
+            else:
+                new.pop("status", None)
+        if not status_only:
+            self._check_schema(request.resource, new)
+        await self._store(key, cur, new, main=not status_only)
+
+    def _authorize(self, request) -> None:
+        auth = request.headers.get("Authorization") or request.headers.get("authorization") or ""
+        token = auth.split(" ", 1)[1] if " " in auth else ""
+        rules = self.rbac.get(token)
+        res = request.resource
+        if rules is None or res is None or res.plural is None:
+            return  # not a restricted identity, or a discovery (non-resource) URL
+        method = str(request.method.value if hasattr(request.method, "value") else request.method).upper()
+        if method == "GET":
+            verb = "watch" if request.params.get("watch") in ("true", "1") else ("get" if request.name else "list")
+        else:
+            verb = {"POST": "create", "PATCH": "patch", "PUT": "update",
+                    "DELETE": "delete" if request.name else "deletecollection"}.get(method, method.lower())
+        name = f"{res.plural}/{request.subresource}" if request.subresource else res.plural
+        for rule in rules:
+            if res.group in rule.get("apiGroups", ()) and name in rule.get("resources", ()) \
+                    and (verb in rule.get("verbs", ()) or "*" in rule.get("verbs", ())):
+                return
+        group = f"{res.group}" if res.group else "core"
+        raise _error(403, "Forbidden", f'cannot {verb} resource "{name}" in API group "{group}" (RBAC)')
+
+    async def _handle(self, request) -> aiohttp.web.StreamResponse:
+        self._authorize(request)
+        res = request.resource
+        action = request.action
+        if res is not None and action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE) \
+                and request.subresource in (None, "status"):
+            async with self._lock:
+                if action == enums.action.CREATE:
+                    request = await self._create(request)
+                elif action == enums.action.UPDATE:
+                    await self._patch(request)
+                elif request.name is not None:
+                    key = (res, request.namespace, request.name)
+                    if key not in self.objects or self.objects[key].deleted:
+                        raise kmock.KubernetesObjectNotFoundError()
+                    await self._delete(key)
+            # kmock's own readers render the response from the state set above.
+            return await apps.RawHandler._handle(self, request)
+        return await super()._handle(request)
+
+    async def _serve_list(self, request) -> Any:
+        data = await super()._serve_list(request)
+        selector = request.params.get("labelSelector") or ""
+        if selector:
+            reqs = parse_selector(selector)
+            data["items"] = [o for o in data["items"]
+                             if matches((o.get("metadata") or {}).get("labels") or {}, reqs)]
+        info = self.resources[request.resource] if request.resource in self.resources else None
+        data["kind"] = f"{info.kind}List" if info and info.kind else "List"
+        data["apiVersion"] = (f"{request.resource.group}/{request.resource.version}" if request.resource.group
+                              else request.resource.version)
+        data["metadata"] = {"resourceVersion": str(self._rv)}
+        return data
+
+
+def kubeconfig(url: str, path: Path, namespace: str = "default", token: str = "admin") -> Path:
+    """A kubeconfig pointing kubectl / the kubernetes client / kopf at the emulator as `token`."""
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": str(url).rstrip("/")}}],
+        "users": [{"name": "kmock", "user": {"token": token}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": namespace}}],
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
