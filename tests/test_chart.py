@@ -125,7 +125,7 @@ def test_cluster_wide_rbac():
     rbac = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
     docs = template()
     role = one(docs, "ClusterRole")
-    assert _rules(role) == _rules({"rules": rbac["namespaced"] + rbac.get("cluster", [])})
+    assert _rules(role) == _rules(rbac) and rbac["rules"]
     binding = one(docs, "ClusterRoleBinding")
     sa = one(docs, "ServiceAccount")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -143,13 +143,11 @@ def test_namespaced_rbac():
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-prod", "ml-staging"]
     for role in roles:
-        assert _rules(role) == _rules({"rules": rbac["namespaced"]})
+        assert _rules(role) == _rules(rbac)
     bindings = by_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml-prod", "ml-staging"]
     assert all(b["subjects"][0]["namespace"] == "vigil-system" for b in bindings)
-    # only kopf's cluster-scoped observation rules stay cluster-wide
-    cluster_roles = by_kind(docs, "ClusterRole")
-    assert [_rules(r) for r in cluster_roles] == ([_rules({"rules": rbac["cluster"]})] if rbac.get("cluster") else [])
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding"), "nothing cluster-wide"
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=ml-prod" in args and "--namespace=ml-staging" in args and "--all-namespaces" not in args
 
