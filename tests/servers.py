@@ -99,19 +99,27 @@ def serve_command(name: str, port: int) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+class ServiceURL(str):
+    """A base URL that also knows the process serving it (``.pid``)."""
+
+    pid: int
+
+
 @contextmanager
 def serve_component(name: str, env: Optional[dict[str, str]] = None, port: Optional[int] = None,
                     prefix: Sequence[str] = (), ready_path: str = "/readyz", timeout: float = 60.0) -> Iterator[str]:
     """Run one Vigil component as a subprocess; yields its base URL once `ready_path` answers 200.
 
-    `prefix` goes before the command, e.g. ``["taskset", "-c", "0"]``.
+    `prefix` goes before the command, e.g. ``["taskset", "-c", "0"]``. The URL's ``.pid``
+    is the subprocess's.
     """
     port = port or free_port()
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     output = tempfile.NamedTemporaryFile(prefix=f"vigil-{name}-", suffix=".log", delete=False)
     proc = subprocess.Popen([*prefix, *serve_command(name, port)], env=full_env, stdout=output,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://{HOST}:{port}"
+    url = ServiceURL(f"http://{HOST}:{port}")
+    url.pid = proc.pid
 
     def tail() -> str:
         output.flush()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-import httpx
+import aiohttp
 from cloudevents.core.bindings.http import HTTPMessage, to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -66,7 +66,7 @@ class RetryPolicy:
 
 
 class Sink:
-    def __init__(self, config: SinkConfig, client: httpx.AsyncClient, policy: RetryPolicy, metrics: LoggerMetrics,
+    def __init__(self, config: SinkConfig, client: aiohttp.ClientSession, policy: RetryPolicy, metrics: LoggerMetrics,
                  queue_size: int, workers: int = 4):
         self.name = config.name
         self.url = config.url
@@ -139,16 +139,18 @@ class Sink:
                 self._m_retries.inc()
                 await asyncio.sleep(self.policy.delay(attempt - 1))
             try:
-                r = await self.client.post(self.url, content=msg.body, headers=msg.headers)
-            except httpx.HTTPError as e:
+                async with self.client.post(self.url, data=msg.body, headers=msg.headers) as r:
+                    status = r.status
+                    text = (await r.read())[:200].decode("utf-8", "replace")
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 last = f"{type(e).__name__}: {e}"
                 continue
-            if r.status_code < 300:
+            if status < 300:
                 self.sent += 1
                 self._m_sent.inc()
                 return
-            last = f"HTTP {r.status_code}: {r.text[:200]}"
-            if r.status_code < 500 and r.status_code not in RETRYABLE_STATUS:
+            last = f"HTTP {status}: {text}"
+            if status < 500 and status not in RETRYABLE_STATUS:
                 self._warn("rejected a %s event: %s", event.kind, last)
                 self._drop("rejected")
                 return
