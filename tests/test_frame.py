@@ -1,0 +1,118 @@
+"""The detector frame over real HTTP: edge validation, counting, replies and readiness."""
+
+import json
+import threading
+
+import httpx
+import pytest
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.v1.event import CloudEvent
+
+from tests.servers import metric_value, serve_app, wait_until
+from vigil_detectors.frame import Detector, DetectorSettings, create_detector_app
+
+
+class Recorder(Detector):
+    """Records the rows it is handed; loading waits for a gate so readiness can be observed."""
+
+    name = "drift"
+    gate = threading.Event()
+
+    def load(self):
+        if not self.gate.wait(10):
+            raise RuntimeError("artifact missing")
+        self.rows = []
+
+    async def process(self, event):
+        self.rows.extend(event.instances.tolist())
+        return {"rows": event.rows, "inferenceid": event.inference_id}
+
+    def status(self):
+        return {"drift": {"rows": len(self.rows)}}
+
+
+def event(data, type_="dev.vigil.inference.request", **attrs):
+    return ce_http.to_binary_event(CloudEvent(
+        attributes={"type": type_, "source": "/test", "datacontenttype": "application/json", **attrs}, data=data))
+
+
+@pytest.fixture
+def url():
+    Recorder.gate.clear()
+    app = create_detector_app(Recorder, DetectorSettings(feature_names=["a", "b"], max_body_bytes=4096))
+    with serve_app(app) as base:
+        yield base
+
+
+def post(base, msg):
+    return httpx.post(base + "/", headers=msg.headers, content=msg.body)
+
+
+def test_ready_only_after_load_and_events_refused_before(url):
+    assert httpx.get(url + "/healthz").status_code == 200
+    assert httpx.get(url + "/readyz").status_code == 503
+    r = post(url, event({"instances": [[1, 2]]}))
+    assert r.status_code == 503 and "not ready" in r.json()["error"]
+    Recorder.gate.set()
+    wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, what="ready")
+
+
+def test_valid_events_and_reply_keeps_id(url):
+    Recorder.gate.set()
+    wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, what="ready")
+    r = post(url, event({"instances": [[1, 2], [3, 4]]}, id="ev-1", inferenceid="inf-1"))
+    assert r.status_code == 200
+    assert r.headers["ce-type"] == "dev.vigil.detection.drift"
+    assert r.headers["ce-id"] == "ev-1" and r.headers["ce-inferenceid"] == "inf-1"
+    assert r.json() == {"rows": 2, "inferenceid": "inf-1"}
+    # KServe and Seldon request types, V2 body, structured mode
+    v2 = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [5, 6]}]}
+    assert post(url, event(v2, "org.kubeflow.serving.inference.request")).status_code == 200
+    assert post(url, event({"data": {"ndarray": [[7, 8]]}}, "io.seldon.serving.inference.request")).status_code == 200
+    structured = ce_http.to_structured_event(CloudEvent(
+        attributes={"type": "dev.vigil.inference.request", "source": "/t", "datacontenttype": "application/json"},
+        data={"instances": [9, 10]}))
+    assert httpx.post(url + "/", headers=structured.headers, content=structured.body).status_code == 200
+    # a kind this detector does not consume is acknowledged, not processed
+    assert post(url, event({"outputs": []}, "dev.vigil.inference.response")).status_code == 204
+    status = httpx.get(url + "/status").json()
+    assert status["drift"]["rows"] == 5 and status["events"]["received"] == 5
+
+
+@pytest.mark.parametrize("make, code, reason", [
+    (lambda: event({"instances": [[1, 2, 3]]}), 400, "feature_count"),
+    (lambda: event({"instances": [["x", 2]]}), 400, "non_numeric"),
+    (lambda: event({"instances": [[1, None]]}), 400, "non_numeric"),
+    (lambda: event({"rows": [[1, 2]]}), 400, "bad_body"),
+    (lambda: event({"instances": [[1, 2]]}, "com.example.other"), 400, "unknown_type"),
+    (lambda: ce_http.HTTPMessage({"content-type": "application/json"}, b'{"instances": [[1, 2]]}'), 400,
+     "bad_cloudevent"),
+    (lambda: ce_http.HTTPMessage({**event({}).headers, "content-type": "text/csv"}, b"1,2"), 415, "content_type"),
+    (lambda: ce_http.HTTPMessage(event({}).headers, b"{not json"), 400, "bad_json"),
+    (lambda: event({"instances": [[1.0, 2.0]] * 400}), 413, "too_large"),
+])
+def test_bad_input_is_refused_counted_and_harmless(url, make, code, reason):
+    Recorder.gate.set()
+    wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, what="ready")
+    r = post(url, make())
+    assert r.status_code == code, r.text
+    assert r.json()["reason"] == reason and r.json()["error"]
+    metrics = httpx.get(url + "/metrics").text
+    assert metric_value(metrics, "vigil_events_rejected_total", reason=reason) == 1
+    # the service keeps working and saw nothing of the bad event
+    assert post(url, event({"instances": [[1, 2]]})).status_code == 200
+    assert httpx.get(url + "/status").json()["drift"]["rows"] == 1
+
+
+def test_failed_load_is_reported_not_fatal():
+    Recorder.gate.clear()
+    app = create_detector_app(Recorder, DetectorSettings(feature_names=["a", "b"]))
+    Recorder.gate.wait = lambda timeout: False  # the artifact never arrives
+    try:
+        with serve_app(app) as base:
+            wait_until(lambda: "error" in httpx.get(base + "/status").json(), what="load failure")
+            r = httpx.get(base + "/readyz")
+            assert r.status_code == 503 and "artifact missing" in json.dumps(r.json())
+            assert httpx.get(base + "/healthz").status_code == 200
+    finally:
+        del Recorder.gate.wait
