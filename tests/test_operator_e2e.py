@@ -1,0 +1,277 @@
+"""The operator end to end: real kopf against the Kubernetes API emulator (tests/kubeemu.py).
+
+The operator runs as its own identity, allowed exactly the rules of
+``operator/vigil_operator/rbac.yaml`` (the emulator answers 403 to anything else), so
+every test here also proves those rules suffice. The emulator has no controllers: where
+a cluster's deployment or job controller would act, the test does it explicitly
+(`Cluster.rollout`, `Cluster.finish_job`). No component answers /status here (see
+test_operator_status.py for real detector processes), so components read Unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+
+import httpx
+import pytest
+
+from operator_harness import (Cluster, cluster, deep, eventually, load_example, running_operator, snapshot)
+from tests.servers import free_port
+from vigil_operator import manifests
+
+pytestmark = pytest.mark.asyncio
+
+COMPONENTS = ["logger", "model", "outlier", "drift", "metrics", "explainer"]
+
+
+def iris() -> dict:
+    return copy.deepcopy(load_example("iris-monitor.yaml"))
+
+
+async def started(c: Cluster, name: str = "iris") -> dict:
+    """Wait until the first reconcile has created every child that does not wait for training."""
+    await eventually(lambda: len(c.objects("Deployment")) >= 4 and c.status(name).get("phase"),
+                     what="children created and a phase written")
+    return c.children(name)
+
+
+async def test_apply_creates_children_owned_by_the_monitor(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
+        created = await c.create_monitor(iris())
+        children = await started(c)
+        uid = created["metadata"]["uid"]
+
+        names = {(k, n) for k, n in children}
+        for comp in COMPONENTS:
+            assert ("ConfigMap", f"iris-{comp}") in names
+            assert ("Service", f"iris-{comp}") in names
+        # outlier and explainer have no storageUri: trained first, their Deployments wait for the Jobs
+        assert {n for k, n in names if k == "Deployment"} == {"iris-logger", "iris-model", "iris-drift", "iris-metrics"}
+        jobs = sorted(n for k, n in names if k == "Job")
+        assert len(jobs) == 2 and jobs[0].startswith("iris-explainer-train-") and jobs[1].startswith("iris-outlier-train-")
+        assert ("ServiceAccount", "iris-vigil") in names
+        assert ("PersistentVolumeClaim", "iris-artifacts") in names
+
+        # every child is owned by the monitor (the cluster's garbage collector relies on it)
+        for (kind, name), obj in children.items():
+            refs = obj["metadata"]["ownerReferences"]
+            assert [(r["kind"], r["name"], r["uid"], r["controller"]) for r in refs] == \
+                [("ModelMonitor", "iris", uid, True)], (kind, name)
+
+        # the ConfigMap holds exactly the plan's env; the Deployment runs the plan's command
+        cm = children[("ConfigMap", "iris-drift")]
+        assert cm["data"]["VIGIL_DRIFT_P_VALUE"] == "0.05"
+        assert cm["data"]["VIGIL_DRIFT_REFERENCE"] == "/mnt/vigil/pvc/models/iris/reference.csv"
+        dep = children[("Deployment", "iris-drift")]
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["vigil", "serve", "drift", "--port", "8080"]
+        assert container["image"] == "ghcr.io/vigil-monitor/vigil-detectors:0.1.0"
+        job = children[("Job", jobs[1])]
+        assert job["spec"]["template"]["spec"]["containers"][0]["command"][:4] == \
+            ["vigil", "train", "--component", "outlier"]
+        assert _arg(children[("Job", jobs[0])], "--model") == "/mnt/vigil/pvc/models/iris/model.joblib"
+
+        status = c.status("iris")
+        assert status["phase"] == "Training"
+        assert status["components"]["outlier"] == status["components"]["explainer"] == "Training"
+        assert status["training"] == {"outlier": "Running", "explainer": "Running"}
+        assert status["observedGeneration"] == 1
+        assert status["model"] == "iris"
+        assert status["endpoints"]["inference"] == "http://iris-logger.default.svc:8080/v2/models/iris/infer"
+        assert not c.forbidden(), c.forbidden()
+
+
+async def test_training_job_then_detector_deployment(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
+        await c.create_monitor(iris())
+        children = await started(c)
+        job = next(n for k, n in children if k == "Job" and "-outlier-" in n)
+        explainer_job = next(n for k, n in children if k == "Job" and "-explainer-" in n)
+        assert "iris-outlier" not in c.objects("Deployment")
+
+        await c.finish_job(job)  # the job controller: training succeeded
+        dep = await eventually(lambda: c.objects("Deployment").get("iris-outlier"), what="outlier Deployment")
+        assert c.status("iris")["phase"] == "Training"  # the explainer is still training
+        await c.finish_job(explainer_job)
+        await eventually(lambda: c.objects("Deployment").get("iris-explainer"), what="explainer Deployment")
+        mounts = {m["mountPath"]: m.get("readOnly") for m in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["/mnt/vigil/pvc/iris-artifacts"] is True  # reads what the Job wrote
+        cm = c.objects("ConfigMap")["iris-outlier"]
+        assert cm["data"]["VIGIL_OUTLIER_ARTIFACT"] == "/mnt/vigil/pvc/iris-artifacts/outlier"
+        await eventually(lambda: c.status("iris").get("phase") == "Progressing", what="phase Progressing")
+        assert c.status("iris")["training"] == {"outlier": "Succeeded", "explainer": "Succeeded"}
+        trained = next(x for x in c.status("iris")["conditions"] if x["type"] == "Trained")
+        assert trained["status"] == "True"
+
+        # all Deployments rolled out, but nothing answers /status: components Unreachable, not Ready
+        for name in c.objects("Deployment"):
+            await c.rollout(name)
+        await eventually(lambda: c.status("iris")["components"]["logger"] == "Unreachable", what="rolled out")
+        assert c.status("iris")["phase"] == "Progressing"
+
+        # a changed training option makes a new Job (Jobs are immutable) and deletes the old one
+        await c.patch_monitor("iris", {"spec": {"detectors": {"outlier": {"epochs": 5}}}})
+        new_jobs = await eventually(lambda: [n for n in c.objects("Job") if n not in (job, explainer_job)],
+                                    what="a new training Job")
+        await eventually(lambda: job not in c.objects("Job"), what="old Job deleted")
+        await eventually(lambda: c.status("iris").get("phase") == "Training", what="phase Training again")
+        assert json.loads(_arg(c.objects("Job")[new_jobs[0]], "--options"))["epochs"] == 5
+        # the running detector keeps serving the old artifact until the new one is trained;
+        # the explainer's Job did not change
+        assert "iris-outlier" in c.objects("Deployment") and explainer_job in c.objects("Job")
+
+        # a failed training run fails the monitor, naming the Job
+        await c.finish_job(new_jobs[0], failed=True)
+        await eventually(lambda: c.status("iris").get("phase") == "Failed", what="phase Failed")
+        assert new_jobs[0] in c.status("iris")["message"] and "backoff limit" in c.status("iris")["message"]
+        assert not c.forbidden(), c.forbidden()
+
+
+def _arg(job: dict, flag: str) -> str:
+    cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    return cmd[cmd.index(flag) + 1]
+
+
+async def test_changing_one_detector_rolls_only_that_component(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
+        await c.create_monitor(iris())
+        await started(c)
+        await asyncio.sleep(1.0)  # a few timer ticks: nothing changes on its own
+        before = c.children("iris")
+        await asyncio.sleep(1.0)
+        assert snapshot(c.children("iris")) == snapshot(before), "idle reconciles must not write"
+
+        await c.patch_monitor("iris", {"spec": {"detectors": {"drift": {"pValue": 0.01}}}})
+        await eventually(lambda: c.objects("ConfigMap")["iris-drift"]["data"]["VIGIL_DRIFT_P_VALUE"] == "0.01",
+                         what="drift ConfigMap patched")
+        await eventually(lambda: c.status("iris").get("observedGeneration") == 2, what="generation 2 observed")
+        await asyncio.sleep(1.0)  # and a few more ticks
+        after = c.children("iris")
+
+        changed = {k for k in before if before[k]["metadata"]["resourceVersion"] != after[k]["metadata"]["resourceVersion"]}
+        assert changed == {("ConfigMap", "iris-drift"), ("Deployment", "iris-drift")}
+        old, new = before[("Deployment", "iris-drift")], after[("Deployment", "iris-drift")]
+        digest = manifests.A_DIGEST
+        assert old["spec"]["template"]["metadata"]["annotations"][digest] != \
+            new["spec"]["template"]["metadata"]["annotations"][digest]  # the pods roll
+        for comp in COMPONENTS:
+            if comp not in ("drift", "outlier", "explainer"):  # (the last two wait for training)
+                key = ("Deployment", f"iris-{comp}")
+                assert deep(before[key], "spec", "template", "metadata", "annotations", digest) == \
+                    deep(after[key], "spec", "template", "metadata", "annotations", digest)
+        assert not c.forbidden(), c.forbidden()
+
+
+async def test_removing_a_detector_deletes_its_objects(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
+        await c.create_monitor(iris())
+        await started(c)
+        assert "explainer" in c.status("iris")["components"]
+        await c.patch_monitor("iris", {"spec": {"detectors": {"explainer": None, "metrics": None}}})
+        await eventually(lambda: not any(n.endswith(("-explainer", "-metrics")) for k, n in c.children("iris")),
+                         what="explainer and metrics objects deleted")
+        names = {n for k, n in c.children("iris")}
+        assert {"iris-logger", "iris-model", "iris-drift"} <= names
+        # the logger no longer sends to the metrics service
+        sinks = json.loads(c.objects("ConfigMap")["iris-logger"]["data"]["VIGIL_LOGGER_SINKS"])
+        assert [s["name"] for s in sinks] == ["outlier", "drift"]
+        status = await eventually(lambda: (s := c.status("iris")) and "explainer" not in s["components"] and s,
+                                  what="status without the removed components")
+        assert "metrics" not in status["components"] and "explain" not in status["endpoints"]
+        assert not c.forbidden(), c.forbidden()
+
+
+async def test_bad_spec_fails_with_the_field_and_recovers(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch) as runtime:
+        doc = iris()
+        # passes the CRD schema (categorical is free-form there) but not the operator's model
+        doc["spec"]["schema"]["categorical"] = {"colour": 3}
+        await c.create_monitor(doc)
+        status = await eventually(lambda: c.status("iris").get("phase") == "Failed" and c.status("iris"),
+                                  what="phase Failed")
+        assert status["message"].startswith("spec.schema")
+        assert "colour" in status["message"]
+        ready = status["conditions"][0]
+        assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
+        assert c.children("iris") == {}
+        warnings = await eventually(lambda: c.events(reason="PhaseChanged"), what="a PhaseChanged event")
+        assert any(e["type"] == "Warning" and "Failed" in e["message"] for e in warnings)
+        # kopf does not retry a permanent error: the operator keeps running and serving
+        await asyncio.sleep(1.0)
+        assert c.status("iris")["phase"] == "Failed"
+
+        await c.patch_monitor("iris", {"spec": {"schema": {"categorical": None}}})
+        await eventually(lambda: c.status("iris").get("phase") == "Training", what="recovered to Training")
+        assert len(c.objects("Deployment")) == 4
+        assert c.status("iris")["observedGeneration"] == 2
+        assert runtime.metrics.reconciles.labels("invalid")._value.get() >= 1
+        assert runtime.metrics.reconciles.labels("success")._value.get() >= 1
+        assert not c.forbidden(), c.forbidden()
+
+
+async def test_deleting_the_monitor_garbage_collects_children(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch) as runtime:
+        await c.create_monitor(iris())
+        await started(c)
+        assert c.monitor("iris")["metadata"]["finalizers"] == ["vigil.dev/kopf-finalizer"]  # kopf's, for its timer
+        await c.delete_monitor("iris")
+        await eventually(lambda: c.monitor("iris") is None, what="monitor gone (finalizer released)")
+        await eventually(lambda: c.children("iris") == {}, what="children collected")
+        await eventually(lambda: runtime.metrics.monitors.labels("Training")._value.get() == 0, what="gauge")
+        assert not c.forbidden(), c.forbidden()
+
+
+async def test_endpoint_monitor_has_no_model_server(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
+        await c.create_monitor(load_example("endpoint-monitor.yaml"))
+        await eventually(lambda: c.status("fraud").get("phase"), what="a phase")
+        names = {n for k, n in c.children("fraud") if k == "Deployment"}
+        assert names == {"fraud-logger", "fraud-drift"}
+        env = c.objects("ConfigMap")["fraud-logger"]["data"]
+        assert env["VIGIL_LOGGER_UPSTREAM"] == "http://fraud-model.prod.svc:8080"
+        assert c.status("fraud")["endpoints"]["inference"] == \
+            "http://fraud-logger.default.svc:8080/v2/models/fraud/infer"
+        assert not c.forbidden(), c.forbidden()
+
+
+async def test_operator_process_serves_liveness_and_metrics(tmp_path, monkeypatch):
+    """`operate` as `vigil operator` runs it: kopf's liveness endpoint and our Prometheus endpoint."""
+    import kubernetes.config.kube_config as kube_config
+
+    from vigil_operator.config import OperatorConfig
+    from vigil_operator.runner import operate
+
+    async with cluster(tmp_path) as c:
+        monkeypatch.setenv("KUBECONFIG", str(c.operator_kubeconfig))
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(c.operator_kubeconfig))
+        live, prom = free_port(), free_port()
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(operate(["default"], config=OperatorConfig(status_interval=0.3),
+                                           liveness_port=live, metrics_port=prom, host="127.0.0.1",
+                                           stop_flag=stop, ready_flag=ready))
+        try:
+            await asyncio.wait_for(ready.wait(), 20)
+            await c.create_monitor(iris())
+            await eventually(lambda: c.status("iris").get("phase") == "Training", what="phase")
+            async with httpx.AsyncClient() as http:
+                health = await eventually(lambda: _get(http, f"http://127.0.0.1:{live}/healthz"), what="liveness")
+                assert health.status_code == 200
+                text = (await http.get(f"http://127.0.0.1:{prom}/metrics")).text
+            assert 'vigil_operator_monitors{phase="Training"} 1.0' in text
+            assert 'vigil_operator_monitors{phase="Ready"} 0.0' in text
+            assert "vigil_operator_errors_total 0.0" in text
+            success = [l for l in text.splitlines() if l.startswith('vigil_operator_reconciles_total{result="success"}')]
+            assert success and float(success[0].split()[-1]) >= 1
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+
+
+async def _get(http: httpx.AsyncClient, url: str):
+    try:
+        r = await http.get(url)
+        return r if r.status_code == 200 else None
+    except httpx.HTTPError:
+        return None
