@@ -26,7 +26,7 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -194,11 +194,7 @@ def main() -> None:
         model_path = Path(tmp) / "model.joblib"
         joblib.dump(LogisticRegression(max_iter=500).fit(X, y), model_path)
         sink_port = free_port()
-        sink_cmd_env = {}
-        import subprocess
-
-        sink_proc = subprocess.Popen([*prefix, sys.executable, __file__, "--sink-server", str(sink_port)],
-                                     env={**os.environ, **sink_cmd_env})
+        sink_proc = subprocess.Popen([*prefix, sys.executable, __file__, "--sink-server", str(sink_port)])
         sink_url = f"http://127.0.0.1:{sink_port}"
         try:
             for _ in range(200):
@@ -234,7 +230,8 @@ def main() -> None:
     ms = lambda v: f"{v * 1e3:8.3f}"  # noqa: E731
     load = os.getloadavg()
     print(f"\nVigil request logger: added latency at {args.rate:g} req/s, {args.requests} requests per path, "
-          f"{args.rows} row(s)/request, 2 sinks, {'pinned (services CPU 0, client CPU 1)' if args.pin else 'not pinned'}")
+          f"{args.rows} row(s)/request, 2 sinks, "
+          f"{'pinned (services CPU 0, client CPU 1)' if args.pin else 'not pinned'}")
     print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           "(shared with other work: expect noise)")
     print(f"{'':24}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")

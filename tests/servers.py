@@ -3,7 +3,7 @@
 - `serve_app(app)`: runs an ASGI app in a real uvicorn server on 127.0.0.1 (a free
   port, bound before the server starts so there is no race) in a background thread;
   yields the base URL; shuts down cleanly (lifespan shutdown included).
-- `serve_component(name, env)`: starts ``vigil serve NAME --port P`` as a subprocess
+- `serve_component(name, env)`: starts ``vigil serve NAME --host 127.0.0.1 --port P`` as a subprocess
   with extra environment, waits for ``/readyz``, yields the base URL, then stops it
   (SIGTERM, then SIGKILL). The command line lives in `serve_command` only.
 - `EventSink`: a real CloudEvents receiver (parsed with the ``cloudevents`` SDK) that
@@ -92,11 +92,8 @@ def serve_app(app, startup_timeout: float = 60.0, log_level: str = "warning") ->
 # -- subprocesses -----------------------------------------------------------------------------------
 
 def serve_command(name: str, port: int) -> list[str]:
-    """The command that serves component `name` on `port` (`vigil serve` once it exists)."""
-    code = ("import uvicorn; from vigil.services import app_factory; "
-            f"uvicorn.run(app_factory({name!r})(), host='127.0.0.1', port={port}, "
-            "log_level='warning', access_log=False)")
-    return [sys.executable, "-c", code]
+    """The command that serves component `name` on `port` on loopback: ``vigil serve``."""
+    return [sys.executable, "-m", "vigil", "serve", name, "--host", HOST, "--port", str(port)]
 
 
 class ServiceURL(str):

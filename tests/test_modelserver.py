@@ -4,7 +4,6 @@ server keeps serving."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -276,3 +275,14 @@ def test_keras_model_file_and_savedmodel(tmp_path):
         assert v1["predictions"] == expected[:5].argmax(1).tolist()
         assert (expected.argmax(1) == Y).mean() > 0.8
         assert bad.status_code == 400 and "features" in bad.json()["error"]
+
+
+@pytest.mark.prometheus
+def test_metrics_pass_promtool(iris_server):
+    from prom import need
+
+    infer_v2(iris_server, "iris", X[:2])
+    httpx.post(f"{iris_server}/v1/models/iris:predict", json={"instances": [[1, 2]]})
+    text = httpx.get(f"{iris_server}/metrics").text
+    r = subprocess.run([need("promtool"), "check", "metrics"], input=text, text=True, capture_output=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -46,8 +46,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from yarl import URL
 
 import vigil
-from vigil.events import (ATTR_ENDPOINT, ATTR_INFERENCE_ID, ATTR_MODEL, ATTR_MONITOR, ATTR_NAMESPACE, FEEDBACK,
-                          KIND_TO_TYPE, REQUEST, RESPONSE, SOURCE_PREFIX)
+from vigil.events import (ATTR_ENDPOINT, ATTR_INFERENCE_ID, ATTR_MODEL, ATTR_MONITOR, ATTR_NAMESPACE, KIND_TO_TYPE,
+                          SOURCE_PREFIX)
 from vigil.logger.metrics import LoggerMetrics
 from vigil.logger.settings import LoggerSettings
 from vigil.logger.sinks import Event, RetryPolicy, Sink
@@ -216,7 +216,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
                 answer_headers = answer.raw_headers
                 answer_ctype = answer.headers.get("content-type")
         except asyncio.TimeoutError as e:
-            return upstream_failure(504, "timeout", f"upstream {upstream_url} timed out: {type(e).__name__}", iid, start, t_up)
+            return upstream_failure(504, "timeout", f"upstream {upstream_url} timed out: {type(e).__name__}",
+                                    iid, start, t_up)
         except aiohttp.ClientError as e:
             reason = "connect" if isinstance(e, aiohttp.ClientConnectorError) else "protocol"
             return upstream_failure(502, reason, f"upstream {upstream_url} unreachable: {type(e).__name__}: {e}",

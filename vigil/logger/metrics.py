@@ -17,7 +17,8 @@ UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class LoggerMetrics:
     def __init__(self, monitor: str, namespace: str, sinks: Sequence[str]):
         self.service = m = ServiceMetrics(monitor, namespace)
-        self.requests = m.counter("vigil_logger_requests_total", "Inference requests proxied, by status code", ("code",))
+        self.requests = m.counter("vigil_logger_requests_total", "Inference requests proxied, by status code",
+                                  ("code",))
         self.sent = m.counter("vigil_logger_events_sent_total", "CloudEvents delivered to a sink", ("sink",))
         self.dropped = m.counter("vigil_logger_events_dropped_total", "CloudEvents not delivered, by reason",
                                  ("sink", "reason"))

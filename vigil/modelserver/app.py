@@ -140,7 +140,8 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
             outs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, m.n_classes or -1]})
         return outs
 
-    async def score(request: Request, name: str, protocol: str) -> tuple[Any, np.ndarray, Optional[np.ndarray], LoadedModel]:
+    async def score(request: Request, name: str,
+                    protocol: str) -> tuple[Any, np.ndarray, Optional[np.ndarray], LoadedModel]:
         m = check_name(name)
         body = await read_json_body(request, settings.max_body_bytes)
         m_received.labels(type="request").inc()
