@@ -1,0 +1,235 @@
+"""Benchmark: the outlier service's events/s (one row per event) with batching on and off, and its memory.
+
+    python bench/bench_outlier.py [--artifact DIR] [--events 4000] [--memory-events 10000]
+
+What it does:
+1. Uses the OutlierVAE artifact given, or trains a small one on iris with `vigil train`
+   (the same code path as `vigil up`).
+2. For each mode — batching on (maxBatchSize 64, maxBatchDelayMs 5, the spec defaults) and
+   batching off (maxBatchSize 1: one VAE call per event) — starts the real service
+   (``vigil serve outlier``, same artifact) pinned to one core with ``taskset -c 0``, and
+   drives it from this process pinned to core 1 with a raw asyncio HTTP/1.1 keep-alive
+   client (one connection per concurrent caller; binary-mode CloudEvents, one V2 row each).
+3. Measures events/s at concurrency 1, 16 and 64, the mean rows per VAE call (from the
+   service's ``vigil_outlier_batch_size`` histogram), and the service's resident memory
+   (VmRSS from /proc) before and after `--memory-events` more events.
+
+Prints a table; asserts nothing (targets are in the issue: ≥10x and ≥2,800 events/s at
+concurrency 64 with batching, < 5 MB growth per 10,000 events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def train_artifact(workdir: Path) -> Path:
+    from sklearn.datasets import load_iris
+
+    ref = workdir / "reference.npy"
+    np.save(ref, load_iris().data)
+    out = workdir / "outlier"
+    print("training a small OutlierVAE on iris with `vigil train` …", flush=True)
+    subprocess.run([sys.executable, "-m", "vigil", "train", "--component", "outlier", "--reference", str(ref),
+                    "--output", str(out), "--options", json.dumps({"epochs": 10}),
+                    "--feature-names", json.dumps(FEATURES)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmRSS")
+
+
+class Service:
+    def __init__(self, artifact: Path, env: dict[str, str], cpu: str):
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        full_env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+                    "VIGIL_OUTLIER_ARTIFACT": str(artifact), "VIGIL_OUTLIER_FEATURE_NAMES": json.dumps(FEATURES),
+                    **env}
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-outlier-", suffix=".log", delete=False)
+        cmd = [sys.executable, "-m", "vigil", "serve", "outlier", "--host", HOST, "--port", str(self.port)]
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", cpu, *cmd]
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {Path(self.log.name).read_text()[-3000:]}")
+            try:
+                r = httpx.get(self.url + "/readyz", timeout=1)
+                if r.status_code == 200:
+                    return
+                if r.json().get("status") == "failed":
+                    raise RuntimeError(f"service failed to load: {r.json().get('error')}")
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("service not ready")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def build_requests(port: int, n: int = 512) -> list[bytes]:
+    """Pre-encoded HTTP requests: binary-mode CloudEvents, one V2 row each (mostly iris-like, some far off)."""
+    rng = np.random.default_rng(0)
+    rows = rng.normal([5.8, 3.0, 3.8, 1.2], [0.8, 0.4, 1.8, 0.8], size=(n, 4))
+    rows[::20] += 10.0  # a few outliers
+    out = []
+    for i, row in enumerate(rows):
+        body = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
+                                       "data": [round(float(v), 4) for v in row]}]}).encode()
+        head = (f"POST / HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+                f"ce-specversion: 1.0\r\nce-type: dev.vigil.inference.request\r\nce-source: /bench\r\n"
+                f"ce-id: bench-{i}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        out.append(head + body)
+    return out
+
+
+async def _caller(port: int, requests: list[bytes], count: int, offset: int, errors: list) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        for i in range(count):
+            writer.write(requests[(offset + i) % len(requests)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            if head[9:12] != b"200":
+                errors.append(head[9:12])
+    finally:
+        writer.close()
+
+
+async def drive(port: int, requests: list[bytes], concurrency: int, total: int) -> float:
+    """events/s for `total` events sent by `concurrency` keep-alive callers."""
+    per = total // concurrency
+    errors: list = []
+    started = time.perf_counter()
+    await asyncio.gather(*(_caller(port, requests, per, k * 97, errors) for k in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} events failed, e.g. HTTP {errors[0]!r}")
+    return per * concurrency / elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--artifact", help="an OutlierVAE directory (default: train one on iris)")
+    ap.add_argument("--events", type=int, default=4000, help="events per measurement (concurrency 1 uses a quarter)")
+    ap.add_argument("--memory-events", type=int, default=10000)
+    ap.add_argument("--levels", default="1,16,64")
+    ap.add_argument("--service-cpu", default="0")
+    ap.add_argument("--client-cpu", type=int, default=1)
+    args = ap.parse_args()
+    levels = [int(v) for v in args.levels.split(",")]
+
+    work = Path(tempfile.mkdtemp(prefix="bench-outlier-"))
+    try:
+        artifact = Path(args.artifact) if args.artifact else train_artifact(work)
+        try:
+            os.sched_setaffinity(0, {args.client_cpu})
+        except (AttributeError, OSError):
+            print("(could not pin the load client to a core)")
+        print(f"service pinned to cpu {args.service_cpu} (taskset), load client on cpu {args.client_cpu}; "
+              f"load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus\n", flush=True)
+        modes = [("batching on", {"VIGIL_OUTLIER_MAX_BATCH_SIZE": "64", "VIGIL_OUTLIER_MAX_BATCH_DELAY_MS": "5"}),
+                 ("batching off", {"VIGIL_OUTLIER_MAX_BATCH_SIZE": "1"})]
+        results: dict[str, dict] = {}
+        for mode, env in modes:
+            service = Service(artifact, env, args.service_cpu)
+            try:
+                service.wait_ready()
+                requests = build_requests(service.port)
+                asyncio.run(drive(service.port, requests, 16, 800))  # warm-up
+                res = {"rate": {}, "batch": {}}
+                for c in levels:
+                    total = max(c, args.events // 4 if c == 1 else args.events)
+                    before_batches = _batches(service)
+                    rate = asyncio.run(drive(service.port, requests, c, total))
+                    res["rate"][c] = rate
+                    res["batch"][c] = _mean_batch_since(service, before_batches)
+                    print(f"{mode:<13} concurrency {c:>3}: {rate:8.0f} events/s   "
+                          f"mean rows per VAE call {res['batch'][c]:5.1f}", flush=True)
+                rss0 = rss_mb(service.proc.pid)
+                asyncio.run(drive(service.port, requests, 64, args.memory_events))
+                rss1 = rss_mb(service.proc.pid)
+                res["rss"] = (rss0, rss1)
+                print(f"{mode:<13} RSS {rss0:.1f} MB -> {rss1:.1f} MB after {args.memory_events} events "
+                      f"({rss1 - rss0:+.2f} MB)\n", flush=True)
+                results[mode] = res
+            finally:
+                service.stop()
+
+        on, off = results["batching on"], results["batching off"]
+        print("summary (one row per event)")
+        print(f"{'concurrency':>12} {'batching on':>12} {'batching off':>13} {'ratio':>7}")
+        for c in levels:
+            print(f"{c:>12} {on['rate'][c]:>12.0f} {off['rate'][c]:>13.0f} {on['rate'][c] / off['rate'][c]:>6.1f}x")
+        for mode, res in results.items():
+            r0, r1 = res["rss"]
+            print(f"memory, {mode}: {r0:.1f} MB before, {r1:.1f} MB after {args.memory_events} events "
+                  f"({r1 - r0:+.2f} MB)")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _batches(service: Service) -> tuple[float, float]:
+    text = httpx.get(service.url + "/metrics").text
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("vigil_outlier_batch_size_sum{"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("vigil_outlier_batch_size_count{"):
+            count = float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def _mean_batch_since(service: Service, before: tuple[float, float]) -> float:
+    total, count = _batches(service)
+    return (total - before[0]) / (count - before[1]) if count > before[1] else 0.0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

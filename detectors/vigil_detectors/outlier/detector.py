@@ -1,0 +1,181 @@
+"""The outlier `Detector`: every request event's rows scored by the VAE, batched across callers.
+
+Per event: the rows (already decoded to float64 and counted by the frame) are checked
+against the artifact's feature count, prepared for the VAE (standardized, float32 —
+values that overflow float32 are a 400, not a NaN score), and submitted to the
+`MicroBatcher`, which scores concurrent events in one call. The reply body mirrors
+alibi-detect's own ``predict`` output (what Seldon/KServe outlier servers return):
+
+    {"data": {"instance_score": [..], "is_outlier": [0|1, ..], "feature_score": [[..]] | null,
+              "threshold": t},
+     "meta": {"name": "OutlierVAE", "detector_type": "outlier", ...}}
+
+Accounting (counters, score histogram, the recent-window outlier rate) happens once per
+batch, in the worker thread that owns the model.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from typing import Any, Optional
+
+import numpy as np
+
+from vigil.events import PayloadError
+from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
+from vigil_detectors.outlier.batcher import MicroBatcher
+
+#: score histogram buckets as multiples of the threshold (a bucket edge sits exactly on it)
+_SCORE_FACTORS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
+
+
+def _score_buckets(threshold: float) -> list[float]:
+    if not np.isfinite(threshold) or threshold <= 0:
+        return [0.01, 0.1, 0.5, 1, 2, 5, 10, 100, 1000]
+    return sorted({float(f"{threshold * f:.4g}") for f in _SCORE_FACTORS if f != 1.0} | {float(threshold)})
+
+
+def _batch_buckets(max_batch_size: int) -> list[float]:
+    edges, b = [], 1
+    while b < max_batch_size:
+        edges.append(float(b))
+        b *= 2
+    edges.append(float(max_batch_size))
+    return edges
+
+
+def _jsonable(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+class RecentRate:
+    """Share of outliers among the last `size` instances (single writer, cheap reads)."""
+
+    def __init__(self, size: int):
+        self._flags: collections.deque[int] = collections.deque(maxlen=size)
+        self._sum = 0
+
+    def add(self, flags) -> None:
+        window = self._flags
+        for f in flags:
+            if len(window) == window.maxlen:
+                self._sum -= window[0]
+            window.append(f)
+            self._sum += f
+
+    @property
+    def count(self) -> int:
+        return len(self._flags)
+
+    @property
+    def rate(self) -> float:
+        n = len(self._flags)
+        return self._sum / n if n else 0.0
+
+
+class OutlierDetector(Detector):
+    name = "outlier"
+    accepts = frozenset({"request"})
+
+    def __init__(self, settings, metrics):
+        super().__init__(settings, metrics)
+        m = metrics
+        self.m_instances = m.counter("vigil_outlier_instances_total", "Instances scored by the outlier detector.")
+        self.m_outliers = m.counter("vigil_outlier_outliers_total", "Instances whose score is above the threshold.")
+        self.m_threshold = m.gauge("vigil_outlier_threshold", "Instance score above which an instance is an outlier.")
+        self.m_rate = m.gauge("vigil_outlier_recent_rate",
+                              "Share of outliers among the most recent instances (rate_window of them).")
+        self.m_batch = m.histogram("vigil_outlier_batch_size", "Rows scored per VAE call (micro-batching).",
+                                   buckets=_batch_buckets(settings.max_batch_size))
+        self.m_batch_seconds = m.histogram("vigil_outlier_batch_duration_seconds", "Duration of one VAE call.",
+                                           buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
+        self.m_score = None  # its buckets depend on the threshold: made in load()
+        self.scorer = None
+        self.batcher: Optional[MicroBatcher] = None
+        self.recent = RecentRate(settings.rate_window)
+        self.seen = 0
+        self.flagged = 0
+        self._lock = threading.Lock()
+        self._meta: dict[str, Any] = {}
+
+    # -- lifecycle ------------------------------------------------------------
+    def load(self) -> None:
+        s = self.settings
+        if not s.artifact:
+            raise DetectorError("no outlier artifact configured (VIGIL_OUTLIER_ARTIFACT); train one with "
+                                "`vigil train` or set detectors.outlier.storageUri")
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2: before TensorFlow is first imported
+        from vigil_detectors.outlier.scorer import VAEScorer, configure_threads
+
+        configure_threads(s.tf_threads)
+        try:
+            scorer = VAEScorer.load(s.artifact, s.feature_names)
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            raise DetectorError(f"cannot use outlier artifact {s.artifact}: {exc}") from exc
+        trained = scorer.trained_features
+        if trained and s.feature_names and list(trained) != list(s.feature_names):
+            raise DetectorError(f"outlier artifact {s.artifact} was trained on features {list(trained)}, "
+                                f"but the monitor declares {list(s.feature_names)}")
+        self.scorer = scorer
+        self.m_threshold.set(scorer.threshold)
+        self.m_score = self.metrics.histogram("vigil_outlier_score", "Instance outlier scores (VAE reconstruction "
+                                              "error); the threshold is a bucket edge.",
+                                              buckets=_score_buckets(scorer.threshold))
+        self._meta = _jsonable(scorer.od.meta)
+
+    async def start(self) -> None:
+        self.batcher = MicroBatcher(self._score_batch, self.settings.max_batch_size,
+                                    self.settings.max_batch_delay_ms / 1000.0, on_batch=self._on_batch)
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    # -- scoring ------------------------------------------------------------------
+    def _score_batch(self, x: np.ndarray):
+        """Runs in the batcher's worker thread: one VAE call for the stacked rows, then accounting."""
+        scores, feature_scores, flags = self.scorer.score(x)
+        flags = flags.astype(int)
+        n, k = len(flags), int(flags.sum())
+        with self._lock:
+            self.seen += n
+            self.flagged += k
+            self.recent.add(flags.tolist())
+            rate = self.recent.rate
+        self.m_instances.inc(n)
+        if k:
+            self.m_outliers.inc(k)
+        self.m_rate.set(rate)
+        observe = self.m_score.observe
+        for value in scores.tolist():
+            observe(value)
+        return scores, feature_scores, flags
+
+    def _on_batch(self, rows: int, requests: int, seconds: float) -> None:
+        self.m_batch.observe(rows)
+        self.m_batch_seconds.observe(seconds)
+
+    async def process(self, event: InferenceEvent) -> Optional[dict]:
+        rows = event.instances
+        n = self.scorer.n_features
+        if rows.shape[1] != n:
+            raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
+        x = self.scorer.prepare(rows)
+        if not np.isfinite(x).all():
+            raise PayloadError("out_of_range", "feature values too large for the detector (float32 overflow)")
+        scores, feature_scores, flags = await self.batcher.submit(x)
+        data = {"instance_score": scores.tolist(), "is_outlier": flags.tolist(),
+                "feature_score": feature_scores.tolist() if self.settings.feature_scores else None,
+                "threshold": self.scorer.threshold}
+        return {"data": data, "meta": self._meta}
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            block = {"rate": self.recent.rate, "seen": self.seen, "outliers": self.flagged,
+                     "window": self.recent.count}
+        block["threshold"] = self.scorer.threshold if self.scorer else None
+        block["batches"] = self.batcher.batches if self.batcher else 0
+        return {"outliers": block}

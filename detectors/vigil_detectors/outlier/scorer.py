@@ -1,0 +1,120 @@
+"""Scoring rows with an alibi-detect `OutlierVAE` artifact (the only TensorFlow part of the service).
+
+`VAEScorer.load(path)` loads a detector saved by alibi-detect's `save_detector` with its
+own `load_detector`, and scores with alibi-detect's own `OutlierVAE.predict` (its
+sampling, feature and instance scores, threshold). One change: the detector's VAE is
+replaced by a `tf.function` compiled from it, because calling the Keras model eagerly
+on TF 2.18 + tf-keras leaks about 36 KB per call and costs ~4 ms per call; the compiled
+graph does neither. `OutlierVAE.score` calls ``predict_batch(x, self.vae)``, which only
+needs ``self.vae(x)`` to return a tensor, so the compiled function slots in unchanged.
+
+Artifacts trained by `vigil train` carry a standardizer in the detector's own metadata
+(``meta["vigil"]["scaler"]``, saved and restored by alibi-detect with the detector):
+rows are scaled with it before scoring, so every feature weighs the same in the score
+whatever its units. An artifact trained elsewhere (no such metadata) scores raw values,
+exactly as alibi-detect would.
+
+TensorFlow is imported on first use with ``TF_USE_LEGACY_KERAS=1`` (Keras 2 via tf-keras),
+which alibi-detect's VAE save/load needs on TF 2.18.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+#: where `vigil train` keeps its additions inside the detector's alibi-detect metadata
+META_KEY = "vigil"
+
+
+def import_tensorflow():
+    """TensorFlow with Keras 2 (tf-keras); the env var must be set before the first import."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def configure_threads(threads: int) -> None:
+    """Pin TF's thread pools (before any op runs); 0 leaves TensorFlow's defaults."""
+    if threads <= 0:
+        return
+    tf = import_tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised in this process (tests, several apps)
+        pass
+
+
+def _local(path: str) -> Path:
+    return Path(path[len("file://"):] if path.startswith("file://") else path)
+
+
+class VAEScorer:
+    """Per-instance scores, per-feature scores and outlier flags for rows of float64 features."""
+
+    def __init__(self, od, feature_names: Optional[Sequence[str]] = None):
+        tf = import_tensorflow()
+        from alibi_detect.od import OutlierVAE
+
+        if not isinstance(od, OutlierVAE):
+            raise TypeError(f"artifact holds a {type(od).__name__}, not an alibi-detect OutlierVAE")
+        if od.threshold is None:
+            raise ValueError("the OutlierVAE has no threshold (fit it and call infer_threshold before saving)")
+        self.od = od
+        self.model = od.vae  # the Keras VAE as loaded; od.vae becomes its compiled call
+        shape = tuple(od.vae.encoder.encoder_net.input_shape[1:])
+        if len(shape) != 1 or shape[0] is None:
+            raise ValueError(f"the VAE takes inputs of shape {list(shape)}; only tabular rows (n_features,) are supported")
+        self.n_features = int(shape[0])
+        if feature_names is not None and len(feature_names) != self.n_features:
+            raise ValueError(f"the VAE was trained on {self.n_features} features but {len(feature_names)} "
+                             f"feature names are configured")
+        extra = od.meta.get(META_KEY) or {}
+        scaler = extra.get("scaler")
+        if scaler:
+            self.mean = np.asarray(scaler["mean"], dtype=np.float64)
+            self.scale = np.asarray(scaler["scale"], dtype=np.float64)
+        else:
+            self.mean = self.scale = None
+        self.trained_features = extra.get("feature_names")
+        model = self.model
+        od.vae = tf.function(lambda x: model(x, training=False),
+                             input_signature=[tf.TensorSpec([None, self.n_features], tf.float32)])
+        self.score(self.prepare(np.zeros((1, self.n_features))))  # trace once now, not on the first event
+
+    @classmethod
+    def load(cls, path: str, feature_names: Optional[Sequence[str]] = None) -> "VAEScorer":
+        from alibi_detect.saving import load_detector
+
+        tf = import_tensorflow()
+        tf.get_logger().setLevel(logging.ERROR)  # tf-keras: "no training configuration found" (inference only)
+        where = _local(path)
+        if not where.is_dir():
+            raise FileNotFoundError(f"outlier artifact {where} is not a directory saved by alibi-detect's "
+                                    "save_detector (train one with `vigil train`)")
+        return cls(load_detector(str(where)), feature_names)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.od.threshold)
+
+    def prepare(self, rows: np.ndarray) -> np.ndarray:
+        """float64 rows -> what the VAE was trained on (standardized if the artifact says so), float32."""
+        x = np.asarray(rows, dtype=np.float64)
+        if self.mean is not None:
+            x = (x - self.mean) / self.scale
+        with np.errstate(over="ignore"):  # overflow gives inf, which the caller rejects
+            return x.astype(np.float32)
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(instance scores (n,), feature scores (n, f), is_outlier (n,)) for prepared float32 rows."""
+        out = self.od.predict(x, return_feature_score=True, return_instance_score=True)
+        data = out["data"]
+        return data["instance_score"], data["feature_score"], data["is_outlier"]

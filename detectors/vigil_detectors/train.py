@@ -1,0 +1,150 @@
+"""`vigil train`: fit each detector's artifact from reference data and save it with the library's own saver.
+
+One entry point, `train_component`, serves every way training is started:
+
+- ``vigil train --component outlier --reference PATH --output DIR --options JSON
+  [--feature-names JSON] [--categorical JSON] [--model PATH --model-format FMT]``
+  (the operator's training Job, and each `TrainStep` `vigil up` runs as a subprocess);
+- ``vigil train monitor.yaml`` (the CLI turns the monitor into those same steps).
+
+It reads the reference table with `vigil.data.load_table` (CSV, Parquet or .npy; columns
+picked by the schema's feature names) and hands the array to the detector's trainer:
+
+- outlier: `vigil_detectors.outlier.train.train_outlier` — alibi-detect `OutlierVAE`,
+  saved with `alibi_detect.saving.save_detector`;
+- drift: `train_drift` below — alibi-detect `KSDrift` / `TabularDrift` through the drift
+  service's own `fit_statistic`, saved with `save_detector`;
+- explainer: `vigil_detectors.explainer.train.train_explainer` — alibi `AnchorTabular`
+  fitted against the model, saved with `alibi.saving.save_explainer`.
+
+Every trainer writes a complete directory that the detector service loads with the
+matching ``load_*`` function; nothing is pickled by Vigil itself. TensorFlow is imported
+only inside the trainers that need it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+Progress = Callable[[str], None]
+Categorical = Mapping[Union[str, int], Any]
+
+#: the detectors `vigil train` can fit (metrics has nothing to fit)
+TRAINABLE = ("outlier", "drift", "explainer")
+
+
+def save_atomically(save: Callable[[Path], None], out_dir: Path) -> Path:
+    """Write into a fresh sibling directory, then swap it in: a crash never leaves half an artifact."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the detector may run as another user
+    try:
+        save(tmp)
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)
+            return out_dir
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        try:
+            os.replace(out_dir, old)
+        except OSError:  # out_dir is a mount point (a volume mounted right there): replace its contents
+            for child in out_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            for child in tmp.iterdir():
+                os.replace(child, out_dir / child.name)
+            tmp.rmdir()
+            return out_dir
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def categorical_indices(categorical: Optional[Categorical], feature_names: Optional[Sequence[str]]
+                        ) -> dict[int, Optional[int]]:
+    """The schema's ``{feature name or index: n categories | [values] | None}`` as ``{index: n | None}``."""
+    out: dict[int, Optional[int]] = {}
+    names = list(feature_names or [])
+    for key, cats in (categorical or {}).items():
+        if isinstance(key, str) and key in names:
+            idx = names.index(key)
+        else:
+            try:
+                idx = int(key)
+            except (TypeError, ValueError):
+                raise ValueError(f"categorical feature {key!r} is not one of the feature names {names}") from None
+        out[idx] = len(cats) if isinstance(cats, (list, tuple)) else (None if cats is None else int(cats))
+    return out
+
+
+def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
+                categorical: Optional[Categorical] = None, feature_names: Optional[Sequence[str]] = None,
+                progress: Progress = print) -> Path:
+    """Fit the drift statistic the drift service uses (KS, or KS + chi-squared with categoricals) and save it."""
+    from vigil_detectors.drift.statistics import fit_statistic
+
+    options = options or {}
+    p_value = float(options.get("pValue", options.get("p_value", 0.05)))
+    correction = str(options.get("correction", "bonferroni"))
+    kind = str(options.get("type", "ks"))
+    cats = categorical_indices(categorical, feature_names)
+    progress(f"drift: fitting {kind} on {x_ref.shape[0]} rows x {x_ref.shape[1]} features "
+             f"(p-value {p_value}, {correction}{f', {len(cats)} categorical' if cats else ''})")
+    statistic = fit_statistic(x_ref, p_value=p_value, correction=correction, categorical=cats, kind=kind)
+    out = save_atomically(lambda tmp: statistic.save(str(tmp)), Path(out_dir))
+    progress(f"drift: saved to {out}")
+    return out
+
+
+def train_array(component: str, x_ref: np.ndarray, options: Optional[dict], out_dir, *,
+                feature_names: Optional[Sequence[str]] = None, categorical: Optional[Categorical] = None,
+                model: Optional[str] = None, model_format: Optional[str] = None, model_name: Optional[str] = None,
+                progress: Progress = print) -> Path:
+    """Fit `component` on an in-memory reference array and save it to `out_dir`."""
+    if component == "outlier":
+        from vigil_detectors.outlier.train import train_outlier
+
+        return train_outlier(x_ref, options, out_dir, feature_names=feature_names, progress=progress)
+    if component == "drift":
+        return train_drift(x_ref, options, out_dir, categorical=categorical, feature_names=feature_names,
+                           progress=progress)
+    if component == "explainer":
+        from vigil_detectors.explainer.train import train_explainer
+
+        if not feature_names:
+            feature_names = [f"f{i}" for i in range(x_ref.shape[1])]
+        return train_explainer(x_ref, options, model, out_dir, feature_names, categorical,
+                               model_format=model_format, model_name=model_name,
+                               progress=lambda msg: progress(f"explainer: {msg}"))
+    raise ValueError(f"cannot train {component!r}; one of {', '.join(TRAINABLE)}")
+
+
+def train_component(component: str, reference: Union[str, Path], output: Union[str, Path],
+                    options: Optional[dict] = None, *, feature_names: Optional[Sequence[str]] = None,
+                    categorical: Optional[Categorical] = None, model: Optional[str] = None,
+                    model_format: Optional[str] = None, model_name: Optional[str] = None,
+                    progress: Progress = print) -> Path:
+    """Read the reference table at `reference`, fit `component` and save it to `output`; returns `output`.
+
+    `options` is the detector's block of the monitor spec (camelCase keys). `feature_names`
+    picks and orders the reference columns (None: every column, in file order).
+    `categorical` is the schema's block (``{feature: n categories or [values]}``); `model`
+    a model file or V2 URL (explainer only).
+    """
+    from vigil.data import load_table
+
+    if component not in TRAINABLE:
+        raise ValueError(f"cannot train {component!r}; one of {', '.join(TRAINABLE)}")
+    progress(f"{component}: reading reference data {reference}")
+    x_ref = load_table(str(reference), feature_names)
+    progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features")
+    return train_array(component, x_ref, options, output, feature_names=feature_names, categorical=categorical,
+                       model=model, model_format=model_format, model_name=model_name, progress=progress)
