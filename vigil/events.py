@@ -70,7 +70,9 @@ def inference_id(attributes: dict[str, Any]) -> Optional[str]:
 def _numeric(data: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(data, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as exc:
+        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+            raise PayloadError("bad_shape", f"{what} rows must all have the same length") from None
         raise PayloadError("non_numeric", f"{what} must be numbers; got a non-numeric value") from None
     if arr.dtype == object:
         raise PayloadError("bad_shape", f"{what} rows must all have the same length")
