@@ -5,6 +5,9 @@
   ``x-kubernetes-int-or-string`` and ``x-kubernetes-preserve-unknown-fields``.
 - `prune_nulls`: the API server drops ``null`` for fields that are not ``nullable``
   before validating and defaulting; so do we.
+- `unknown_fields` / `prune_unknown`: fields the schema does not know. The API server
+  prunes them, or rejects them when the client asks for strict field validation
+  (``fieldValidation=Strict``, what ``kubectl apply`` sends by default).
 - `cel_errors`: evaluates the schema's ``x-kubernetes-validations`` rules with
   cel-python (``celpy``) at every node the document has.
 - `validate`: all of the above; a list of ``path: message`` strings (empty = valid).
@@ -90,6 +93,36 @@ def prune_nulls(doc: Any, schema: Optional[dict]) -> Any:
     return doc
 
 
+def _unknown(doc: Any, schema: Optional[dict], path: str, out: list, prune: bool) -> Any:
+    if not isinstance(schema, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
+        return doc
+    if isinstance(doc, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        result = {}
+        for k, v in doc.items():
+            here = f"{path}.{k}" if path else k
+            if props is not None and k not in props and not isinstance(extra, dict) and path != "metadata":
+                out.append((path, k))
+                if prune:
+                    continue
+            result[k] = _unknown(v, _child(schema, k), here, out, prune)
+        return result
+    if isinstance(doc, list):
+        return [_unknown(v, schema.get("items"), f"{path}[{i}]", out, prune) for i, v in enumerate(doc)]
+    return doc
+
+
+def unknown_fields(doc: dict, schema: dict) -> list[str]:
+    out: list = []
+    _unknown(doc, schema, "", out, prune=False)
+    return [f'{path or "<root>"}: unknown field "{key}"' for path, key in out]
+
+
+def prune_unknown(doc: dict, schema: dict) -> dict:
+    return _unknown(copy.deepcopy(doc), schema, "", [], prune=True)
+
+
 def _walk_rules(doc: Any, schema: Optional[dict], path: str) -> Iterator[tuple[str, dict, Any]]:
     if not schema:
         return
@@ -123,10 +156,17 @@ def cel_errors(doc: dict, schema: dict) -> list[str]:
     return errors
 
 
-def validate(doc: dict, schema: Optional[dict] = None, cel: bool = True) -> list[str]:
-    """Errors the API server would report for `doc` (empty list: valid)."""
+def validate(doc: dict, schema: Optional[dict] = None, cel: bool = True, strict: bool = True) -> list[str]:
+    """Errors the API server would report for `doc` (empty list: valid). `strict`: unknown
+    fields are errors (kubectl's default), else they are pruned first."""
     schema = schema if schema is not None else version_schema(load_crd())
     pruned = prune_nulls(copy.deepcopy(doc), schema)
+    if strict:
+        unknown = unknown_fields(pruned, schema)
+        if unknown:
+            return unknown
+    else:
+        pruned = prune_unknown(pruned, schema)
     validator = jsonschema.Draft7Validator(openapi_to_jsonschema(schema))
     errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
               for e in sorted(validator.iter_errors(pruned), key=lambda e: list(map(str, e.absolute_path)))]

@@ -16,7 +16,8 @@ operator depends on, each emulated explicitly and simply:
 - ``generateName`` (kopf's Events use it);
 - ``labelSelector`` on lists (the operator finds its children by label);
 - custom resources validated against their CRD schema (OpenAPI + CEL, see
-  `tests/crdschema.py`), answering 422 Invalid like the real server;
+  `tests/crdschema.py`), answering 422 Invalid like the real server; nulls and unknown
+  fields pruned (unknown fields refused under ``fieldValidation=Strict``, as kubectl asks);
 - finalizers and a background garbage collector: deleting an object deletes the objects
   whose ``ownerReferences`` name its uid (``garbage_collect=True``, the default), so the
   owner references the operator sets are what cleans up, as in a cluster;
@@ -179,15 +180,19 @@ class KubeEmulator(kmock.KubernetesEmulator):
         info = self.resources[res] if res in self.resources else None
         return bool(info and info.namespaced)
 
-    def _check_schema(self, res, obj: dict) -> None:
-        schema = self._schemas.get(res)
+    def _check_schema(self, request, obj: dict) -> dict:
+        """Validate a custom resource against its CRD; returns it as stored (nulls and, unless
+        the client asked for strict field validation, unknown fields pruned)."""
+        schema = self._schemas.get(request.resource)
         if schema is None or not self.validate:
-            return
-        errors = crdschema.validate(obj, schema)
+            return obj
+        strict = request.params.get("fieldValidation") == "Strict"
+        errors = crdschema.validate(obj, schema, strict=strict)
         if errors:
             kind = obj.get("kind", "object")
             raise _error(422, "Invalid", f'{kind} "{obj.get("metadata", {}).get("name")}" is invalid: '
                                          + "; ".join(errors))
+        return crdschema.prune_unknown(crdschema.prune_nulls(obj, schema), schema)
 
     async def _store(self, key, cur: dict, new: dict, main: bool) -> None:
         """Save a new version of an existing object (caller holds the lock)."""
@@ -254,7 +259,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise _error(409, "AlreadyExists", f'{obj.get("kind", "object")} "{meta["name"]}" already exists')
         if res in self._status_sub:
             obj.pop("status", None)
-        self._check_schema(res, obj)
+        obj = self._check_schema(request, obj)
+        meta = obj["metadata"]
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), resourceVersion=self.next_rv(), generation=1)
         if key in self.objects:
             self.objects[key].history.append(obj)
@@ -301,8 +307,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 new["status"] = cur["status"]
             else:
                 new.pop("status", None)
-        if not status_only:
-            self._check_schema(request.resource, new)
+        new = self._check_schema(request, new)  # status writes are validated and pruned too
         await self._store(key, cur, new, main=not status_only)
 
     def _authorize(self, request) -> None:
