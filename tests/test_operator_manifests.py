@@ -1,0 +1,465 @@
+"""The operator's pure parts: placement, rendered manifests, merge patches, status, RBAC rules.
+
+Every rendered object passes `kubernetes-validate --strict` (Kubernetes 1.32 schemas);
+the rest checks what the schemas cannot: the pod security settings, probes, labels and
+selectors, owner references, the volumes for each storage scheme, and that the objects
+carry exactly the plan's env and command.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import kopf
+import kubernetes_validate
+import pytest
+import yaml
+
+from vigil.plan import build_plan
+from vigil.spec import monitor_from_dict
+from vigil_operator import manifests
+from vigil_operator.config import OperatorConfig
+from vigil_operator.kube import ROUTES
+from vigil_operator.placement import KubePlacement, resolve
+from vigil_operator.reconcile import CREATE_ONLY, NEVER_PRUNE, Converged, job_state, load, merge_patch
+from vigil_operator.status import as_patch, compose, rollout
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = OperatorConfig()
+
+
+def example(name: str = "iris-monitor.yaml") -> dict:
+    return yaml.safe_load((ROOT / "examples" / name).read_text())
+
+
+def render(doc: dict, config: OperatorConfig = CONFIG):
+    monitor = monitor_from_dict(doc)
+    placement = KubePlacement(monitor.name, monitor.namespace)
+    plan = build_plan(monitor, placement)
+    return plan, placement, manifests.render(plan, placement, config)
+
+
+def containers(pod_spec: dict) -> list[dict]:
+    return pod_spec.get("initContainers", []) + pod_spec["containers"]
+
+
+def pod_spec(obj: dict) -> dict:
+    return obj["spec"]["template"]["spec"]
+
+
+def with_storage(**uris) -> dict:
+    doc = example()
+    doc["spec"]["model"]["storageUri"] = uris.get("model", "pvc://models/iris/model.joblib")
+    doc["spec"]["reference"]["storageUri"] = uris.get("reference", "pvc://models/iris/reference.csv")
+    return doc
+
+
+# ----------------------------------------------------------------------------- placement
+
+def test_placement_addresses_and_paths():
+    p = KubePlacement("iris", "ml")
+    assert p.port("drift") == 8080
+    assert p.url("drift") == "http://iris-drift.ml.svc:8080"
+    assert p.path("pvc://models/iris/model.joblib") == "/mnt/vigil/pvc/models/iris/model.joblib"
+    assert p.path("file:///data/iris/model.joblib") == "/mnt/vigil/host/data/iris/model.joblib"
+    assert p.path("/data/x.csv") == "/mnt/vigil/host/data/x.csv"  # a bare absolute path is a host path
+    s3 = resolve("s3://bucket/iris/reference.csv")
+    assert s3.path.startswith("/mnt/vigil/fetch/") and s3.path.endswith("/reference.csv")
+    assert resolve("s3://bucket/other/reference.csv").path != s3.path  # same basename, own directory
+    assert p.artifact_uri("outlier") == "pvc://iris-artifacts/outlier"
+    assert not p.stateful
+    assert p.state_dir("drift") == "/mnt/vigil/pvc/iris-artifacts/state/drift"
+    assert p.stateful == {"drift"}
+    with pytest.raises(ValueError, match="relative"):
+        p.path("models/model.joblib")
+    with pytest.raises(ValueError):
+        p.path("pvc:///no-claim")
+
+
+def test_relative_storage_uri_is_a_spec_error_naming_the_field():
+    doc = example()
+    doc["spec"]["reference"]["storageUri"] = "data/reference.csv"
+    with pytest.raises(Exception) as err:
+        load(doc)
+    assert getattr(err.value, "field", None) == "spec.reference.storageUri"
+
+
+# ----------------------------------------------------------------------------- manifests
+
+@pytest.mark.parametrize("name", ["iris-monitor.yaml", "endpoint-monitor.yaml"])
+def test_rendered_objects_pass_kubernetes_validate_strict(name):
+    _, _, rendered = render(example(name))
+    objects = rendered.all()
+    assert objects
+    for obj in objects:
+        if obj["kind"] == "ServiceMonitor":
+            continue
+        kubernetes_validate.validate(obj, "1.32", strict=True)
+
+
+def test_storage_variants_pass_kubernetes_validate_strict():
+    doc = with_storage(model="https://models.example.com/iris/model.joblib", reference="gs://b/iris/ref.csv")
+    doc["spec"]["detectors"]["explainer"]["storageUri"] = "file:///srv/explainer"
+    doc["spec"]["prometheus"]["serviceMonitor"] = True
+    _, _, rendered = render(doc)
+    for obj in rendered.all():
+        if obj["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(obj, "1.32", strict=True)
+    assert any(o["kind"] == "ServiceMonitor" for o in rendered.objects)
+
+
+def test_security_context_probes_and_resources():
+    plan, _, rendered = render(example())
+    for obj in [*rendered.deployments.values(), *rendered.jobs.values()]:
+        spec = pod_spec(obj)
+        sc = spec["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532 and sc["seccompProfile"]["type"] == "RuntimeDefault"
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["serviceAccountName"] == "iris-vigil"
+        for c in containers(spec):
+            csc = c["securityContext"]
+            assert csc["readOnlyRootFilesystem"] is True
+            assert csc["allowPrivilegeEscalation"] is False
+            assert csc["capabilities"] == {"drop": ["ALL"]}
+            assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]  # the one writable scratch dir
+            assert c["resources"].get("requests")
+    for name, dep in rendered.deployments.items():
+        c = pod_spec(dep)["containers"][0]
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # resources from the spec, verbatim; defaults where the spec gives none
+    model = pod_spec(rendered.deployments["model"])["containers"][0]
+    assert model["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+    logger = pod_spec(rendered.deployments["logger"])["containers"][0]
+    assert logger["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"}}
+
+
+def test_objects_carry_the_plan():
+    plan, _, rendered = render(example())
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in rendered.all()}
+    for comp in plan.components:
+        cm = by_name[("ConfigMap", f"iris-{comp.name}")]
+        assert cm["data"] == comp.env
+        dep = rendered.deployments[comp.name]
+        c = pod_spec(dep)["containers"][0]
+        assert c["command"] == comp.command
+        assert c["envFrom"] == [{"configMapRef": {"name": f"iris-{comp.name}"}}]
+        role = "vigil-detectors" if comp.image_role == "detectors" else "vigil-server"
+        assert c["image"] == f"ghcr.io/vigil-monitor/{role}:0.1.0"
+        annotations = dep["spec"]["template"]["metadata"]["annotations"]
+        assert annotations[manifests.A_DIGEST] == comp.digest()
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "8080"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert dep["spec"]["replicas"] == comp.replicas
+        svc = by_name[("Service", f"iris-{comp.name}")]
+        assert svc["spec"]["ports"][0]["port"] == 8080 and svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_labels_and_selectors():
+    _, _, rendered = render(example())
+    for obj in rendered.all():
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "vigil"
+        assert labels["app.kubernetes.io/instance"] == "iris"
+        assert labels["app.kubernetes.io/managed-by"] == "vigil-operator"
+        assert labels["app.kubernetes.io/part-of"] == "vigil"
+    for name, dep in rendered.deployments.items():
+        selector = dep["spec"]["selector"]["matchLabels"]
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= pod_labels.items()
+        assert selector["app.kubernetes.io/component"] == name
+        svc = next(o for o in rendered.objects if o["kind"] == "Service" and o["metadata"]["name"] == f"iris-{name}")
+        assert svc["spec"]["selector"] == selector
+    # one selector per component: no Service selects another component's pods
+    selectors = [json.dumps(d["spec"]["selector"], sort_keys=True) for d in rendered.deployments.values()]
+    assert len(set(selectors)) == len(selectors)
+
+
+def test_owner_references_from_kopf_adopt():
+    _, _, rendered = render(example())
+    owner = {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor",
+             "metadata": {"name": "iris", "namespace": "default", "uid": "u-1", "labels": {"team": "fraud"}}}
+    objs = rendered.all()
+    kopf.adopt(objs, owner=owner)
+    for obj in objs:
+        assert obj["metadata"]["ownerReferences"] == [{"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor",
+                                                       "name": "iris", "uid": "u-1", "controller": True,
+                                                       "blockOwnerDeletion": True}]
+        assert obj["metadata"]["namespace"] == "default"
+        assert obj["metadata"]["labels"]["team"] == "fraud"
+
+
+def _mounts(obj: dict) -> dict:
+    spec = pod_spec(obj)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    return {m["mountPath"]: (volumes[m["name"]], m.get("readOnly", False)) for m in spec["containers"][0]["volumeMounts"]}
+
+
+def test_pvc_storage_mounts_the_claim_read_only():
+    _, _, rendered = render(example())
+    mounts = _mounts(rendered.deployments["model"])
+    volume, ro = mounts["/mnt/vigil/pvc/models"]
+    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True} and ro is True
+    assert "initContainers" not in pod_spec(rendered.deployments["model"])
+
+
+def test_file_storage_is_a_host_path():
+    _, _, rendered = render(with_storage(model="file:///srv/models/iris/model.joblib"))
+    mounts = _mounts(rendered.deployments["model"])
+    volume, ro = mounts["/mnt/vigil/host/srv/models/iris/model.joblib"]
+    assert volume["hostPath"] == {"path": "/srv/models/iris/model.joblib"} and ro is True
+    env = next(o for o in rendered.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "iris-model")["data"]
+    assert env["VIGIL_MODEL_URI"] == "/mnt/vigil/host/srv/models/iris/model.joblib"
+
+
+@pytest.mark.parametrize("uri,image,tool", [
+    ("s3://bucket/iris/model.joblib", CONFIG.s3_fetch_image, "aws s3 cp"),
+    ("gs://bucket/iris/model.joblib", CONFIG.gs_fetch_image, "gcloud storage cp"),
+    ("https://models.example.com/iris/model.joblib", CONFIG.http_fetch_image, "curl"),
+])
+def test_remote_storage_is_fetched_by_an_init_container(uri, image, tool):
+    _, _, rendered = render(with_storage(model=uri))
+    spec = pod_spec(rendered.deployments["model"])
+    (init,) = spec["initContainers"]
+    assert init["image"] == image and tool in init["command"][-1]
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert env["SRC"] == uri and env["DEST"] == resolve(uri).path
+    assert init["envFrom"] == [{"secretRef": {"name": "vigil-storage", "optional": True}}]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "fetch", "mountPath": "/mnt/vigil/fetch"} in init["volumeMounts"]  # writable for the fetcher
+    mounts = _mounts(rendered.deployments["model"])
+    volume, ro = mounts["/mnt/vigil/fetch"]
+    assert volume["emptyDir"] == {} and ro is True  # read-only for the server
+
+
+def test_trained_artifacts_and_state_on_the_monitors_claim():
+    plan, placement, rendered = render(example())
+    pvc = next(o for o in rendered.objects if o["kind"] == "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == "iris-artifacts"
+    assert pvc["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    job = rendered.jobs["outlier"]
+    assert _mounts(job)["/mnt/vigil/pvc/iris-artifacts"][1] is False  # the Job writes the artifact
+    assert pod_spec(job)["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 2
+    cmd = pod_spec(job)["containers"][0]["command"]
+    assert cmd[:4] == ["vigil", "train", "--component", "outlier"]
+    assert cmd[cmd.index("--output") + 1] == "/mnt/vigil/pvc/iris-artifacts/outlier"
+    assert json.loads(cmd[cmd.index("--options") + 1])["thresholdPercentile"] == 95
+    # the drift detector keeps its window on the claim: writable, and never two pods at once
+    drift = rendered.deployments["drift"]
+    assert _mounts(drift)["/mnt/vigil/pvc/iris-artifacts"][1] is False
+    assert drift["spec"]["strategy"] == {"type": "Recreate"}
+    assert rendered.deployments["logger"]["spec"]["strategy"] == {"type": "RollingUpdate"}
+    # the outlier detector only reads it
+    assert _mounts(rendered.deployments["outlier"])["/mnt/vigil/pvc/iris-artifacts"][1] is True
+
+
+def test_no_artifacts_claim_when_nothing_is_trained_or_stateful():
+    doc = example()
+    doc["spec"]["detectors"] = {"metrics": {"task": "regression"}}
+    _, _, rendered = render(doc)
+    assert not any(o["kind"] == "PersistentVolumeClaim" for o in rendered.objects)
+    assert rendered.jobs == {}
+
+
+def test_training_job_name_follows_its_inputs():
+    plan, placement, rendered = render(example())
+    doc = example()
+    doc["spec"]["detectors"]["outlier"]["epochs"] = 3
+    _, _, other = render(doc)
+    assert rendered.jobs["outlier"]["metadata"]["name"] != other.jobs["outlier"]["metadata"]["name"]
+    assert rendered.jobs["explainer"]["metadata"]["name"] == other.jobs["explainer"]["metadata"]["name"]
+    assert all(len(j["metadata"]["name"]) <= 63 for j in rendered.jobs.values())
+    long = example()
+    long["metadata"]["name"] = "m" * 40
+    _, _, rendered_long = render(long)
+    assert all(len(j["metadata"]["name"]) <= 63 for j in rendered_long.jobs.values())
+
+
+def test_custom_model_image_keeps_its_entrypoint_and_v2_probes():
+    doc = example()
+    doc["spec"]["model"]["image"] = "docker.io/seldonio/mlserver:1.6.1"
+    _, _, rendered = render(doc)
+    c = pod_spec(rendered.deployments["model"])["containers"][0]
+    assert c["image"] == "docker.io/seldonio/mlserver:1.6.1"
+    assert "command" not in c
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+
+def test_images_from_operator_environment(monkeypatch):
+    monkeypatch.setenv("VIGIL_OPERATOR_IMAGE_REGISTRY", "registry.local:5000/ml")
+    monkeypatch.setenv("VIGIL_OPERATOR_IMAGE_TAG", "1.2.3")
+    monkeypatch.setenv("VIGIL_OPERATOR_STATUS_URLS", '{"default/iris/drift": "http://127.0.0.1:9"}')
+    config = OperatorConfig()
+    assert config.image("server") == "registry.local:5000/ml/vigil-server:1.2.3"
+    assert config.image("detectors") == "registry.local:5000/ml/vigil-detectors:1.2.3"
+    assert config.status_urls == {"default/iris/drift": "http://127.0.0.1:9"}
+    _, _, rendered = render(example(), config)
+    assert pod_spec(rendered.deployments["drift"])["containers"][0]["image"] == "registry.local:5000/ml/vigil-detectors:1.2.3"
+
+
+# ----------------------------------------------------------------------------- merge patches
+
+def test_merge_patch_sets_changes_and_removes_only_what_we_own():
+    live = {"metadata": {"name": "x", "resourceVersion": "7", "uid": "u",
+                         "annotations": {"vigil.dev/digest": "a", "deployment.kubernetes.io/revision": "3"}},
+            "data": {"A": "1", "B": "2"},
+            "spec": {"progressDeadlineSeconds": 600, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%"}},
+                     "template": {"spec": {"initContainers": [{"name": "fetch-0"}], "dnsPolicy": "ClusterFirst",
+                                           "containers": [{"name": "c", "image": "i:1"}]}}}}
+    desired = {"metadata": {"name": "x", "annotations": {}},
+               "data": {"A": "1", "C": "3"},
+               "spec": {"strategy": {"type": "Recreate"},
+                        "template": {"spec": {"containers": [{"name": "c", "image": "i:2"}]}}}}
+    patch = merge_patch(live, desired)
+    assert patch == {"metadata": {"annotations": {"vigil.dev/digest": None}},
+                     "data": {"B": None, "C": "3"},
+                     "spec": {"strategy": {"type": "Recreate", "rollingUpdate": None},
+                              "template": {"spec": {"containers": [{"name": "c", "image": "i:2"}],
+                                                    "initContainers": None}}}}
+    assert merge_patch(live, live) == {}
+
+
+# ----------------------------------------------------------------------------- status
+
+def converged(doc: dict, deployments: dict, training=None, deferred=()) -> Converged:
+    monitor = monitor_from_dict(doc)
+    placement = KubePlacement(monitor.name, monitor.namespace)
+    plan = build_plan(monitor, placement)
+    return Converged(monitor=monitor, plan=plan, placement=placement, training=training or {},
+                     training_jobs={c: f"iris-{c}-train-x" for c in (training or {})},
+                     deferred=list(deferred), deployments=deployments)
+
+
+def deployment_state(ready: bool, generation: int = 1, observed: int = 1, replicas: int = 1) -> dict:
+    n = replicas if ready else 0
+    return {"metadata": {"generation": generation}, "spec": {"replicas": replicas},
+            "status": {"observedGeneration": observed, "updatedReplicas": replicas if observed == generation else 0,
+                       "availableReplicas": n}}
+
+
+def drift_only() -> dict:
+    doc = example()
+    doc["spec"]["detectors"] = {"drift": {"pValue": 0.05}}
+    return doc
+
+
+def test_rollout_states():
+    assert rollout(None) == "Missing"
+    assert rollout(deployment_state(True)) == "Available"
+    assert rollout(deployment_state(False)) == "Unavailable"
+    assert rollout(deployment_state(True, generation=2, observed=1)) == "Progressing"
+    assert rollout({"metadata": {"generation": 1}, "spec": {"replicas": 0}, "status": {"observedGeneration": 1}}) == "ScaledDown"
+
+
+def test_compose_ready_degraded_progressing():
+    deps = {c: deployment_state(True) for c in ("logger", "model", "drift")}
+    ok = {c: {"component": c, "ready": True} for c in deps}
+    ok["drift"]["drift"] = {"detected": True, "pValue": 0.001, "featuresDrifted": ["petal_length"],
+                            "lastCheck": "2024-01-01T00:00:00Z", "windows": 3, "threshold": 0.05}
+    status = compose(converged(drift_only(), deps), ok, {}, 4)
+    assert status["phase"] == "Ready"
+    assert status["components"] == {"logger": "Ready", "model": "Ready", "drift": "Ready"}
+    assert status["drift"] == {"detected": True, "pValue": 0.001, "featuresDrifted": ["petal_length"],
+                               "lastCheck": "2024-01-01T00:00:00Z", "windows": 3}
+    assert status["observedGeneration"] == 4 and status["model"] == "iris"
+    types = {c["type"]: c for c in status["conditions"]}
+    assert types["Ready"]["status"] == "True" and types["DriftDetected"]["status"] == "True"
+
+    # the drift pod is rolled out but not ready: Degraded
+    down = dict(ok, drift=None)
+    status2 = compose(converged(drift_only(), deps), down, status, 4)
+    assert status2["phase"] == "Degraded" and status2["components"]["drift"] == "Unreachable"
+    assert status2["conditions"][0]["lastTransitionTime"]  # changed status: a new transition time
+
+    # the same but while a rollout is under way: Progressing, the component Deploying
+    rolling = dict(deps, drift=deployment_state(False, generation=2, observed=1))
+    status3 = compose(converged(drift_only(), rolling), down, status, 5)
+    assert status3["phase"] == "Progressing" and status3["components"]["drift"] == "Deploying"
+
+    # an answer from a pod whose Deployment is not available does not count as ready
+    unavailable = dict(deps, drift=deployment_state(False))
+    assert compose(converged(drift_only(), unavailable), ok, {}, 1)["components"]["drift"] == "NotReady"
+
+
+def test_compose_keeps_transition_time_while_unchanged():
+    deps = {c: deployment_state(True) for c in ("logger", "model", "drift")}
+    ok = {c: {"component": c, "ready": True} for c in deps}
+    first = compose(converged(drift_only(), deps), ok, {}, 1)
+    first["conditions"][0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    again = compose(converged(drift_only(), deps), ok, first, 1)
+    assert again["conditions"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+
+
+def test_compose_training_and_training_failure():
+    doc = example()
+    deps = {c: deployment_state(True) for c in ("logger", "model", "drift", "metrics")}
+    ok = {c: {"component": c, "ready": True} for c in deps}
+    status = compose(converged(doc, deps, {"outlier": "Running", "explainer": "Succeeded"},
+                               deferred=["outlier"]), ok, {}, 1)
+    assert status["phase"] == "Training" and status["components"]["outlier"] == "Training"
+    assert status["training"] == {"outlier": "Running", "explainer": "Succeeded"}
+    failed = converged(doc, deps, {"outlier": "Failed", "explainer": "Succeeded"}, deferred=["outlier"])
+    failed.training_messages["outlier"] = "BackoffLimitExceeded"
+    status = compose(failed, ok, {}, 1)
+    assert status["phase"] == "Failed" and "iris-outlier-train-x" in status["message"]
+    assert status["conditions"][0]["reason"] == "TrainingFailed"
+
+
+def test_custom_image_readiness_comes_from_its_deployment():
+    doc = drift_only()
+    doc["spec"]["model"]["image"] = "example.com/server:1"
+    deps = {c: deployment_state(True) for c in ("logger", "model", "drift")}
+    answers = {"logger": {"ready": True}, "drift": {"ready": True}}  # nothing asked of the model
+    assert compose(converged(doc, deps), answers, {}, 1)["components"]["model"] == "Ready"
+    deps["model"] = deployment_state(False)
+    assert compose(converged(doc, deps), answers, {}, 1)["components"]["model"] == "NotReady"
+
+
+def test_status_patch_removes_what_went_away():
+    old = {"phase": "Ready", "components": {"logger": "Ready", "explainer": "Ready"}, "explainer": {"n": 1},
+           "kopf": {"progress": {}}}
+    new = {"phase": "Ready", "components": {"logger": "Ready"}}
+    assert as_patch(new, old) == {"phase": "Ready", "components": {"logger": "Ready", "explainer": None},
+                                  "explainer": None}
+
+
+def test_job_states():
+    assert job_state({}) == ("Running", "")
+    assert job_state({"status": {"succeeded": 1}})[0] == "Succeeded"
+    assert job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})[0] == "Succeeded"
+    assert job_state({"status": {"conditions": [{"type": "Failed", "status": "True", "message": "m"}]}}) == ("Failed", "m")
+
+
+# ----------------------------------------------------------------------------- RBAC
+
+RBAC = yaml.safe_load((ROOT / "operator" / "vigil_operator" / "rbac.yaml").read_text())["rules"]
+
+
+def allowed(group: str, resource: str) -> set[str]:
+    out: set[str] = set()
+    for rule in RBAC:
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            out |= set(rule["verbs"])
+    return out
+
+
+def test_rbac_covers_every_kind_the_operator_manages_and_no_more():
+    for kind, (prefix, plural) in ROUTES.items():
+        group = "" if prefix == "/api/v1" else prefix.split("/")[2]
+        need = {"get", "list", "create"}
+        if kind not in CREATE_ONLY:
+            need.add("patch")
+        if kind not in NEVER_PRUNE:
+            need.add("delete")
+        assert allowed(group, plural) == need, kind
+    assert allowed("vigil.dev", "modelmonitors") == {"get", "list", "watch", "patch"}
+    assert allowed("vigil.dev", "modelmonitors/status") == {"get", "patch"}
+    assert allowed("", "events") == {"create"}
+    for rule in RBAC:  # no wildcards, no secrets, nothing cluster-scoped
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        assert not {"secrets", "namespaces", "customresourcedefinitions", "pods"} & set(rule["resources"])
