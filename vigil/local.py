@@ -92,7 +92,7 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     env.setdefault("TF_USE_LEGACY_KERAS", "1")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -104,6 +104,7 @@ class LocalStack:
         self.workdir = placement.workdir
         self.say = say
         self.procs: dict[str, subprocess.Popen] = {}
+        self._ready: set[str] = set()
         self.logs = self.workdir / "logs"
 
     # -- training -----------------------------------------------------------------
@@ -152,14 +153,12 @@ class LocalStack:
             self.procs[c.name] = subprocess.Popen(
                 _vigil_cmd("serve", c.name, "--host", "127.0.0.1", "--port", str(c.port)),
                 env=child_env(c.env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            if c.name == "logger":
-                self.wait_ready(["logger"], timeout)
         self.wait_ready([c.name for c in self.plan.components], timeout)
         self._write_run_file()
 
     def wait_ready(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        pending = list(names)
+        pending = [n for n in names if n not in self._ready]
         with httpx.Client(timeout=2.0) as client:
             while pending:
                 for name in list(pending):
@@ -171,6 +170,7 @@ class LocalStack:
                         url = self.placement.url(name) + _READY_PATH.get(name, "/readyz")
                         if client.get(url).status_code == 200:
                             pending.remove(name)
+                            self._ready.add(name)
                             self.say(f"• {name:<9} ready on {self.placement.url(name)}")
                     except httpx.HTTPError:
                         pass
