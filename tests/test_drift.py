@@ -14,6 +14,7 @@ metrics`, and the window/checkpoint logic on its own.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -431,3 +432,36 @@ def test_window_ring_and_checkpoint_log(tmp_path):
     assert np.array_equal(again.contents(), rows[4:6]) and again.seen == 6 and again.pending_since == 11.0
     store2.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "window-1.log", "window-1.npy"]
+
+
+def test_load_table_formats_and_errors(tmp_path):
+    from vigil.data import DataError, load_table
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.5], "b": [4, 5, 6], "label": ["x", "y", "z"]})
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    frame[["a", "b"]].to_csv(tmp_path / "n.csv", index=False, header=False)
+    frame.to_parquet(tmp_path / "t.parquet")
+    np.save(tmp_path / "t.npy", frame[["a", "b"]].to_numpy(dtype=float))
+    want = frame[["a", "b"]].to_numpy(dtype=float)
+    assert np.array_equal(load_table(tmp_path / "h.csv", ["b", "a"]), want[:, ::-1])  # by name, in order
+    assert np.array_equal(load_table(tmp_path / "n.csv", ["a", "b"]), want)  # no header: by position
+    assert np.array_equal(load_table(tmp_path / "t.parquet", ["a", "b"]), want)
+    assert np.array_equal(load_table(f"file://{tmp_path / 't.npy'}", ["a", "b"]), want)
+    assert load_table(tmp_path / "h.csv", ["a", "b"]).flags.c_contiguous
+    pd.DataFrame({"a": [1.0, None]}).to_csv(tmp_path / "nan.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    for path, names, message in [
+        ("h.csv", ["a", "c"], "missing column(s) c"),
+        ("n.csv", ["a", "b", "c"], "has 2 columns but 3 features"),
+        ("nope.csv", ["a"], "not found"),
+        ("h.csv", ["label"], "non-numeric values in column(s) label"),
+        ("t.npy", ["a"], "has 2 columns but 1 features"),
+        ("nan.csv", ["a"], "missing or non-finite"),
+        ("empty.csv", ["a"], "empty"),
+        ("h.csv.json", None, "not found"),
+    ]:
+        with pytest.raises(DataError, match=re.escape(message)):
+            load_table(tmp_path / path, names)
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(DataError, match="unknown reference data format"):
+        load_table(tmp_path / "x.json")

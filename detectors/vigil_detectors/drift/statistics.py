@@ -163,10 +163,10 @@ def _fit_ks(x_ref: np.ndarray, p_value: float, correction: str, categorical: dic
         return AlibiUnivariate(cd.KSDrift(x_ref, p_val=p_value, correction=correction))
     for i, n in categorical.items():
         values = np.unique(x_ref[:, i])
-        if n is not None and (values.min() < 0 or values.max() > n - 1 or np.any(values != np.round(values))):
-            raise ValueError(f"categorical feature {i} is declared with {n} categories (codes 0..{n - 1}) but the "
-                             f"reference holds {values[:10].tolist()}")
-        if n is not None and values.size < n:
+        if n is not None and values.size > n:
+            log.warning("categorical feature %d is declared with %d categories but the reference holds %d: %s",
+                        i, n, values.size, values[:10].tolist())
+        elif n is not None and values.size < n:
             log.warning("categorical feature %d: the reference holds %d of %d categories; the others count as "
                         "new categories when they appear", i, values.size, n)
     # Categories are taken from the reference (None): a category absent from both the reference and a

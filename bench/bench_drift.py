@@ -1,0 +1,321 @@
+"""Drift detector benchmark: ingest rate and detection quality, in one run.
+
+(a) **Ingest rate.** The drift service runs as ``vigil serve drift`` in a subprocess
+pinned to CPU 0 (``taskset -c 0``; uvicorn with uvloop + httptools), fitted from 5,000
+reference rows of 4 features, window 1000 tumbling, checkpointing on (every event is in
+the append log before its 202). A load client — ``wrk`` (Debian package) with a Lua
+script that gives each event its own ``ce-id`` — pinned to CPU 1 keeps a fixed number
+of connections busy with binary-mode CloudEvents (V2 bodies), first one row per event,
+then 100 rows per event. Printed: events/s, instances/s, the service's CPU use (so a
+busy shared machine shows), events per CPU-second of the service, the client's CPU use
+(well under 100 % means the client was not the bottleneck), and a cross-check that the
+service counted every instance wrk got a 2xx for.
+
+(b) **Detection quality** (through the same service code over HTTP, in-process servers):
+- stationary streams: `--refs` reference draws × `--windows-per-ref` windows of 1000
+  fresh instances from the same distribution; share of windows flagged (expected at or
+  below the configured p-value with Bonferroni);
+- a mean shift of 0.5 standard deviations in one feature (each feature in turn), starting
+  at a random point inside a window: share of trials detected in that (mixed) window, and
+  by the end of the first full window after the shift starts.
+
+    python bench/bench_drift.py                 # everything (~1-2 min)
+    python bench/bench_drift.py --skip-quality  # ingest only
+    python bench/bench_drift.py --duration 20 --connections 64
+
+Targets (issue 2): ≥5,000 events/s with 1 row/event, ≥100,000 instances/s with 100 rows/event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+FEATURES = ["f0_normal", "f1_lognormal", "f2_uniform", "f3_exponential"]
+
+
+def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Four differently shaped features (KS is distribution-free; the shapes make the shift test honest)."""
+    return np.column_stack([rng.normal(0, 1, n), rng.lognormal(0, 0.5, n), rng.uniform(0, 1, n),
+                            rng.exponential(1.0, n)])
+
+
+def feature_std(rng: np.random.Generator) -> np.ndarray:
+    return draw(rng, 200_000).std(axis=0)
+
+
+# -- (a) ingest -----------------------------------------------------------------------------------
+
+LUA = r"""
+-- one JSON body per line (distinct rows, so windows hold realistic data); each event gets its own ce-id
+local counter = 0
+local bodies = {}
+for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["ce-specversion"] = "1.0"
+wrk.headers["ce-type"] = "dev.vigil.inference.request"
+wrk.headers["ce-source"] = "/bench/logger"
+wrk.headers["ce-modelname"] = "bench"
+
+request = function()
+  counter = counter + 1
+  wrk.headers["ce-id"] = "bench-" .. counter
+  wrk.headers["ce-inferenceid"] = "inf-" .. counter
+  return wrk.format(nil, nil, nil, bodies[counter %% #bodies + 1])
+end
+"""
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _instances_total(url: str) -> float:
+    import httpx
+
+    from tests.servers import metric_value
+
+    return metric_value(httpx.get(url + "/metrics", timeout=10).text, "vigil_drift_instances_total") or 0.0
+
+
+def _wrk(url: str, body_path: Path, duration: float, connections: int, cpu: str) -> dict:
+    script = body_path.with_suffix(".lua")
+    script.write_text(LUA % {"bodies": str(body_path)})
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s", "--latency", "-s", str(script), url + "/"]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpu, *cmd]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    seconds = float(re.search(r"requests in ([\d.]+)(m?s)", out).group(1))
+    unit = re.search(r"requests in [\d.]+(m?s)", out).group(1)
+    seconds = seconds / 1000 if unit == "ms" else seconds
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    errors = re.search(r"Socket errors: (.*)", out)
+    latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    p99 = re.search(r"\s99%\s+(\S+)", out)
+    return {"requests": total, "seconds": seconds, "non2xx": non2xx, "errors": errors.group(1) if errors else "",
+            "client_cpu": cpu_used / wall, "latency_avg": latency.group(1) if latency else "?",
+            "latency_p99": p99.group(1) if p99 else "?", "raw": out}
+
+
+def bench_ingest(args, work: Path) -> list[dict]:
+    from tests.servers import free_port, serve_command, wait_until
+    from vigil.events import v2_request
+
+    import httpx
+
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install -y wrk")
+    rng = np.random.default_rng(0)
+    np.save(work / "reference.npy", draw(rng, 5000))
+    env = {**os.environ, "VIGIL_DRIFT_REFERENCE": str(work / "reference.npy"),
+           "VIGIL_DRIFT_FEATURE_NAMES": json.dumps(FEATURES), "VIGIL_DRIFT_WINDOW_SIZE": "1000",
+           "VIGIL_DRIFT_STATE_DIR": str(work / "state"), "VIGIL_DRIFT_MONITOR": "bench",
+           "PYTHONUNBUFFERED": "1"}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = serve_command("drift", port)
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", args.service_cpu, *cmd]
+    log = open(work / "drift.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    results = []
+    try:
+        def ready():
+            if proc.poll() is not None:
+                sys.exit(f"drift service exited: {(work / 'drift.log').read_text()[-3000:]}")
+            try:
+                return httpx.get(url + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=120, what="drift service")
+        loops = Path(f"/proc/{proc.pid}/maps").read_text()
+        print(f"service pid {proc.pid} on CPU {args.service_cpu} (uvloop: {'uvloop' in loops}, "
+              f"httptools: {'httptools' in loops}); wrk on CPU {args.client_cpu}, {args.connections} connections, "
+              f"{args.duration:g} s per run")
+        for rows in (1, 100):
+            body = work / f"events-{rows}.jsonl"  # 1,000 different events, sent round-robin
+            body.write_text("\n".join(json.dumps(v2_request(draw(rng, rows))) for _ in range(1000)) + "\n")
+            _wrk(url, body, 2, args.connections, args.client_cpu)  # warm-up
+            seen0, cpu0, t0 = _instances_total(url), _cpu_seconds(proc.pid), time.monotonic()
+            r = _wrk(url, body, args.duration, args.connections, args.client_cpu)
+            service_cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+            counted = _instances_total(url) - seen0
+            ok = r["requests"] - r["non2xx"]
+            eps = ok / r["seconds"]
+            res = {"rows": rows, "events_per_s": eps, "instances_per_s": eps * rows, "service_cpu": service_cpu,
+                   "events_per_cpu_s": eps / max(service_cpu, 1e-9), "client_cpu": r["client_cpu"],
+                   "non2xx": r["non2xx"], "errors": r["errors"], "counted": counted, "acked_rows": ok * rows,
+                   "latency_avg": r["latency_avg"], "latency_p99": r["latency_p99"]}
+            results.append(res)
+            print(f"  {rows:>3} row(s)/event: {eps:>9,.0f} events/s  {eps * rows:>11,.0f} instances/s   "
+                  f"service CPU {service_cpu:5.0%} ({res['events_per_cpu_s']:,.0f} events per CPU-s)   "
+                  f"client CPU {r['client_cpu']:4.0%}   latency avg {r['latency_avg']} p99 {r['latency_p99']}")
+            # wrk's last in-flight requests may be cut off at the end of the run: allow for the connections
+            lost = res["acked_rows"] - counted
+            print(f"      non-2xx {r['non2xx']}, socket errors: {r['errors'] or 'none'}; "
+                  f"instances counted by the service {counted:,.0f} vs acknowledged {res['acked_rows']:,} "
+                  f"({'ok' if -args.connections * rows <= lost <= 0 else 'MISMATCH'})")
+        from tests.servers import metric_value
+
+        text = httpx.get(url + "/metrics").text
+        checks = metric_value(text, "vigil_drift_check_duration_seconds_count") or 0
+        check_s = metric_value(text, "vigil_drift_check_duration_seconds_sum") or 0
+        status = httpx.get(url + "/status").json()["drift"]
+        print(f"  windows checked during the runs: {status['windows']:,}, mean KS check {check_s / max(checks, 1) * 1e3:.2f} ms "
+              f"(window 1000 x 4 vs 5000 reference rows; at 100 rows/event one check per 10 events)")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return results
+
+
+# -- (b) detection quality ------------------------------------------------------------------------
+
+class _Client:
+    def __init__(self, url: str):
+        import httpx
+        from cloudevents.core.bindings import http as ce_http
+        from cloudevents.core.v1.event import CloudEvent
+
+        self.http = httpx.Client(base_url=url, timeout=60)
+        self._ce, self._event = ce_http, CloudEvent
+        self.n = 0
+
+    def send(self, rows: np.ndarray) -> list[dict]:
+        """Send rows in events of ≤100; return the drift results of checks they completed."""
+        from vigil.events import REQUEST, v2_request
+
+        out = []
+        for i in range(0, len(rows), 100):
+            self.n += 1
+            msg = self._ce.to_binary_event(self._event(
+                attributes={"type": REQUEST, "source": "/bench", "id": f"q{self.n}",
+                            "datacontenttype": "application/json"}, data=v2_request(rows[i:i + 100])))
+            r = self.http.post("/", headers=dict(msg.headers), content=msg.body)
+            if r.status_code == 200:
+                out.append(r.json()["drift"])
+            elif r.status_code != 202:
+                raise RuntimeError(f"{r.status_code}: {r.text}")
+        return out
+
+
+def bench_quality(args, work: Path) -> dict:
+    from tests.servers import serve_app, wait_until
+    from vigil_detectors.drift.service import create_app
+    from vigil_detectors.drift.settings import DriftSettings
+
+    size = 1000
+    std = feature_std(np.random.default_rng(123))
+
+    def service(ref: np.ndarray, name: str):
+        np.save(work / f"{name}.npy", ref)
+        return serve_app(create_app(DriftSettings(reference=str(work / f"{name}.npy"), feature_names=FEATURES,
+                                                  window_size=size, p_value=args.p_value,
+                                                  correction="bonferroni", max_age_seconds=0)))
+
+    flagged, windows, pvals = 0, 0, []
+    for r in range(args.refs):
+        rng = np.random.default_rng(1000 + r)
+        with service(draw(rng, args.ref_rows), f"ref{r}") as url:
+            c = _Client(url)
+            wait_until(lambda: c.http.get("/readyz").status_code == 200, timeout=120, what="ready")
+            results = c.send(draw(rng, size * args.windows_per_ref))
+        assert len(results) == args.windows_per_ref, len(results)
+        flagged += sum(x["detected"] for x in results)
+        windows += len(results)
+        pvals += [x["pValue"] for x in results]
+    share = flagged / windows
+    print(f"  stationary: {flagged} of {windows} windows flagged = {share:.1%} "
+          f"(configured p-value {args.p_value:.0%}, Bonferroni over {len(FEATURES)} features; "
+          f"{args.refs} reference draws of {args.ref_rows} rows); median adjusted p {np.median(pvals):.2f}")
+
+    rng = np.random.default_rng(7)
+    in_mixed = mixed_trials = by_full = trials = 0
+    with service(draw(rng, args.ref_rows), "shift") as url:
+        c = _Client(url)
+        wait_until(lambda: c.http.get("/readyz").status_code == 200, timeout=120, what="ready")
+        for t in range(args.trials):
+            feature = t % len(FEATURES)
+            name = FEATURES[feature]
+            # each trial starts on a window boundary (the service's windows are aligned to instances sent):
+            # `offset` stationary instances, then the shift until the end of the next full window
+            offset = int(rng.integers(0, size))
+            assert not c.send(draw(rng, offset))
+            shifted = draw(rng, 2 * size - offset)
+            shifted[:, feature] += 0.5 * std[feature]
+            results = c.send(shifted)
+            assert len(results) == 2, len(results)
+            hit = [r["detected"] and name in r["featuresDrifted"] for r in results]
+            if offset > 0:  # results[0] mixed (shift starts inside it), results[1] the first full shifted window
+                mixed_trials += 1
+                in_mixed += hit[0]
+                by_full += hit[0] or hit[1]
+            else:  # results[0] is already the first full shifted window
+                by_full += hit[0]
+            trials += 1
+            assert len(c.send(draw(rng, size))) == 1  # one stationary window before the next trial
+    print(f"  0.5 std mean shift in one feature ({trials} trials, each feature in turn, shift starting at a "
+          f"random point of a window):")
+    print(f"      detected in the window where it starts: {in_mixed / trials:.0%};  "
+          f"detected by the end of the first full window after it starts: {by_full / trials:.0%}")
+    return {"stationary_flagged": share, "windows": windows, "shift_detected_first_full": by_full / trials,
+            "shift_detected_mixed": in_mixed / max(mixed_trials, 1), "trials": trials}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--service-cpu", default="0")
+    ap.add_argument("--client-cpu", default="1")
+    ap.add_argument("--p-value", type=float, default=0.05)
+    ap.add_argument("--refs", type=int, default=8, help="reference draws for the stationary test")
+    ap.add_argument("--windows-per-ref", type=int, default=50)
+    ap.add_argument("--ref-rows", type=int, default=5000)
+    ap.add_argument("--trials", type=int, default=40)
+    ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    print(f"load average now: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "
+          "(shared machine: numbers are noisy)")
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-drift-") as tmp:
+        work = Path(tmp)
+        if not args.skip_ingest:
+            print("(a) ingest rate (targets: 5,000 events/s at 1 row/event, 100,000 instances/s at 100 rows/event)")
+            bench_ingest(args, work)
+        if not args.skip_quality:
+            print("(b) detection quality (window 1000 tumbling, KS per feature)")
+            bench_quality(args, work)
+
+
+if __name__ == "__main__":
+    main()
