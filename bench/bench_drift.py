@@ -232,6 +232,9 @@ def bench_quality(args, work: Path) -> dict:
     from vigil_detectors.drift.service import create_app
     from vigil_detectors.drift.settings import DriftSettings
 
+    import logging
+
+    logging.getLogger("vigil.drift").setLevel(logging.ERROR)  # no "state_dir not set" warning per service
     size = 1000
     std = feature_std(np.random.default_rng(123))
 
