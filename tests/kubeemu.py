@@ -21,8 +21,10 @@ operator depends on, each emulated explicitly and simply:
 - finalizers and a background garbage collector: deleting an object deletes the objects
   whose ``ownerReferences`` name its uid (``garbage_collect=True``, the default), so the
   owner references the operator sets are what cleans up, as in a cluster;
-- ``/openapi/v2`` and ``/openapi/v3`` answered with empty documents so kubectl can run
-  (client-side schema validation is then skipped: the server validates);
+- for kubectl: an OpenAPI v3 document per custom resource group that declares the
+  ``fieldValidation`` query parameter (so ``kubectl apply`` validates on the server, i.e.
+  here), server-side printing (``Accept: …;as=Table``) with the CRD's
+  ``additionalPrinterColumns``, and subresources without short names in discovery;
 - RBAC for one identity: with ``rbac={token: rules}``, a request bearing that token is
   refused with 403 unless a rule (``apiGroups``/``resources``/``verbs``, as in a Role)
   allows its verb on its resource, so tests prove an operator needs no more than its
@@ -116,6 +118,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=0, init=False)
     _status_sub: set = attrs.field(factory=set, init=False)
     _schemas: dict = attrs.field(factory=dict, init=False)
+    _columns: dict = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -125,9 +128,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 self._status_sub.add(kmock.resource(res))
         for crd in self.crds:
             self.add_crd(crd)
-        self.fallback["get /openapi/v2"] << {"swagger": "2.0", "info": {"title": "kmock", "version": "v0"},
-                                              "paths": {}, "definitions": {}}
-        self.fallback["get /openapi/v3"] << {"paths": {}}
+        self.fallback["get /openapi/v3"] << self._serve_openapi_root
+        self.fallback["get", re.compile(r"^/openapi/v3/apis/.+")] << self._serve_openapi_group
 
     def add_crd(self, crd) -> None:
         if not isinstance(crd, dict):
@@ -144,6 +146,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if "status" in subresources:
                 self._status_sub.add(res)
             self._schemas[res] = version["schema"]["openAPIV3Schema"]
+            self._columns[res] = version.get("additionalPrinterColumns") or []
 
     # -- helpers for tests (what controllers would do) ------------------------------------
 
@@ -351,6 +354,70 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return await apps.RawHandler._handle(self, request)
         return await super()._handle(request)
 
+    # -- kubectl ---------------------------------------------------------------------------------
+
+    async def _serve_openapi_root(self, request) -> Any:
+        groups = {(r.group, r.version) for r in self._schemas}
+        return {"paths": {f"apis/{g}/{v}": {"serverRelativeURL": f"/openapi/v3/apis/{g}/{v}?hash={self._rv}"}
+                          for g, v in sorted(groups)}}
+
+    async def _serve_openapi_group(self, request) -> Any:
+        _, _, _, _, group, version = request.url.path.split("/")[:6]
+        doc: dict = {"openapi": "3.0.0", "info": {"title": "Kubernetes (kmock)", "version": "v1.32"},
+                     "paths": {}, "components": {"schemas": {}}}
+        for res, schema in self._schemas.items():
+            if (res.group, res.version) != (group, version):
+                continue
+            info = self.resources[res]
+            gvk = {"group": group, "version": version, "kind": info.kind}
+            name = ".".join(reversed(group.split("."))) + f".{version}.{info.kind}"
+            doc["components"]["schemas"][name] = {**schema, "x-kubernetes-group-version-kind": [gvk]}
+            ref = {"$ref": f"#/components/schemas/{name}"}
+            params = [{"name": n, "in": "query", "schema": {"type": "string"}}
+                      for n in ("dryRun", "fieldManager", "fieldValidation")]
+            op = {"x-kubernetes-group-version-kind": gvk, "parameters": params,
+                  "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}}
+            base = f"/apis/{group}/{version}/namespaces/{{namespace}}/{res.plural}"
+            doc["paths"][base] = {"post": {**op, "x-kubernetes-action": "post"}}
+            doc["paths"][base + "/{name}"] = {"patch": {**op, "x-kubernetes-action": "patch"},
+                                              "put": {**op, "x-kubernetes-action": "put"}}
+        return doc
+
+    async def _serve_version(self, request) -> Any:
+        data = await super()._serve_version(request)
+        for entry in data.get("resources", []):
+            if "/" in entry["name"]:  # subresources have no short names or categories
+                entry["shortNames"], entry["categories"] = [], []
+        return data
+
+    def _wants_table(self, request) -> bool:
+        accept = request.headers.get("Accept") or request.headers.get("accept") or ""
+        return "as=Table" in accept and request.resource in self._columns
+
+    def _table(self, request, items: list[dict]) -> dict:
+        columns = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
+                    "description": "Name must be unique within a namespace."}]
+        columns += [{"name": c["name"], "type": c["type"], "format": c.get("format", ""),
+                     "description": c.get("description", ""), "priority": c.get("priority", 0)}
+                    for c in self._columns[request.resource]]
+        rows = []
+        for obj in items:
+            cells = [obj["metadata"]["name"]]
+            for col in self._columns[request.resource]:
+                value = _jsonpath(obj, col["jsonPath"])
+                if col["type"] == "date" and isinstance(value, str):
+                    value = _age(value)
+                cells.append(value)
+            meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+            rows.append({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                                     "metadata": meta}})
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": str(self._rv)},
+                "columnDefinitions": columns, "rows": rows}
+
+    async def _serve_fetch(self, request) -> Any:
+        data = await super()._serve_fetch(request)
+        return self._table(request, [data]) if self._wants_table(request) else data
+
     async def _serve_list(self, request) -> Any:
         data = await super()._serve_list(request)
         selector = request.params.get("labelSelector") or ""
@@ -363,7 +430,29 @@ class KubeEmulator(kmock.KubernetesEmulator):
         data["apiVersion"] = (f"{request.resource.group}/{request.resource.version}" if request.resource.group
                               else request.resource.version)
         data["metadata"] = {"resourceVersion": str(self._rv)}
-        return data
+        return self._table(request, data["items"]) if self._wants_table(request) else data
+
+
+def _jsonpath(obj: Any, path: str) -> Any:
+    """The dotted-field subset of JSONPath that printer columns use (``.status.drift.detected``)."""
+    for part in path.strip().lstrip(".").split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _age(timestamp: str) -> str:
+    """What the API server shows for a `date` column: a short human duration (``45s``, ``3m``)."""
+    then = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    s = max(0, int((datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()))
+    if s < 120:
+        return f"{s}s"
+    if s < 600:
+        return f"{s // 60}m{s % 60}s" if s % 60 else f"{s // 60}m"
+    if s < 3 * 3600:
+        return f"{s // 60}m"
+    return f"{s // 3600}h" if s < 48 * 3600 else f"{s // 86400}d"
 
 
 def kubeconfig(url: str, path: Path, namespace: str = "default", token: str = "admin") -> Path:
