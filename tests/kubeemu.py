@@ -340,6 +340,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         action = request.action
         if res is not None and action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE) \
                 and request.subresource in (None, "status"):
+            if res not in self.resources:  # e.g. a CRD that is not installed
+                raise kmock.KubernetesResourceNotFoundError()
             async with self._lock:
                 if action == enums.action.CREATE:
                     request = await self._create(request)

@@ -225,7 +225,9 @@ async def test_deleting_the_monitor_garbage_collects_children(tmp_path, monkeypa
 
 async def test_endpoint_monitor_has_no_model_server(tmp_path, monkeypatch):
     async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
-        await c.create_monitor(load_example("endpoint-monitor.yaml"))
+        doc = load_example("endpoint-monitor.yaml")
+        doc["spec"]["prometheus"] = {"serviceMonitor": True, "rules": True}
+        await c.create_monitor(doc)
         await eventually(lambda: c.status("fraud").get("phase"), what="a phase")
         names = {n for k, n in c.children("fraud") if k == "Deployment"}
         assert names == {"fraud-logger", "fraud-drift"}
@@ -233,6 +235,11 @@ async def test_endpoint_monitor_has_no_model_server(tmp_path, monkeypatch):
         assert env["VIGIL_LOGGER_UPSTREAM"] == "http://fraud-model.prod.svc:8080"
         assert c.status("fraud")["endpoints"]["inference"] == \
             "http://fraud-logger.default.svc:8080/v2/models/fraud/infer"
+        # no Prometheus Operator in this cluster, and no per-monitor rules: said, not failed
+        warning = await eventually(lambda: next((x for x in c.status("fraud")["conditions"] if x["type"] == "Warning"),
+                                                None), what="a Warning condition")
+        assert "ServiceMonitor CRD" in warning["message"] and "spec.prometheus.rules" in warning["message"]
+        assert c.status("fraud")["phase"] != "Failed"
         assert not c.forbidden(), c.forbidden()
 
 

@@ -205,6 +205,9 @@ class Reconciler:
         kopf.adopt(rendered.all(), owner=body)
         owner_uid = (body.get("metadata") or {}).get("uid")
         result = Converged(monitor=monitor, plan=plan, placement=placement)
+        if monitor.spec.prometheus.rules:
+            result.warnings.append("spec.prometheus.rules: the operator makes no per-monitor PrometheusRule; the Helm "
+                                   "chart's PrometheusRule (monitoring.prometheusRule.enabled) alerts on every monitor")
         existing = await self._existing(monitor)
 
         for obj in rendered.objects:
