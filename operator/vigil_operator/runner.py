@@ -47,7 +47,7 @@ def _scope(namespace: Union[str, Sequence[str], None], all_namespaces: bool) -> 
 
 async def operate(namespace: Union[str, Sequence[str], None] = None, all_namespaces: bool = False, *,
                   config: Optional[OperatorConfig] = None, runtime: Optional[Runtime] = None,
-                  liveness_port: Optional[int] = 8080, metrics_port: Optional[int] = 9090,
+                  liveness_port: Optional[int] = 8081, metrics_port: Optional[int] = 9090,
                   host: str = "0.0.0.0", stop_flag: Optional[asyncio.Event] = None,
                   ready_flag: Optional[asyncio.Event] = None) -> None:
     """The operator as a coroutine (tests run it in their own loop with a stop flag)."""
@@ -72,7 +72,7 @@ async def operate(namespace: Union[str, Sequence[str], None] = None, all_namespa
 
 
 def run(namespace: Union[str, Sequence[str], None] = None, all_namespaces: bool = False, *,
-        liveness_port: Optional[int] = 8080, metrics_port: Optional[int] = 9090, host: str = "0.0.0.0",
+        liveness_port: Optional[int] = 8081, metrics_port: Optional[int] = 9090, host: str = "0.0.0.0",
         verbose: bool = False, debug: bool = False, config: Optional[OperatorConfig] = None) -> None:
     """Run the operator until SIGINT/SIGTERM.
 
