@@ -30,6 +30,8 @@ from vigil_detectors.frame.base import Detector, InferenceEvent
 log = logging.getLogger("vigil.detector")
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
+REJECT_REASONS = ("too_large", "not_ready", "content_type", "bad_cloudevent", "bad_json", "unknown_type", "bad_body",
+                  "bad_shape", "non_numeric", "feature_count", "internal")
 
 
 class _Edge:
@@ -44,6 +46,8 @@ class _Edge:
                                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
         self.ready = metrics.gauge("vigil_detector_ready", "1 once the detector artifact is loaded.")
         self._received = {k: self.received.labels(type=k) for k in ("request", "response", "feedback", "other")}
+        for reason in REJECT_REASONS:  # series exist from the start, so rate() sees the first rejection
+            self.rejected.labels(reason=reason)
         self.counts = {"received": 0, "rejected": 0}
         self.name = name
 
