@@ -10,9 +10,15 @@ What it does:
    (``vigil serve outlier``, same artifact) pinned to one core with ``taskset -c 0``, and
    drives it from this process pinned to core 1 with a raw asyncio HTTP/1.1 keep-alive
    client (one connection per concurrent caller; binary-mode CloudEvents, one V2 row each).
-3. Measures events/s at concurrency 1, 16 and 64, the mean rows per VAE call (from the
-   service's ``vigil_outlier_batch_size`` histogram), and the service's resident memory
-   (VmRSS from /proc) before and after `--memory-events` more events.
+3. Measures events/s at concurrency 1, 16 and 64 — wall clock, and per CPU-second the
+   service used (from /proc: what the rate is when the core is not shared with other
+   work) — the mean rows per VAE call (from the service's ``vigil_outlier_batch_size``
+   histogram), and the service's resident memory (VmRSS from /proc) before and after
+   `--memory-events` events, twice (the first round includes allocator warm-up for the
+   varying batch sizes, the second shows the steady state).
+4. Times one alibi-detect ``OutlierVAE.predict`` call on the same core, eager (the Keras
+   model called directly) and compiled (what the service does), for 1 and 64 rows: the
+   cost that batching spreads over many events.
 
 Prints a table; asserts nothing (targets are in the issue: ≥10x and ≥2,800 events/s at
 concurrency 64 with batching, < 5 MB growth per 10,000 events).
@@ -57,6 +63,13 @@ def train_artifact(workdir: Path) -> Path:
                     "--output", str(out), "--options", json.dumps({"epochs": 10}),
                     "--feature-names", json.dumps(FEATURES)], check=True, stdout=subprocess.DEVNULL)
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -153,6 +166,36 @@ async def drive(port: int, requests: list[bytes], concurrency: int, total: int) 
     return per * concurrency / elapsed
 
 
+def measure_predict(artifact: str) -> None:
+    """(In a subprocess pinned like the service.) Milliseconds per alibi-detect `predict`, eager vs compiled."""
+    import timeit
+
+    from vigil_detectors.outlier.scorer import VAEScorer, configure_threads
+
+    configure_threads(1)
+    scorer = VAEScorer.load(artifact)
+    compiled = scorer.od.vae
+    rows = np.random.default_rng(0).normal(size=(64, scorer.n_features)).astype(np.float32)
+    out = {}
+    for how, vae in (("eager", scorer.model), ("compiled", compiled)):
+        scorer.od.vae = vae
+        for n in (1, 64):
+            x = rows[:n]
+            scorer.od.predict(x)
+            runs = 100 if how == "eager" else 400
+            out[f"{how} {n}"] = min(timeit.repeat(lambda: scorer.od.predict(x), number=runs, repeat=3)) / runs * 1e3
+    print(json.dumps(out))
+
+
+def predict_costs(artifact: Path, cpu: str) -> dict:
+    cmd = [sys.executable, __file__, "--measure-predict", str(artifact)]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpu, *cmd]
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifact", help="an OutlierVAE directory (default: train one on iris)")
@@ -161,7 +204,11 @@ def main() -> int:
     ap.add_argument("--levels", default="1,16,64")
     ap.add_argument("--service-cpu", default="0")
     ap.add_argument("--client-cpu", type=int, default=1)
+    ap.add_argument("--measure-predict", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure_predict:
+        measure_predict(args.measure_predict)
+        return 0
     levels = [int(v) for v in args.levels.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="bench-outlier-"))
@@ -182,34 +229,47 @@ def main() -> int:
                 service.wait_ready()
                 requests = build_requests(service.port)
                 asyncio.run(drive(service.port, requests, 16, 800))  # warm-up
-                res = {"rate": {}, "batch": {}}
+                res = {"rate": {}, "cpu_rate": {}, "batch": {}}
+                pid = service.proc.pid
                 for c in levels:
                     total = max(c, args.events // 4 if c == 1 else args.events)
                     before_batches = _batches(service)
+                    cpu0 = cpu_seconds(pid)
                     rate = asyncio.run(drive(service.port, requests, c, total))
+                    used = cpu_seconds(pid) - cpu0
                     res["rate"][c] = rate
+                    res["cpu_rate"][c] = (total // c) * c / used if used > 0 else float("nan")
                     res["batch"][c] = _mean_batch_since(service, before_batches)
                     print(f"{mode:<13} concurrency {c:>3}: {rate:8.0f} events/s   "
+                          f"{res['cpu_rate'][c]:8.0f} events per service CPU-second   "
                           f"mean rows per VAE call {res['batch'][c]:5.1f}", flush=True)
-                rss0 = rss_mb(service.proc.pid)
-                asyncio.run(drive(service.port, requests, 64, args.memory_events))
-                rss1 = rss_mb(service.proc.pid)
-                res["rss"] = (rss0, rss1)
-                print(f"{mode:<13} RSS {rss0:.1f} MB -> {rss1:.1f} MB after {args.memory_events} events "
-                      f"({rss1 - rss0:+.2f} MB)\n", flush=True)
+                rss = [rss_mb(pid)]
+                for _ in range(2):
+                    asyncio.run(drive(service.port, requests, 64, args.memory_events))
+                    rss.append(rss_mb(pid))
+                res["rss"] = rss
+                print(f"{mode:<13} RSS {rss[0]:.1f} MB -> {rss[1]:.1f} MB after {args.memory_events} events "
+                      f"({rss[1] - rss[0]:+.2f} MB) -> {rss[2]:.1f} MB after {args.memory_events} more "
+                      f"({rss[2] - rss[1]:+.2f} MB)\n", flush=True)
                 results[mode] = res
             finally:
                 service.stop()
 
+        costs = predict_costs(artifact, args.service_cpu)
+        print("one alibi-detect OutlierVAE.predict call (ms), same core: "
+              + ", ".join(f"{k} row{'s' if k.endswith('64') else ''} {v:.2f}" for k, v in costs.items()) + "\n")
+
         on, off = results["batching on"], results["batching off"]
-        print("summary (one row per event)")
-        print(f"{'concurrency':>12} {'batching on':>12} {'batching off':>13} {'ratio':>7}")
+        print("summary (one row per event; events/s wall clock | events per service CPU-second)")
+        print(f"{'concurrency':>12} {'batching on':>20} {'batching off':>20} {'ratio':>14}")
         for c in levels:
-            print(f"{c:>12} {on['rate'][c]:>12.0f} {off['rate'][c]:>13.0f} {on['rate'][c] / off['rate'][c]:>6.1f}x")
+            print(f"{c:>12} {on['rate'][c]:>9.0f} | {on['cpu_rate'][c]:>7.0f} {off['rate'][c]:>9.0f} | "
+                  f"{off['cpu_rate'][c]:>7.0f} {on['rate'][c] / off['rate'][c]:>5.1f}x | "
+                  f"{on['cpu_rate'][c] / off['cpu_rate'][c]:>4.1f}x")
         for mode, res in results.items():
-            r0, r1 = res["rss"]
-            print(f"memory, {mode}: {r0:.1f} MB before, {r1:.1f} MB after {args.memory_events} events "
-                  f"({r1 - r0:+.2f} MB)")
+            r0, r1, r2 = res["rss"]
+            print(f"memory, {mode}: {r0:.1f} MB, {r1:.1f} MB after {args.memory_events} events ({r1 - r0:+.2f} MB), "
+                  f"{r2:.1f} MB after {args.memory_events} more ({r2 - r1:+.2f} MB)")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

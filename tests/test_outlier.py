@@ -112,6 +112,23 @@ def test_batcher_waits_for_company_once_callers_overlap():
     assert fn.calls[-1] == 2, fn.calls  # the two late callers shared one call
 
 
+def test_batcher_does_not_wait_out_the_delay_once_the_usual_callers_are_in():
+    fn = Recorder()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=64, max_delay=1.0)
+        await b.start()
+        started = time.perf_counter()
+        for _ in range(10):  # steady concurrency 4, far below max_batch_size
+            await asyncio.gather(*(b.submit(np.ones((1, 2))) for _ in range(4)))
+        elapsed = time.perf_counter() - started
+        await b.stop()
+        return elapsed
+
+    assert run(main()) < 1.0  # no round waited the 1 s max delay
+    assert fn.calls[1:] == [4] * 9, fn.calls  # after the first round, every call carried all 4 callers
+
+
 def test_batcher_does_not_split_a_request_and_keeps_working_after_a_failure():
     fn = Recorder(fail_on=-1.0)
 

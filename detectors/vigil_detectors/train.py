@@ -33,6 +33,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 Progress = Callable[[str], None]
+
+
+def say(message: str) -> None:
+    """Default progress: a line on stdout, flushed (a Job's log shows it as it happens)."""
+    print(message, flush=True)
+
 Categorical = Mapping[Union[str, int], Any]
 
 #: the detectors `vigil train` can fit (metrics has nothing to fit)
@@ -87,7 +93,7 @@ def categorical_indices(categorical: Optional[Categorical], feature_names: Optio
 
 def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
                 categorical: Optional[Categorical] = None, feature_names: Optional[Sequence[str]] = None,
-                progress: Progress = print) -> Path:
+                progress: Progress = say) -> Path:
     """Fit the drift statistic the drift service uses (KS, or KS + chi-squared with categoricals) and save it."""
     from vigil_detectors.drift.statistics import fit_statistic
 
@@ -107,7 +113,7 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
 def train_array(component: str, x_ref: np.ndarray, options: Optional[dict], out_dir, *,
                 feature_names: Optional[Sequence[str]] = None, categorical: Optional[Categorical] = None,
                 model: Optional[str] = None, model_format: Optional[str] = None, model_name: Optional[str] = None,
-                progress: Progress = print) -> Path:
+                progress: Progress = say) -> Path:
     """Fit `component` on an in-memory reference array and save it to `out_dir`."""
     if component == "outlier":
         from vigil_detectors.outlier.train import train_outlier
@@ -131,7 +137,7 @@ def train_component(component: str, reference: Union[str, Path], output: Union[s
                     options: Optional[dict] = None, *, feature_names: Optional[Sequence[str]] = None,
                     categorical: Optional[Categorical] = None, model: Optional[str] = None,
                     model_format: Optional[str] = None, model_name: Optional[str] = None,
-                    progress: Progress = print) -> Path:
+                    progress: Progress = say) -> Path:
     """Read the reference table at `reference`, fit `component` and save it to `output`; returns `output`.
 
     `options` is the detector's block of the monitor spec (camelCase keys). `feature_names`

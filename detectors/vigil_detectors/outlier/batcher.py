@@ -11,9 +11,11 @@ since it took the first one, stacks them, runs ``fn`` ONCE in a worker thread (s
 event loop keeps accepting requests meanwhile), and resolves every caller's future.
 A request is never split; one larger than `max_batch_size` runs alone.
 
-Waiting for company only pays when callers are concurrent, so the worker waits only
-while the previous batch held more than one request; a lone caller (concurrency 1) is
-never delayed, and as soon as requests overlap, batches grow again up to the limits.
+Waiting for company only pays while company is coming, so the worker waits only until
+the batch holds as many requests as the previous one did (then it takes whatever else is
+already queued and goes): a lone caller (concurrency 1) is never delayed, steady
+concurrency k gives batches of k without waiting out the delay, and when more callers
+appear, queued requests join at once and the next batch waits for that many.
 `max_batch_size=1` turns batching off: one ``fn`` call per request.
 
 Nothing here knows about TensorFlow: it is tested with a plain numpy function.
@@ -126,10 +128,12 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         first = await self._next(None)
         batch, rows = [first], len(first.rows)
-        wait = self.max_delay if self._last_batch_requests > 1 else 0.0
-        deadline = loop.time() + wait
+        expected = self._last_batch_requests  # how many callers shared the previous call
+        deadline = loop.time() + (self.max_delay if expected > 1 else 0.0)
         while rows < self.max_batch_size:
-            item = await self._next(deadline - loop.time())
+            # Wait for more only while the batch has fewer callers than the last one had:
+            # once they are all here, whoever else is coming would come late anyway.
+            item = await self._next(deadline - loop.time() if len(batch) < expected else 0.0)
             if item is None:
                 break
             if rows + len(item.rows) > self.max_batch_size:

@@ -30,14 +30,12 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from vigil_detectors.outlier.scorer import META_KEY, import_tensorflow
-from vigil_detectors.train import save_atomically
-
-Progress = Callable[[str], None]
+from vigil_detectors.train import Progress, save_atomically, say
 
 #: std of the Gaussian reconstruction likelihood in the ELBO, in standard deviations of a feature
 ELBO_SCALE = 0.1
@@ -81,7 +79,7 @@ def _loss(od, x: np.ndarray) -> float:
 
 
 def train_outlier(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
-                  feature_names: Optional[Sequence[str]] = None, progress: Progress = print) -> Path:
+                  feature_names: Optional[Sequence[str]] = None, progress: Progress = say) -> Path:
     """Fit an `OutlierVAE` on `x_ref` (rows, features) and save it to `out_dir`; returns `out_dir`.
 
     `progress` gets one line per step and per epoch (at most ~30 epoch lines).
