@@ -312,7 +312,7 @@ def test_concurrent_events_each_get_their_own_score(deterministic_artifact, dire
     n_rows = len(flat)
     assert metric_value(metrics, "vigil_outlier_batch_size_sum") == n_rows
     batches = metric_value(metrics, "vigil_outlier_batch_size_count")
-    assert batches <= len(events) / 4, f"{len(events)} concurrent events took {batches} VAE calls"
+    assert batches <= len(events) / 2, f"{len(events)} concurrent events took {batches} VAE calls"
     assert metric_value(metrics, "vigil_outlier_instances_total", monitor="m1", namespace="ns") == n_rows
 
 
