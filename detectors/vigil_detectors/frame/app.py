@@ -31,7 +31,7 @@ log = logging.getLogger("vigil.detector")
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
 REJECT_REASONS = ("too_large", "not_ready", "content_type", "bad_cloudevent", "bad_json", "unknown_type", "bad_body",
-                  "bad_shape", "non_numeric", "feature_count", "internal")
+                  "bad_shape", "non_numeric", "out_of_range", "feature_count", "internal")
 
 
 class _Edge:
