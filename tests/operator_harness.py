@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import copy
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional
@@ -139,8 +140,13 @@ async def cluster(workdir: Path, **emu_kwargs) -> AsyncIterator[Cluster]:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(c: Cluster, monkeypatch, *, namespace="default", runtime=None, **config):
-    """Run the operator against `c` as its RBAC-limited identity until the block ends."""
+async def running_operator(c: Cluster, monkeypatch, *, namespace="default", runtime=None, liveness_port=None,
+                           metrics_port=None, host="127.0.0.1", **config):
+    """Run the operator against `c` as its RBAC-limited identity until the block ends.
+
+    It runs in its own thread and event loop, as in a process of its own: kopf's shutdown
+    waits for every task of its loop, which must not include the emulator's.
+    """
     import kubernetes.config.kube_config as kube_config
 
     from vigil_operator.config import OperatorConfig
@@ -154,18 +160,29 @@ async def running_operator(c: Cluster, monkeypatch, *, namespace="default", runt
     config.setdefault("status_interval", 0.3)
     config.setdefault("status_timeout", 0.5)
     runtime = runtime or Runtime(OperatorConfig(**config))
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(operate(namespace, config=runtime.config, runtime=runtime, liveness_port=None,
-                                       metrics_port=None, stop_flag=stop, ready_flag=ready))
+    stop, ready = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    def main():
+        try:
+            asyncio.run(operate(namespace, config=runtime.config, runtime=runtime, liveness_port=liveness_port,
+                                metrics_port=metrics_port, host=host, stop_flag=stop, ready_flag=ready))
+        except BaseException as e:  # noqa: BLE001 - reported to the test below
+            failure.append(e)
+
+    thread = threading.Thread(target=main, name="vigil-operator", daemon=True)
+    thread.start()
     try:
-        await asyncio.wait_for(ready.wait(), 20)
+        await eventually(lambda: ready.is_set() or failure, timeout=20, what="operator ready")
+        assert not failure, failure
         yield runtime
     finally:
         stop.set()
-        try:
-            await asyncio.wait_for(task, 20)
-        except asyncio.TimeoutError:
-            task.cancel()
+        # Done once kopf has run the cleanup handler. kopf may then wait up to 5 s for a timer
+        # it spawned while stopping (its "hung tasks" grace period); that idles harmlessly in
+        # the background thread instead of delaying every test.
+        await eventually(lambda: runtime.kube is None or not thread.is_alive(), timeout=20, what="operator stopped")
+        assert not failure, failure
 
 
 def deep(obj: dict, *path, default=None):

@@ -223,6 +223,26 @@ async def test_deleting_the_monitor_garbage_collects_children(tmp_path, monkeypa
         assert not c.forbidden(), c.forbidden()
 
 
+async def test_restarted_operator_catches_up_and_repairs(tmp_path, monkeypatch):
+    """Edits made while the operator is down are applied when it comes back (kopf's resume or
+    update), and a child deleted by hand is recreated by the next converge."""
+    async with cluster(tmp_path) as c:
+        async with running_operator(c, monkeypatch):
+            await c.create_monitor(iris())
+            await started(c)
+        await c.patch_monitor("iris", {"spec": {"detectors": {"drift": {"pValue": 0.02}}}})
+        uid_before = c.objects("ConfigMap")["iris-logger"]["metadata"]["uid"]
+        await c._call("DELETE", "/api/v1/namespaces/default/configmaps/iris-metrics")
+        async with running_operator(c, monkeypatch):
+            await eventually(lambda: c.objects("ConfigMap")["iris-drift"]["data"]["VIGIL_DRIFT_P_VALUE"] == "0.02",
+                             what="the edit made while down")
+            await eventually(lambda: "iris-metrics" in c.objects("ConfigMap"), what="the deleted ConfigMap back")
+            await eventually(lambda: c.status("iris").get("observedGeneration") == 2, what="generation 2 observed")
+        assert c.objects("ConfigMap")["iris-logger"]["metadata"]["uid"] == uid_before  # patched, never recreated
+        assert len(c.objects("Deployment")) == 4 and len(c.objects("Job")) == 2
+        assert not c.forbidden(), c.forbidden()
+
+
 async def test_endpoint_monitor_has_no_model_server(tmp_path, monkeypatch):
     async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
         doc = load_example("endpoint-monitor.yaml")
@@ -245,35 +265,24 @@ async def test_endpoint_monitor_has_no_model_server(tmp_path, monkeypatch):
 
 async def test_operator_process_serves_liveness_and_metrics(tmp_path, monkeypatch):
     """`operate` as `vigil operator` runs it: kopf's liveness endpoint and our Prometheus endpoint."""
-    import kubernetes.config.kube_config as kube_config
+    live, prom = free_port(), free_port()
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch, liveness_port=live, metrics_port=prom):
+        await c.create_monitor(iris())
+        await eventually(lambda: c.status("iris").get("phase") == "Training", what="phase")
+        async with httpx.AsyncClient() as http:
+            health = await eventually(lambda: _get(http, f"http://127.0.0.1:{live}/healthz"), what="liveness")
+            assert health.status_code == 200
+            text = await eventually(lambda: _metrics(http, f"http://127.0.0.1:{prom}/metrics"), what="metrics")
+        assert 'vigil_operator_monitors{phase="Training"} 1.0' in text
+        assert 'vigil_operator_monitors{phase="Ready"} 0.0' in text
+        assert "vigil_operator_errors_total 0.0" in text
+        success = [l for l in text.splitlines() if l.startswith('vigil_operator_reconciles_total{result="success"}')]
+        assert success and float(success[0].split()[-1]) >= 1
 
-    from vigil_operator.config import OperatorConfig
-    from vigil_operator.runner import operate
 
-    async with cluster(tmp_path) as c:
-        monkeypatch.setenv("KUBECONFIG", str(c.operator_kubeconfig))
-        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(c.operator_kubeconfig))
-        live, prom = free_port(), free_port()
-        stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(operate(["default"], config=OperatorConfig(status_interval=0.3),
-                                           liveness_port=live, metrics_port=prom, host="127.0.0.1",
-                                           stop_flag=stop, ready_flag=ready))
-        try:
-            await asyncio.wait_for(ready.wait(), 20)
-            await c.create_monitor(iris())
-            await eventually(lambda: c.status("iris").get("phase") == "Training", what="phase")
-            async with httpx.AsyncClient() as http:
-                health = await eventually(lambda: _get(http, f"http://127.0.0.1:{live}/healthz"), what="liveness")
-                assert health.status_code == 200
-                text = (await http.get(f"http://127.0.0.1:{prom}/metrics")).text
-            assert 'vigil_operator_monitors{phase="Training"} 1.0' in text
-            assert 'vigil_operator_monitors{phase="Ready"} 0.0' in text
-            assert "vigil_operator_errors_total 0.0" in text
-            success = [l for l in text.splitlines() if l.startswith('vigil_operator_reconciles_total{result="success"}')]
-            assert success and float(success[0].split()[-1]) >= 1
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
+async def _metrics(http: httpx.AsyncClient, url: str):
+    r = await _get(http, url)
+    return r.text if r is not None and 'phase="Training"} 1.0' in r.text else None
 
 
 async def _get(http: httpx.AsyncClient, url: str):

@@ -121,6 +121,8 @@ async def sync(body: Mapping[str, Any], patch: kopf.Patch, runtime: Runtime, log
     previous = dict(body.get("status") or {})
     model = ((body.get("spec") or {}).get("model") or {}).get("name") or meta.get("name")
     metrics = runtime.metrics
+    if runtime.kube is None:
+        return None  # stopping (after cleanup): a timer kopf has not stopped yet
     lock = runtime.locks.setdefault(key, asyncio.Lock())
     result: Optional[Converged] = None
     async with lock:
