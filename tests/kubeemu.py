@@ -18,6 +18,8 @@ operator depends on, each emulated explicitly and simply:
 - custom resources validated against their CRD schema (OpenAPI + CEL, see
   `tests/crdschema.py`), answering 422 Invalid like the real server; nulls and unknown
   fields pruned (unknown fields refused under ``fieldValidation=Strict``, as kubectl asks);
+- admission: ``admission`` callables ``(kind, obj) -> message or None`` see every created or
+  patched object and deny it with 403, as a validating webhook or policy engine would;
 - finalizers and a background garbage collector: deleting an object deletes the objects
   whose ``ownerReferences`` name its uid (``garbage_collect=True``, the default), so the
   owner references the operator sets are what cleans up, as in a cluster;
@@ -115,6 +117,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     garbage_collect: bool = True
     validate: bool = True
     rbac: dict = attrs.field(factory=dict)  # bearer token -> list of RBAC rules
+    admission: list = attrs.field(factory=list)  # (kind, object) -> denial message or None
     _rv: int = attrs.field(default=0, init=False)
     _status_sub: set = attrs.field(factory=set, init=False)
     _schemas: dict = attrs.field(factory=dict, init=False)
@@ -197,6 +200,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
                                          + "; ".join(errors))
         return crdschema.prune_unknown(crdschema.prune_nulls(obj, schema), schema)
 
+    def _admit(self, obj: dict) -> None:
+        for check in self.admission:
+            message = check(obj.get("kind"), obj)
+            if message:
+                raise _error(403, "Forbidden", f'admission webhook "policy.kmock" denied the request: {message}')
+
     async def _store(self, key, cur: dict, new: dict, main: bool) -> None:
         """Save a new version of an existing object (caller holds the lock)."""
         res = key[0]
@@ -263,6 +272,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if res in self._status_sub:
             obj.pop("status", None)
         obj = self._check_schema(request, obj)
+        self._admit(obj)
         meta = obj["metadata"]
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), resourceVersion=self.next_rv(), generation=1)
         if key in self.objects:
@@ -311,6 +321,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             else:
                 new.pop("status", None)
         new = self._check_schema(request, new)  # status writes are validated and pruned too
+        if not status_only:
+            self._admit(new)
         await self._store(key, cur, new, main=not status_only)
 
     def _authorize(self, request) -> None:

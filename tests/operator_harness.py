@@ -110,7 +110,8 @@ class Cluster:
         return [e for e in self.objects("Event", namespace).values() if reason is None or e.get("reason") == reason]
 
     def forbidden(self) -> list:
-        return [e for e in self.emu.errors if getattr(e, "status", None) == 403]
+        """Requests the operator's RBAC rules did not allow."""
+        return [e for e in self.emu.errors if getattr(e, "status", None) == 403 and "(RBAC)" in (e.message or "")]
 
     # -- what controllers would do -----------------------------------------------------------
 

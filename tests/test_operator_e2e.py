@@ -211,6 +211,31 @@ async def test_bad_spec_fails_with_the_field_and_recovers(tmp_path, monkeypatch)
         assert not c.forbidden(), c.forbidden()
 
 
+async def test_object_refused_by_the_cluster_fails_the_monitor_until_fixed(tmp_path, monkeypatch):
+    """A policy (admission webhook) refuses an image registry: the monitor says which object
+    and why, and recovers when the spec no longer asks for it."""
+    def registry_policy(kind, obj):
+        if kind == "Deployment":
+            for ctr in obj["spec"]["template"]["spec"]["containers"]:
+                if not ctr["image"].startswith("ghcr.io/vigil-monitor/"):
+                    return f"image {ctr['image']} is not from an allowed registry"
+        return None
+
+    async with cluster(tmp_path, admission=[registry_policy]) as c, running_operator(c, monkeypatch):
+        doc = iris()
+        doc["spec"]["model"]["image"] = "docker.io/someone/v2-server:1"
+        await c.create_monitor(doc)
+        status = await eventually(lambda: c.status("iris").get("phase") == "Failed" and c.status("iris"),
+                                  what="phase Failed")
+        assert status["conditions"][0]["reason"] == "Rejected"
+        assert "Deployment iris-model was rejected" in status["message"]
+        assert "docker.io/someone/v2-server:1 is not from an allowed registry" in status["message"]
+        await c.patch_monitor("iris", {"spec": {"model": {"image": None}}})
+        await eventually(lambda: c.status("iris").get("phase") == "Training", what="recovered")
+        assert "iris-model" in c.objects("Deployment")
+        assert not c.forbidden(), c.forbidden()  # the denial is admission, not RBAC
+
+
 async def test_deleting_the_monitor_garbage_collects_children(tmp_path, monkeypatch):
     async with cluster(tmp_path) as c, running_operator(c, monkeypatch) as runtime:
         await c.create_monitor(iris())
