@@ -236,6 +236,21 @@ async def test_object_refused_by_the_cluster_fails_the_monitor_until_fixed(tmp_p
         assert not c.forbidden(), c.forbidden()  # the denial is admission, not RBAC
 
 
+async def test_rbac_is_enforced_on_the_operator(tmp_path, monkeypatch):
+    """The RBAC check behind every `not c.forbidden()` is real: without the Deployment rule the
+    operator is refused, and says so in the monitor's status."""
+    from operator_harness import OPERATOR_TOKEN, RBAC_RULES
+
+    rules = [r for r in RBAC_RULES if r["resources"] != ["deployments"]]
+    async with cluster(tmp_path, rbac={OPERATOR_TOKEN: rules}) as c, running_operator(c, monkeypatch):
+        await c.create_monitor(iris())
+        status = await eventually(lambda: c.status("iris").get("phase") == "Failed" and c.status("iris"),
+                                  what="phase Failed")
+        assert 'cannot list resource "deployments"' in status["message"] or \
+            'cannot create resource "deployments"' in status["message"]
+        assert c.forbidden()
+
+
 async def test_deleting_the_monitor_garbage_collects_children(tmp_path, monkeypatch):
     async with cluster(tmp_path) as c, running_operator(c, monkeypatch) as runtime:
         await c.create_monitor(iris())

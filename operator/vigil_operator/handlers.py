@@ -8,7 +8,8 @@ detected, and count the outcome in the operator's metrics.
 - An invalid spec (or an object the API server rejects) sets phase ``Failed`` with the
   bad field in the message; the change handler then raises `kopf.PermanentError`, so kopf
   does not retry it, and the next edit of the spec runs the update handler again.
-- API errors are temporary: the handler raises `kopf.TemporaryError` and kopf retries.
+- API errors are temporary: the handler raises `kopf.TemporaryError` and kopf retries;
+  except 401/403 (the operator's own RBAC), which also set ``Failed`` and say so.
 - The timer converges as well, so a training Job that finished lets its detector's
   Deployment be created and a deleted child comes back. A per-monitor lock and the last
   converged ``metadata.generation`` keep a timer holding an older spec from undoing a
@@ -31,7 +32,7 @@ from vigil.spec import API_GROUP, API_VERSION, SpecError
 from vigil.status import poll
 from vigil_operator import status as status_mod
 from vigil_operator.config import OperatorConfig
-from vigil_operator.kube import Kube, load_api_client
+from vigil_operator.kube import ApiError, Kube, load_api_client
 from vigil_operator.metrics import OperatorMetrics
 from vigil_operator.reconcile import Converged, Reconciler, Rejected
 
@@ -134,6 +135,18 @@ async def sync(body: Mapping[str, Any], patch: kopf.Patch, runtime: Runtime, log
             new = status_mod.failed(str(e), "InvalidSpec", previous, generation, model)
         except Rejected as e:
             new = status_mod.failed(str(e), "Rejected", previous, generation, model)
+        except ApiError as e:
+            if e.status not in (401, 403):
+                metrics.reconciles.labels("error").inc()
+                metrics.errors.inc()
+                if from_handler:
+                    raise kopf.TemporaryError(f"reconcile failed, will retry: {e}", delay=5) from e
+                logger.warning(f"reconcile failed, will retry on the next tick: {e}")
+                return None
+            # the operator's own permissions: nothing a retry fixes, so say it where users look
+            metrics.errors.inc()
+            new = status_mod.failed(f"the operator is not allowed to manage this monitor's objects: {e.message} "
+                                    f"(check its RBAC rules)", "Forbidden", previous, generation, model)
         except Exception as e:
             metrics.reconciles.labels("error").inc()
             metrics.errors.inc()
