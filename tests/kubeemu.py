@@ -51,7 +51,7 @@ import attrs
 import jsonpatch
 import kmock
 import yaml
-from kmock._internal import apps, dicts, enums
+from kmock._internal import apps, dicts, enums, rendering
 
 import crdschema
 
@@ -118,6 +118,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     validate: bool = True
     rbac: dict = attrs.field(factory=dict)  # bearer token -> list of RBAC rules
     admission: list = attrs.field(factory=list)  # (kind, object) -> denial message or None
+    fast: bool = True  # serve resource requests without kmock's reaction matching (see _dispatch)
     _rv: int = attrs.field(default=0, init=False)
     _status_sub: set = attrs.field(factory=set, init=False)
     _schemas: dict = attrs.field(factory=dict, init=False)
@@ -365,8 +366,28 @@ class KubeEmulator(kmock.KubernetesEmulator):
                         raise kmock.KubernetesObjectNotFoundError()
                     await self._delete(key)
             # kmock's own readers render the response from the state set above.
-            return await apps.RawHandler._handle(self, request)
+            return await self._dispatch(request)
+        if res is not None and res.plural and action in self._readers():
+            return await self._dispatch(request)
         return await super()._handle(request)
+
+    def _readers(self) -> dict:
+        return {enums.action.CREATE: self._serve_create, enums.action.UPDATE: self._serve_update,
+                enums.action.DELETE: self._serve_delete, enums.action.LIST: self._serve_list,
+                enums.action.FETCH: self._serve_fetch, enums.action.WATCH: self._serve_watch}
+
+    async def _dispatch(self, request) -> aiohttp.web.StreamResponse:
+        """Serve a resource request with the emulator's own reader, straight away.
+
+        kmock matches each request against its reactions by scanning every earlier request,
+        which grows quadratically over a long run (an operator polls a lot). Resource requests
+        go straight to the readers instead; kmock's DSL reactions (``kmock[...] << ...``) are
+        therefore not consulted for them: set ``fast=False`` to use those.
+        """
+        reader = self._readers().get(request.action)
+        if not self.fast or reader is None or (request.action == enums.action.DELETE and request.name is None):
+            return await apps.RawHandler._handle(self, request)
+        return await rendering.Response(payload=reader)(request)
 
     # -- kubectl ---------------------------------------------------------------------------------
 
