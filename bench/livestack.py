@@ -32,6 +32,8 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.prom import free_port_range  # noqa: E402  (the bench reuses the tests' loopback helpers)
 NAMESPACE, MONITOR = "live", "iris"
 COMPONENTS = ("logger", "model", "outlier", "drift", "metrics", "explainer")  # port order of vigil up
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -58,28 +60,6 @@ def monitor_doc(window: int, storage: str = "") -> dict:
             },
         },
     }
-
-
-def free_port_range(n: int) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n > 65000:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def _wait(url: str, timeout: float, proc: Optional[subprocess.Popen] = None, log: Optional[Path] = None) -> None:

@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from yarl import URL
 
 import vigil
+from vigil.bodies import BodyTooLarge, read_limited
 from vigil.events import (ATTR_ENDPOINT, ATTR_INFERENCE_ID, ATTR_MODEL, ATTR_MONITOR, ATTR_NAMESPACE, KIND_TO_TYPE,
                           SOURCE_PREFIX)
 from vigil.logger.metrics import LoggerMetrics
@@ -91,16 +92,10 @@ class _Rejected(Exception):
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise _Rejected(413, "too_large", f"body of {declared} bytes is over the limit of {max_bytes}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _Rejected(413, "too_large", f"body is over the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_limited(request, max_bytes)
+    except BodyTooLarge as exc:
+        raise _Rejected(413, "too_large", str(exc)) from None
 
 
 def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:

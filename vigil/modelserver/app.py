@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vigil
+from vigil.bodies import BodyTooLarge, read_limited
 from vigil.events import PayloadError, decode_instances
 from vigil.modelserver.loaders import LoadedModel, load_model, predict_datatype
 from vigil.modelserver.settings import ModelServerSettings
@@ -55,16 +56,10 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
     ctype = request.headers.get("content-type", _JSON).split(";")[0].strip().lower()
     if ctype and ctype != _JSON and not ctype.endswith("+json"):
         raise ApiError(415, "content_type", f"unsupported content type {ctype!r}; send application/json")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, "too_large", f"body of {declared} bytes is over the limit of {max_bytes}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, "too_large", f"body is over the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    try:
+        raw = await read_limited(request, max_bytes)
+    except BodyTooLarge as exc:
+        raise ApiError(413, "too_large", str(exc)) from None
     if not raw:
         raise ApiError(400, "empty_body", "request body is empty; send a V2 'inputs' or V1 'instances' JSON body")
     try:

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from vigil.events import DETECTION, SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
+from vigil.bodies import BodyTooLarge, read_limited
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 
@@ -161,13 +162,10 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
 
     @app.post("/")
     async def ingest(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return edge.reject("too_large", f"body of {length} bytes exceeds the limit of "
-                                            f"{settings.max_body_bytes} bytes", 413)
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return edge.reject("too_large", f"body exceeds the limit of {settings.max_body_bytes} bytes", 413)
+        try:
+            body = await read_limited(request, settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            return edge.reject("too_large", str(exc), 413)
         if not state["ready"]:
             return edge.reject("not_ready", "detector is not ready yet (artifact loading)", 503)
         started = time.perf_counter()
