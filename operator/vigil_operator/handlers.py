@@ -135,25 +135,18 @@ async def sync(body: Mapping[str, Any], patch: kopf.Patch, runtime: Runtime, log
             new = status_mod.failed(str(e), "InvalidSpec", previous, generation, model)
         except Rejected as e:
             new = status_mod.failed(str(e), "Rejected", previous, generation, model)
-        except ApiError as e:
-            if e.status not in (401, 403):
+        except Exception as e:
+            metrics.errors.inc()
+            if isinstance(e, ApiError) and e.status in (401, 403):
+                # the operator's own permissions: nothing a retry fixes, so say it where users look
+                new = status_mod.failed(f"the operator is not allowed to manage this monitor's objects: {e.message} "
+                                        f"(check its RBAC rules)", "Forbidden", previous, generation, model)
+            else:
                 metrics.reconciles.labels("error").inc()
-                metrics.errors.inc()
                 if from_handler:
                     raise kopf.TemporaryError(f"reconcile failed, will retry: {e}", delay=5) from e
                 logger.warning(f"reconcile failed, will retry on the next tick: {e}")
                 return None
-            # the operator's own permissions: nothing a retry fixes, so say it where users look
-            metrics.errors.inc()
-            new = status_mod.failed(f"the operator is not allowed to manage this monitor's objects: {e.message} "
-                                    f"(check its RBAC rules)", "Forbidden", previous, generation, model)
-        except Exception as e:
-            metrics.reconciles.labels("error").inc()
-            metrics.errors.inc()
-            if from_handler:
-                raise kopf.TemporaryError(f"reconcile failed, will retry: {e}", delay=5) from e
-            logger.warning(f"reconcile failed, will retry on the next tick: {e}")
-            return None
         runtime.generations[key] = generation
     if result is not None:
         metrics.reconciles.labels("success").inc()
