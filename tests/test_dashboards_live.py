@@ -162,3 +162,16 @@ def test_render_every_panel(live, tmp_path):
     assert drawn["panels"] == total and drawn["empty"] == [], drawn
     assert out.stat().st_size > 50_000
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("component", livestack.COMPONENTS)
+def test_metrics_of_every_component_pass_promtool(live, component):
+    """After real traffic (so every labelled series exists), each /metrics is valid exposition."""
+    import subprocess
+
+    import httpx
+
+    text = httpx.get(live.urls[component] + "/metrics", timeout=10).text
+    assert "vigil_" in text
+    check = subprocess.run([need("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, f"{component}: {check.stdout}{check.stderr}"
