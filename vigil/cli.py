@@ -16,7 +16,9 @@ from vigil.plan import DEFAULT_BASE_PORT
 
 
 def _workdir(args, monitor_name: str) -> Path:
-    return Path(args.workdir or Path(".vigil") / monitor_name).resolve()
+    """Artifacts, state and logs of a monitor: beside its file, so `vigil demo`'s trained
+    detectors are reused by `vigil up vigil-demo/monitor.yaml`."""
+    return Path(args.workdir or Path(args.monitor).parent / ".vigil" / monitor_name).resolve()
 
 
 def cmd_serve(args) -> int:
@@ -66,7 +68,8 @@ def _status_target(args) -> tuple[dict[str, str], dict[str, str]]:
         monitor = load_monitor(args.monitor)
         plan, placement = local_plan(monitor, Path(args.monitor).parent, _workdir(args, monitor.name), args.base_port)
         return {c.name: placement.url(c.name) for c in plan.components}, local_endpoints(plan, placement)
-    candidates = [Path(args.workdir) / RUN_FILE] if args.workdir else sorted(Path(".vigil").glob(f"*/{RUN_FILE}"))
+    candidates = ([Path(args.workdir) / RUN_FILE] if args.workdir else
+                  sorted(Path(".").glob(f".vigil/*/{RUN_FILE}")) + sorted(Path(".").glob(f"*/.vigil/*/{RUN_FILE}")))
     candidates = [c for c in candidates if c.exists()]
     if len(candidates) != 1:
         raise SystemExit("error: no running `vigil up` found here; pass the monitor file "
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("monitor", help="ModelMonitor YAML file")
     s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
                    help="logger N, model N+1, outlier N+2, drift N+3, metrics N+4, explainer N+5")
-    s.add_argument("--workdir", help="artifacts, state and logs (default .vigil/<monitor name>)")
+    s.add_argument("--workdir", help="artifacts, state and logs (default: .vigil/<monitor name> beside the file)")
     s.add_argument("--retrain", action="store_true", help="train detectors again even if artifacts exist")
     s.set_defaults(func=cmd_up)
 

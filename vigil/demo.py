@@ -191,7 +191,7 @@ def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Cal
     say("Vigil demo — 1/4 preparing model, reference data and monitor")
     monitor_path, traffic = prepare(workdir, say)
     monitor = load_monitor(monitor_path)
-    plan, placement = local_plan(monitor, workdir, workdir / ".vigil", base_port)
+    plan, placement = local_plan(monitor, workdir, workdir / ".vigil" / monitor.name, base_port)
     stack = LocalStack(plan, placement, say=say)
     try:
         say("2/4 training detectors from reference data")
