@@ -175,3 +175,28 @@ def test_metrics_of_every_component_pass_promtool(live, component):
     assert "vigil_" in text
     check = subprocess.run([need("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0, f"{component}: {check.stdout}{check.stderr}"
+
+
+def test_readme_curl_commands_work_as_pasted(live):
+    """The README's 'Sending traffic and feedback' commands, run by bash against this stack."""
+    import re
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Sending traffic and feedback", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip().startswith("curl")]
+    assert len(commands) >= 4, block
+    ports = {"8080": "logger", "8085": "explainer"}
+    iid = None
+    for command in commands:
+        command = re.sub(r"localhost:(\d+)", lambda m: live.urls[ports[m.group(1)]].removeprefix("http://"), command)
+        if "<x-inference-id>" in command:
+            assert iid, "the README sends feedback before any inference returned an id"
+            command = command.replace("<x-inference-id>", iid)
+        out = subprocess.run(["bash", "-c", command + " --fail-with-body"], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
+        assert '"error"' not in out.stdout, f"{command}\n{out.stdout}"
+        found = re.search(r"x-inference-id: (\S+)", out.stdout, re.I)
+        iid = found.group(1) if found else iid

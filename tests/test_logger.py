@@ -131,7 +131,8 @@ def test_sinks_get_only_their_types_and_feedback(model_url):
     (b'{"inferenceId": "x"}', {"content-type": "application/json"}, "missing_truth"),
     (b'{"truth": 1}', {"content-type": "application/json"}, "missing_inference_id"),
     (b'{"truth": 1, "inferenceId": 5}', {"content-type": "application/json"}, "missing_inference_id"),
-    (b"truth=1", {"content-type": "application/x-www-form-urlencoded"}, "content_type"),
+    (b"truth=1", {"content-type": "application/x-www-form-urlencoded"}, "bad_json"),  # curl -d: read as JSON
+    (b"truth,1", {"content-type": "text/csv"}, "content_type"),
 ])
 def test_feedback_validation(model_url, sink, body, headers, reason):
     app, server = logger(model_url, [("m", sink.url, ("feedback",))])

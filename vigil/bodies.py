@@ -22,3 +22,15 @@ async def read_limited(request, max_bytes: int) -> bytes:
             raise BodyTooLarge(f"body is over the limit of {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+#: curl's ``-d`` sends ``application/x-www-form-urlencoded`` unless told otherwise. Our
+#: JSON endpoints read such a body as JSON (it still has to parse), so a pasted
+#: ``curl -d '{"instances": ...}'`` works as it does with TF Serving or KServe.
+_JSON_TYPES = {"application/json", "text/json", "application/x-www-form-urlencoded"}
+
+
+def is_json(content_type) -> bool:
+    """Whether a Content-Type header (None = absent) is one our JSON endpoints read."""
+    media = (content_type or "application/json").split(";")[0].strip().lower()
+    return media in _JSON_TYPES or media.endswith("+json")

@@ -26,6 +26,7 @@ _LIFTED = {"drift": ("drift", "drift"), "outliers": ("outlier", "outliers"), "me
            "explainer": ("explainer", "explainer")}
 _DRIFT_KEYS = ("detected", "pValue", "featuresDrifted", "lastCheck", "windows")
 _OUTLIER_KEYS = ("rate", "seen", "threshold")
+_METRICS_SHOWN = ("accuracy", "accuracyCumulative", "mae", "rmse", "r2", "feedback", "matched", "pending")
 
 
 def component_state(answer: Optional[dict]) -> str:
@@ -102,8 +103,8 @@ def format_table(status: dict[str, Any]) -> str:
     if "metrics" in status:
         m = status["metrics"]
         shown = "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()
-                          if not isinstance(v, (dict, list)))
-        lines.append(f"METRICS    {shown}")
+                          if k in _METRICS_SHOWN and v is not None)
+        lines.append(f"METRICS    {shown or 'no feedback yet'}")
     for name, url in (status.get("endpoints") or {}).items():
         lines.append(f"ENDPOINT   {name:<10} {url}")
     return "\n".join(lines)

@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from yarl import URL
 
 import vigil
-from vigil.bodies import BodyTooLarge, read_limited
+from vigil.bodies import BodyTooLarge, is_json, read_limited
 from vigil.events import (ATTR_ENDPOINT, ATTR_INFERENCE_ID, ATTR_MODEL, ATTR_MONITOR, ATTR_NAMESPACE, KIND_TO_TYPE,
                           SOURCE_PREFIX)
 from vigil.logger.metrics import LoggerMetrics
@@ -226,7 +226,9 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             if rate >= 1.0 or (rate > 0.0 and random.random() < rate):
                 model = settings.model_name or match.group("name") or match.group("v1name")
                 now = time.time()
-                emit("request", iid, model, path, body, headers.get("content-type") or _JSON, now)
+                # the model accepted the body, so a curl-style form content type carried JSON
+                ctype = headers.get("content-type")
+                emit("request", iid, model, path, body, _JSON if is_json(ctype) else ctype, now)
                 emit("response", iid, model, path, content, answer_ctype or _JSON, now)
         response = Response(content, status_code=status)
         raw = [(k.lower(), v) for k, v in answer_headers if k.lower() not in _SKIP_RESPONSE]
@@ -257,8 +259,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             raw = await _read_body(request, settings.max_body_bytes)
         except _Rejected as e:
             return reject(e.status, e.reason, e.message)
-        ctype = (request.headers.get("content-type") or _JSON).split(";")[0].strip().lower()
-        if ctype != _JSON and not ctype.endswith("+json"):
+        if not is_json(request.headers.get("content-type")):
+            ctype = request.headers["content-type"].split(";")[0].strip()
             return reject(415, "content_type", f"unsupported content type {ctype!r}; send application/json")
         try:
             body = json.loads(raw)

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vigil
-from vigil.bodies import BodyTooLarge, read_limited
+from vigil.bodies import BodyTooLarge, is_json, read_limited
 from vigil.events import PayloadError, decode_instances
 from vigil.modelserver.loaders import LoadedModel, load_model, predict_datatype
 from vigil.modelserver.settings import ModelServerSettings
@@ -53,8 +53,8 @@ def _json(doc: Any, status: int = 200) -> Response:
 
 async def read_json_body(request: Request, max_bytes: int) -> Any:
     """The request body parsed as JSON, with the edge checks every Vigil service makes."""
-    ctype = request.headers.get("content-type", _JSON).split(";")[0].strip().lower()
-    if ctype and ctype != _JSON and not ctype.endswith("+json"):
+    if not is_json(request.headers.get("content-type")):
+        ctype = request.headers["content-type"].split(";")[0].strip()
         raise ApiError(415, "content_type", f"unsupported content type {ctype!r}; send application/json")
     try:
         raw = await read_limited(request, max_bytes)

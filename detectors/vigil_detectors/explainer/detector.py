@@ -34,13 +34,13 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from vigil.bodies import BodyTooLarge, is_json, read_limited
 from vigil.events import PayloadError, decode_instances
 from vigil_detectors.explainer.predictor import ModelCallError, ModelServerPredictor
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 
 log = logging.getLogger("vigil.explainer")
 
-_JSON_TYPES = ("application/json", "text/json")
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -270,16 +270,14 @@ class ExplainerDetector(Detector):
             s = self.settings
             if self._slots is None:
                 return edge.reject("not_ready", "explainer is not ready yet (loading the artifact)", 503)
-            content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-            if content_type not in _JSON_TYPES:
+            if not is_json(request.headers.get("content-type")):
+                content_type = request.headers["content-type"].split(";")[0].strip()
                 return edge.reject("content_type", f"unsupported content type {content_type!r}; send application/json",
                                    415)
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > s.max_body_bytes:
-                return edge.reject("too_large", f"body of {length} bytes exceeds the limit of {s.max_body_bytes}", 413)
-            body = await request.body()
-            if len(body) > s.max_body_bytes:
-                return edge.reject("too_large", f"body exceeds the limit of {s.max_body_bytes} bytes", 413)
+            try:
+                body = await read_limited(request, s.max_body_bytes)
+            except BodyTooLarge as exc:
+                return edge.reject("too_large", str(exc), 413)
             try:
                 doc = json.loads(body)
             except ValueError:
