@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.prom import need
+
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "charts" / "vigil" / "dashboards").glob("*.json"))
@@ -242,18 +243,9 @@ def test_overview_covers_the_issue_list():
         assert metric in text["vigil-monitor.json"], metric
 
 
-def _promtool() -> str:
-    found = shutil.which("promtool")
-    if not found:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is missing: apt-get install -y prometheus (Debian) gives /usr/bin/promtool")
-        pytest.skip("promtool not installed (apt-get install -y prometheus)")
-    return found
-
-
 def test_every_panel_query_is_valid_promql(tmp_path):
     """promtool parses each query (as a recording rule) with Grafana's variables filled in."""
-    promtool = _promtool()
+    promtool = need("promtool")
     rules = []
     for i, (dash, title, expr) in enumerate(dashboard_queries()):
         for var, value in sorted(GRAFANA_VARS.items(), key=lambda kv: -len(kv[0])):

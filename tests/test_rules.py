@@ -8,14 +8,14 @@ locally.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.prom import need
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "vigil-rules.yaml"
@@ -26,17 +26,13 @@ ALERTS = {"VigilDriftDetected", "VigilOutlierRateHigh", "VigilAccuracyLow", "Vig
 sys.path.insert(0, str(ROOT / "alerts"))
 import render  # noqa: E402  (alerts/render.py)
 
+
 pytestmark = pytest.mark.prometheus
 
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if not found:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is missing: apt-get install -y prometheus (Debian) gives /usr/bin/promtool")
-        pytest.skip("promtool not installed (apt-get install -y prometheus)")
-    return found
+    return need("promtool")
 
 
 def _rules(text: str) -> dict[str, dict]:
