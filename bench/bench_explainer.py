@@ -136,7 +136,7 @@ def main() -> int:
     print(row("rows sent to the model per explanation", rows, "{:.0f}"))
     print(f"  anchors meeting the {args.threshold} precision threshold: {met}/{len(idx)}")
     per_call = [(s - l) / c for s, l, c in zip(server, local_s, calls) if c]
-    print(f"\nin-process, model called directly (no HTTP):")
+    print("\nin-process, model called directly (no HTTP):")
     print(row("seconds per explanation", local_s))
     print(f"  => cost of one V2 call over loopback (service - direct) / calls: median "
           f"{statistics.median(per_call) * 1000:.2f} ms")

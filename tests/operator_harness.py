@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import os
 import threading
 import time
 from pathlib import Path

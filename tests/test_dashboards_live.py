@@ -179,7 +179,6 @@ def test_metrics_of_every_component_pass_promtool(live, component):
 
 def test_readme_curl_commands_work_as_pasted(live):
     """The README's 'Sending traffic and feedback' commands, run by bash against this stack."""
-    import re
     import subprocess
 
     readme = (ROOT / "README.md").read_text()

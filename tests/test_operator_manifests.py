@@ -8,7 +8,6 @@ carry exactly the plan's env and command.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 

@@ -133,8 +133,7 @@ class DemoClient:
         """Wait until the logger has delivered every event and drift has checked its windows."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            depth = self.status("logger").get("logger", {}).get("queueDepth", 0)
-            depth = sum(depth.values()) if isinstance(depth, dict) else depth
+            depth = self.status("logger")["logger"]["queueDepth"]
             windows = self.status("drift").get("drift", {}).get("windows", 0)
             if depth == 0 and (drift_windows is None or windows >= drift_windows):
                 time.sleep(0.5)  # let the last deliveries be processed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,8 +130,6 @@ class LocalStack:
 
     # -- processes ----------------------------------------------------------------
     def _check_port_free(self, c: Component) -> None:
-        import socket
-
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
-from vigil.spec import ModelMonitor
+from vigil.spec import ModelMonitor, parse_duration
 
 #: Component names in port order: `vigil up` gives component i the port base + i.
 PORT_ORDER = ("logger", "model", "outlier", "drift", "metrics", "explainer")
@@ -179,8 +179,6 @@ def build_plan(monitor: ModelMonitor, placement: Placement) -> Plan:
             replicas=d.drift.replicas, resources=d.drift.resources, image_role="detectors", storage=storage,
         ))
     if d.metrics:
-        from vigil.spec import parse_duration
-
         components.append(Component(
             name="metrics", port=placement.port("metrics"),
             env=_env("METRICS", monitor, task=d.metrics.task, classes=d.metrics.classes, window=d.metrics.window,

@@ -23,7 +23,7 @@ Cumulative sums use Welford's update for SST; the window is recomputed from its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
