@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from vigil.local import LocalPlacement, local_plan
-from vigil.plan import PORT_ORDER, build_plan
+from vigil import components
+from vigil.plan import build_plan
 from vigil.spec import SpecError, load_monitor, monitor_from_dict, parse_duration
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -69,7 +70,7 @@ def test_local_plan_ports_env_and_training(tmp_path):
     plan, placement = local_plan(m, tmp_path, tmp_path / "work", 9000)
     assert plan.names == ["logger", "model", "outlier", "drift", "metrics", "explainer"]
     for c in plan.components:
-        assert c.port == 9000 + PORT_ORDER.index(c.name)
+        assert c.port == 9000 + components.get(c.name).port_offset
         assert c.command == ["vigil", "serve", c.name, "--port", str(c.port)]
     logger = plan.get("logger").env
     assert logger["VIGIL_LOGGER_UPSTREAM"] == "http://127.0.0.1:9001"

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from vigil import components
 from vigil.plan import DEFAULT_BASE_PORT
 
 
@@ -115,7 +116,8 @@ def cmd_train(args) -> int:
 
     train_component(component=args.component, reference=args.reference, output=args.output,
                     options=json.loads(args.options or "{}"), feature_names=json.loads(args.feature_names or "null"),
-                    categorical=json.loads(args.categorical or "{}"), model=args.model, model_format=args.model_format)
+                    categorical=json.loads(args.categorical or "{}"), model=args.model, model_format=args.model_format,
+                    model_name=args.model_name)
     return 0
 
 
@@ -147,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("up", help="run a ModelMonitor locally as processes on 127.0.0.1")
     s.add_argument("monitor", help="ModelMonitor YAML file")
     s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
-                   help="logger N, model N+1, outlier N+2, drift N+3, metrics N+4, explainer N+5")
+                   help=", ".join(f"{r.name} N+{r.port_offset}" if r.port_offset else f"{r.name} N"
+                                  for r in components.rows()))
     s.add_argument("--workdir", help="artifacts, state and logs (default: .vigil/<monitor name> beside the file)")
     s.add_argument("--retrain", action="store_true", help="train detectors again even if artifacts exist")
     s.set_defaults(func=cmd_up)
@@ -163,18 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("monitor", nargs="?", help="ModelMonitor YAML file: trains every detector without storageUri")
     s.add_argument("--out", help="with a monitor file: output directory (artifacts go to OUT/artifacts/<name>)")
     s.add_argument("--workdir", help=argparse.SUPPRESS)
-    s.add_argument("--component", choices=("outlier", "drift", "explainer"))
+    s.add_argument("--component", choices=components.trainable())
     s.add_argument("--reference", help="reference data file (CSV, Parquet or .npy)")
     s.add_argument("--output", help="artifact directory to write")
     s.add_argument("--options", help="detector options as JSON (the detector block of the spec)")
     s.add_argument("--feature-names", help="JSON list of feature names")
     s.add_argument("--categorical", help="JSON map feature -> categories")
-    s.add_argument("--model", help="model file (the explainer fits against the model)")
+    s.add_argument("--model", help="model file or V2 endpoint URL (the explainer fits against the model)")
     s.add_argument("--model-format", default="sklearn")
+    s.add_argument("--model-name", help="model name on the endpoint's V2 path /v2/models/{name}/infer")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("serve", help="run one component (what vigil up and the pods run)")
-    s.add_argument("component", choices=("model", "logger", "outlier", "drift", "metrics", "explainer"))
+    s.add_argument("component", choices=components.names())
     s.add_argument("--host", default="0.0.0.0")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log-level", default="warning")

@@ -17,8 +17,8 @@ import numpy as np
 REQUEST = "dev.vigil.inference.request"
 RESPONSE = "dev.vigil.inference.response"
 FEEDBACK = "dev.vigil.inference.feedback"
-DETECTION = {"outlier": "dev.vigil.detection.outlier", "drift": "dev.vigil.detection.drift",
-             "explainer": "dev.vigil.detection.explanation", "metrics": "dev.vigil.detection.metrics"}
+#: Detector replies are `dev.vigil.detection.<kind>`; each component's type is in `vigil.components`.
+DETECTION_PREFIX = "dev.vigil.detection"
 SOURCE_PREFIX = "/vigil"
 
 #: Extension attributes the logger sets on every event.

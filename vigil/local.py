@@ -22,11 +22,11 @@ from urllib.parse import urlparse
 
 import httpx
 
-from vigil.plan import DEFAULT_BASE_PORT, PORT_ORDER, Component, Plan, build_plan
+from vigil import components as registry
+from vigil.plan import DEFAULT_BASE_PORT, Component, Plan, build_plan, train_argv
 from vigil.spec import ModelMonitor, SpecError
 
 RUN_FILE = "run.json"
-_READY_PATH = {"model": "/v2/health/ready"}
 
 
 class LocalError(RuntimeError):
@@ -40,7 +40,7 @@ class LocalPlacement:
         self.base_port = base_port
 
     def port(self, component: str) -> int:
-        return self.base_port + PORT_ORDER.index(component)
+        return self.base_port + registry.get(component).port_offset
 
     def url(self, component: str) -> str:
         return f"http://127.0.0.1:{self.port(component)}"
@@ -116,15 +116,7 @@ class LocalStack:
                 self.say(f"• {step.component}: using trained artifact {out}")
                 continue
             self.say(f"• {step.component}: training from {step.reference_uri} …")
-            cmd = _vigil_cmd("train", "--component", step.component,
-                             "--reference", self.placement.path(step.reference_uri), "--output", str(out),
-                             "--options", json.dumps(step.options),
-                             "--feature-names", json.dumps(list(self.plan.monitor.spec.schema_.feature_names)),
-                             "--categorical", json.dumps(self.plan.monitor.spec.schema_.categorical))
-            if step.model_uri:
-                cmd += ["--model", self.placement.path(step.model_uri),
-                        "--model-format", self.plan.monitor.spec.model.format]
-            result = subprocess.run(cmd, env=child_env({}))
+            result = subprocess.run(_vigil_cmd(*train_argv(step, self.placement.path)), env=child_env({}))
             if result.returncode != 0:
                 raise LocalError(f"training {step.component} failed (exit {result.returncode})")
 
@@ -136,7 +128,7 @@ class LocalStack:
                 s.bind(("127.0.0.1", c.port))
             except OSError:
                 raise LocalError(f"port {c.port} for {c.name} is in use; stop what uses it or pass "
-                                 f"--base-port N (components use N..N+{len(PORT_ORDER) - 1})") from None
+                                 f"--base-port N (components use N..N+{max(r.port_offset for r in registry.rows())})") from None
 
     def start(self, timeout: float = 180.0) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -166,7 +158,7 @@ class LocalStack:
                         raise LocalError(f"{name} exited with code {proc.returncode}; last log lines:\n"
                                          + self.tail(name))
                     try:
-                        url = self.placement.url(name) + _READY_PATH.get(name, "/readyz")
+                        url = self.placement.url(name) + registry.get(name).ready_path
                         if client.get(url).status_code == 200:
                             pending.remove(name)
                             self._ready.add(name)

@@ -6,31 +6,29 @@ Service and ConfigMap (`vigil_operator.manifests`). Everything that differs betw
 two (ports, addresses, where a storage URI can be read, where trained artifacts go) is
 asked of a `Placement`; everything else is decided here, once.
 
-Every service reads its settings from environment variables with its own prefix
-(``VIGIL_DRIFT_P_VALUE`` …); `Component.env` holds exactly those variables.
+Which components exist is the registry's (`vigil.components`); each row's ``build``
+maps the spec onto its settings fields. The plan constructs the component's own
+settings class from those values — so a value the service would reject is a `SpecError`
+naming the spec field, here, before anything starts — and renders the environment the
+service reads that same class from (``VIGIL_DRIFT_P_VALUE`` …) with `settings_env`.
+`train_argv` is the one ``vigil train`` command line of a `TrainStep`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from functools import lru_cache
+from typing import Any, Callable, Optional, Protocol
 
-from vigil.spec import ModelMonitor, parse_duration
+from pydantic import BaseModel, ValidationError
 
-#: Component names in port order: `vigil up` gives component i the port base + i.
-PORT_ORDER = ("logger", "model", "outlier", "drift", "metrics", "explainer")
+from vigil import components as registry
+from vigil.spec import ModelMonitor, SpecError, categorical_indices
+
 DEFAULT_BASE_PORT = 8080
-DETECTORS = ("outlier", "drift", "metrics", "explainer")
-
-#: Which logger event kinds each detector consumes (the logger filters per sink).
-SINK_EVENTS = {
-    "outlier": ("request",),
-    "drift": ("request",),
-    "metrics": ("response", "feedback"),
-    "explainer": ("request",),
-}
 
 
 class Placement(Protocol):
@@ -52,13 +50,36 @@ class Placement(Protocol):
 
 @dataclass(frozen=True)
 class TrainStep:
-    """A detector artifact Vigil must fit from reference data before the detector starts."""
+    """A detector artifact Vigil must fit from reference data before the detector starts:
+    everything ``vigil train`` needs (`train_argv`), with storage still as URIs."""
 
     component: str
     reference_uri: str
     output_uri: str
-    model_uri: Optional[str] = None  # the explainer needs the model to fit against
-    options: dict = field(default_factory=dict)
+    model_uri: Optional[str] = None  # the explainer fits against the model: a file …
+    model_endpoint: Optional[str] = None  # … or a running V2 server (endpoint monitors)
+    model_format: Optional[str] = None
+    model_name: Optional[str] = None
+    options: dict = field(default_factory=dict)  # the detector's spec block (camelCase)
+    feature_names: tuple[str, ...] = ()
+    categorical: dict = field(default_factory=dict)  # the schema's block, as written
+    shape: Optional[tuple[int, ...]] = None  # tensor instances (spec.schema.shape, DESIGN §8): not in the spec yet
+
+
+def train_argv(step: TrainStep, path: Callable[[str], str]) -> list[str]:
+    """The arguments of ``vigil train`` for one step (after ``vigil``); `path` maps a storage URI
+    to where the trainer reads or writes it (a local path, a path in the Job's pod)."""
+    argv = ["train", "--component", step.component, "--reference", path(step.reference_uri),
+            "--output", path(step.output_uri), "--options", json.dumps(step.options, sort_keys=True, default=str),
+            "--feature-names", json.dumps(list(step.feature_names)),
+            "--categorical", json.dumps(step.categorical, sort_keys=True)]
+    # step.shape (tensor instances) joins here as --shape once spec.schema.shape exists (DESIGN §8).
+    model = path(step.model_uri) if step.model_uri else step.model_endpoint
+    if model:
+        argv += ["--model", model, "--model-format", step.model_format or "sklearn"]
+        if step.model_name:
+            argv += ["--model-name", step.model_name]
+    return argv
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,7 @@ class Component:
     storage: tuple[str, ...] = ()  # storage URIs the component reads
     train: Optional[TrainStep] = None
     needs_tensorflow: bool = False
+    settings: Any = field(default=None, compare=False, repr=False)  # the service's settings object
 
     @property
     def command(self) -> list[str]:
@@ -105,105 +127,163 @@ class Plan:
         return [c.train for c in self.components if c.train is not None]
 
 
-def _j(value) -> str:
-    return json.dumps(value, separators=(",", ":"))
+# ----------------------------------------------------------------------------- settings <-> env
+
+@lru_cache(maxsize=None)
+def _from_values(cls: type) -> type:
+    """`cls` reading only the values it is given (no environment, no .env): what the plan builds."""
+    def sources(_cls, settings_cls, init_settings, **_):
+        return (init_settings,)
+
+    return type(cls.__name__, (cls,), {"settings_customise_sources": classmethod(sources), "__module__": cls.__module__})
 
 
-def _env(prefix: str, monitor: ModelMonitor, **values) -> dict[str, str]:
-    out = {f"VIGIL_{prefix}_MONITOR": monitor.name, f"VIGIL_{prefix}_NAMESPACE": monitor.namespace}
-    for key, value in values.items():
+def build_settings(cls: type, values: dict[str, Any]) -> BaseModel:
+    """`cls` from exactly `values` (None means: the class's default). Raises ValidationError."""
+    return _from_values(cls)(**{k: v for k, v in values.items() if v is not None})
+
+
+def settings_env(settings: BaseModel) -> dict[str, str]:
+    """The environment that makes the service read `settings` back: ``{prefix}{FIELD}`` for every
+    field the plan set, JSON for lists and maps (as pydantic-settings parses them)."""
+    prefix = settings.model_config["env_prefix"]
+    out = {}
+    for key, value in settings.model_dump(mode="json", include=settings.model_fields_set).items():
         if value is None:
             continue
-        if isinstance(value, (list, dict, tuple)):
-            value = _j(value)
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value, separators=(",", ":"))
         elif isinstance(value, bool):
             value = "true" if value else "false"
-        out[f"VIGIL_{prefix}_{key.upper()}"] = str(value)
+        out[f"{prefix}{key.upper()}"] = str(value)
     return out
 
 
-def build_plan(monitor: ModelMonitor, placement: Placement) -> Plan:
-    spec = monitor.spec
-    schema = spec.schema_
-    features = list(schema.feature_names)
-    categorical = {str(i): n for i, n in schema.categorical_indices().items()}
-    reference = spec.reference.storage_uri if spec.reference else None
-    components: list[Component] = []
+# ----------------------------------------------------------------------------- building
 
-    # -- model server (absent when the monitor points at an existing endpoint) --
-    if spec.model.endpoint:
-        upstream = spec.model.endpoint.rstrip("/")
-        model_uri = None
-    else:
-        model_uri = spec.model.storage_uri
-        components.append(Component(
-            name="model", port=placement.port("model"),
-            env=_env("MODEL", monitor, uri=placement.path(model_uri), format=spec.model.format,
-                     name=monitor.model_name),
-            replicas=spec.model.replicas, resources=spec.model.resources,
-            image_role="custom" if spec.model.image else "server", image=spec.model.image,
-            storage=(model_uri,), needs_tensorflow=spec.model.format == "tensorflow",
-        ))
-        upstream = placement.url("model")
+class At:
+    """A settings value with the spec field it came from (see `BuildContext.at`)."""
 
-    def artifact(name: str, block) -> tuple[str, Optional[TrainStep]]:
+    __slots__ = ("value", "path", "keys")
+
+    def __init__(self, value: Any, path: str, keys: Optional[dict[str, str]] = None):
+        self.value, self.path, self.keys = value, path, keys or {}
+
+
+class BuildContext:
+    """What a registry row's ``build(ctx, block)`` may ask while it maps the spec onto settings.
+
+    Every storage URI it asks a `path` for becomes storage the component reads; `artifact`
+    also schedules training when the block has no storageUri; `at` names the spec field of
+    a value (relative to the block, or absolute from ``spec.``)."""
+
+    def __init__(self, monitor: ModelMonitor, placement: Placement, name: str, block_path: str,
+                 upstream: str, model_uri: Optional[str], others: list[Component]):
+        self.monitor, self.placement, self.name, self.block_path = monitor, placement, name, block_path
+        self.upstream, self.model_uri, self._others = upstream, model_uri, others
+        self.storage: list[str] = []
+        self.train: Optional[TrainStep] = None
+
+    @property
+    def reference(self) -> Optional[str]:
+        return self.monitor.spec.reference.storage_uri if self.monitor.spec.reference else None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.monitor.spec.schema_.feature_names)
+
+    def at(self, value: Any, path: str, keys: Optional[dict[str, str]] = None) -> At:
+        return At(value, path if path.startswith("spec") else f"{self.block_path}.{path}", keys)
+
+    def path(self, uri: Optional[str]) -> Optional[str]:
+        if uri is None:
+            return None
+        self.storage.append(uri)
+        return self.placement.path(uri)
+
+    def categorical(self) -> At:
+        """The schema's categorical block as ``{"column index": n categories}`` (the services' form)."""
+        schema = self.monitor.spec.schema_
+        cats = categorical_indices(schema.categorical, schema.feature_names)
+        names = {str(schema.feature_names.index(k) if k in schema.feature_names else k): k for k in schema.categorical}
+        return At({str(i): n for i, n in cats.items()}, "spec.schema.categorical",
+                  {key: f"spec.schema.categorical.{name}" for key, name in names.items()})
+
+    def state_dir(self) -> str:
+        return self.placement.state_dir(self.name)
+
+    def artifact(self, block: Any, against_model: bool = False) -> str:
+        """Where the component reads its artifact: the block's storageUri, else one Vigil trains
+        (`against_model`: the trainer calls the model, a file or the monitored endpoint)."""
         if block.storage_uri:
-            return block.storage_uri, None
-        out = placement.artifact_uri(name)
-        return out, TrainStep(name, reference, out, model_uri=model_uri if name == "explainer" else None,
-                              options=block.model_dump(by_alias=True, exclude={"resources", "replicas", "storage_uri"}))
+            return self.path(block.storage_uri)
+        out = self.placement.artifact_uri(self.name)
+        spec = self.monitor.spec
+        model = {}
+        if against_model:
+            model = dict(model_uri=self.model_uri, model_format=spec.model.format, model_name=self.monitor.model_name,
+                         model_endpoint=spec.model.endpoint.rstrip("/") if spec.model.endpoint else None)
+        self.train = TrainStep(
+            self.name, self.reference, out, **model,
+            options=block.model_dump(by_alias=True, exclude={"resources", "replicas", "storage_uri"}),
+            feature_names=tuple(spec.schema_.feature_names), categorical=dict(spec.schema_.categorical))
+        return self.path(out)
 
-    d = spec.detectors
-    if d.outlier:
-        uri, train = artifact("outlier", d.outlier)
-        components.append(Component(
-            name="outlier", port=placement.port("outlier"),
-            env=_env("OUTLIER", monitor, artifact=placement.path(uri), feature_names=features,
-                     max_batch_size=d.outlier.max_batch_size, max_batch_delay_ms=d.outlier.max_batch_delay_ms),
-            replicas=d.outlier.replicas, resources=d.outlier.resources, image_role="detectors",
-            storage=(uri,), train=train, needs_tensorflow=True,
-        ))
-    if d.drift:
-        w = d.drift.window
-        # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref).
-        storage = (d.drift.storage_uri,) if d.drift.storage_uri else (reference,)
-        components.append(Component(
-            name="drift", port=placement.port("drift"),
-            env=_env("DRIFT", monitor,
-                     artifact=placement.path(d.drift.storage_uri) if d.drift.storage_uri else None,
-                     reference=None if d.drift.storage_uri else placement.path(reference),
-                     feature_names=features, categorical=categorical, p_value=d.drift.p_value,
-                     correction=d.drift.correction, window_size=w.size, window_mode=w.mode,
-                     window_step=w.step or max(1, w.size // 10), max_age_seconds=w.max_age_seconds,
-                     state_dir=placement.state_dir("drift")),
-            replicas=d.drift.replicas, resources=d.drift.resources, image_role="detectors", storage=storage,
-        ))
-    if d.metrics:
-        components.append(Component(
-            name="metrics", port=placement.port("metrics"),
-            env=_env("METRICS", monitor, task=d.metrics.task, classes=d.metrics.classes, window=d.metrics.window,
-                     feedback_ttl_seconds=parse_duration(d.metrics.feedback_ttl)),
-            replicas=d.metrics.replicas, resources=d.metrics.resources, image_role="detectors",
-        ))
-    if d.explainer:
-        uri, train = artifact("explainer", d.explainer)
-        components.append(Component(
-            name="explainer", port=placement.port("explainer"),
-            env=_env("EXPLAINER", monitor, artifact=placement.path(uri), model_url=upstream,
-                     model_name=monitor.model_name, threshold=d.explainer.threshold,
-                     sample_rate=d.explainer.sample_rate, feature_names=features, categorical=categorical),
-            replicas=d.explainer.replicas, resources=d.explainer.resources, image_role="detectors",
-            storage=(uri,), train=train,
-        ))
+    def sinks(self) -> list[dict]:
+        """The logger's sinks: every planned detector that consumes events and wants them."""
+        d = self.monitor.spec.detectors
+        return [{"name": c.name, "url": self.placement.url(c.name), "types": list(registry.get(c.name).consumes)}
+                for c in self._others if registry.get(c.name).consumes
+                and registry.get(c.name).subscribes(getattr(d, c.name))]
 
-    sinks = [{"name": c.name, "url": placement.url(c.name), "types": list(SINK_EVENTS[c.name])}
-             for c in components if c.name in SINK_EVENTS
-             and not (c.name == "explainer" and d.explainer.sample_rate == 0.0)]
-    lg = spec.logger
-    components.insert(0, Component(
-        name="logger", port=placement.port("logger"),
-        env=_env("LOGGER", monitor, upstream=upstream, model_name=monitor.model_name, mode=lg.mode,
-                 sample_rate=lg.sample_rate, queue_size=lg.queue_size, sinks=sinks),
-        replicas=lg.replicas, resources=lg.resources, image_role="server",
-    ))
-    return Plan(monitor=monitor, components=tuple(components))
+
+def _spec_error(exc: ValidationError, values: dict[str, Any], block_path: str, component: str) -> SpecError:
+    err = exc.errors()[0]
+    loc = tuple(str(x) for x in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    origin = values.get(loc[0]) if loc else None
+    if isinstance(origin, At):
+        path = origin.keys.get(loc[1], origin.path) if len(loc) > 1 else origin.path
+        return SpecError(path, f"{msg} (the {component} service would refuse to start)")
+    return SpecError(block_path, f"{component} setting {'.'.join(loc) or '(all)'}: {msg}")
+
+
+def _component(row: registry.ComponentType, monitor: ModelMonitor, placement: Placement, block: Any,
+               block_path: str, upstream: str, model_uri: Optional[str], others: list[Component]) -> Component:
+    ctx = BuildContext(monitor, placement, row.name, block_path, upstream, model_uri, others)
+    values = {"monitor": monitor.name, "namespace": monitor.namespace, **row.build(ctx, block)}
+    plain = {k: v.value if isinstance(v, At) else v for k, v in values.items()}
+    try:
+        settings = build_settings(row.settings_class(), plain)
+    except ValidationError as exc:
+        raise _spec_error(exc, values, block_path, row.name) from None
+    return Component(
+        name=row.name, port=placement.port(row.name), env=settings_env(settings),
+        replicas=getattr(block, "replicas", 1), resources=getattr(block, "resources", {}),
+        image_role=row.image_role, storage=tuple(dict.fromkeys(ctx.storage)), train=ctx.train,
+        needs_tensorflow=row.needs_tensorflow(monitor), settings=settings)
+
+
+def build_plan(monitor: ModelMonitor, placement: Placement) -> Plan:
+    """Every component the spec asks for, in port order, with its settings built and checked."""
+    spec = monitor.spec
+    components: list[Component] = []
+    model_uri = None if spec.model.endpoint else spec.model.storage_uri
+    upstream = spec.model.endpoint.rstrip("/") if spec.model.endpoint else placement.url("model")
+
+    def add(name: str, block: Any, block_path: str) -> Component:
+        c = _component(registry.get(name), monitor, placement, block, block_path, upstream, model_uri, components)
+        components.append(c)
+        return c
+
+    if not spec.model.endpoint:  # absent when the monitor points at an existing endpoint
+        model = add("model", spec.model, "spec.model")
+        if spec.model.image:
+            components[-1] = dataclasses.replace(model, image_role="custom", image=spec.model.image)
+    for row in registry.detectors():
+        block = getattr(spec.detectors, row.name, None)
+        if block is not None:
+            add(row.name, block, f"spec.detectors.{row.name}")
+    add("logger", spec.logger, "spec.logger")  # last: its sinks are the detectors above
+    order = {r.name: r.port_offset for r in registry.rows()}
+    return Plan(monitor=monitor, components=tuple(sorted(components, key=lambda c: order[c.name])))

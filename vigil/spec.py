@@ -9,13 +9,22 @@ models by a test.
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from vigil.logger.settings import LoggerSettings
+from vigil.modelserver.settings import ModelServerSettings
+from vigil_detectors.drift.settings import DriftSettings
+from vigil_detectors.explainer.settings import ExplainerSettings
+from vigil_detectors.metrics.settings import MetricsSettings
+from vigil_detectors.outlier.settings import OutlierSettings
 
 API_GROUP = "vigil.dev"
 API_VERSION = "v1alpha1"
@@ -47,6 +56,46 @@ def parse_duration(value: Union[str, int, float]) -> float:
     return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+def inherit(settings: type, name: str) -> Any:
+    """A spec field that feeds ``settings.<name>`` one to one: the settings class is the one home
+    of its type constraints, default and description; the spec only names it."""
+    info: FieldInfo = copy.deepcopy(settings.model_fields[name])
+    return info
+
+
+def seconds(value: float) -> str:
+    """A settings default in seconds as the spec's duration string (600.0 -> '10m')."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{int(value // size)}{unit}"
+    return f"{value:g}s"
+
+
+def categorical_index(key: Union[str, int], feature_names: Sequence[str]) -> int:
+    """A categorical block's key (a feature name, or a column index as int or str) -> column index."""
+    names = list(feature_names or [])
+    if isinstance(key, str) and key in names:
+        return names.index(key)
+    try:
+        idx = int(key)
+    except (TypeError, ValueError):
+        raise ValueError(f"categorical feature {key!r} is not one of the feature names {names}") from None
+    if names and not 0 <= idx < len(names):
+        raise ValueError(f"categorical feature index {idx} is out of range for {len(names)} features")
+    return idx
+
+
+def categorical_indices(categorical: Optional[Mapping[Any, Any]], feature_names: Sequence[str]
+                        ) -> dict[int, Optional[int]]:
+    """The schema's ``{feature: n categories | [values] | None}`` as ``{column index: n | None}``:
+    the one converter every component uses."""
+    out: dict[int, Optional[int]] = {}
+    for key, cats in (categorical or {}).items():
+        n = len(cats) if isinstance(cats, (list, tuple)) else (None if cats is None else int(cats))
+        out[categorical_index(key, feature_names)] = n
+    return out
+
+
 def _check_uri(uri: Optional[str]) -> Optional[str]:
     if uri is None:
         return uri
@@ -63,7 +112,7 @@ Resources = dict[str, Any]
 class ModelSpec(_Block):
     storage_uri: Optional[str] = None
     endpoint: Optional[str] = None
-    format: Literal["sklearn", "xgboost", "tensorflow"] = "sklearn"
+    format: Literal["sklearn", "xgboost", "tensorflow"] = inherit(ModelServerSettings, "format")
     name: Optional[str] = None
     image: Optional[str] = None
     replicas: int = Field(1, ge=0)
@@ -92,11 +141,8 @@ class SchemaSpec(_Block):
         return self
 
     def categorical_indices(self) -> dict[int, Optional[int]]:
-        """Feature index -> number of categories (None when given as a value list length)."""
-        out: dict[int, Optional[int]] = {}
-        for name, cats in self.categorical.items():
-            out[self.feature_names.index(name)] = cats if isinstance(cats, int) else len(cats)
-        return out
+        """Feature index -> number of categories (a value list counts its values)."""
+        return categorical_indices(self.categorical, self.feature_names)
 
 
 class ReferenceSpec(_Block):
@@ -105,9 +151,9 @@ class ReferenceSpec(_Block):
 
 
 class LoggerSpec(_Block):
-    mode: Literal["all", "request", "response"] = "all"
-    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
-    queue_size: int = Field(10000, ge=1)
+    mode: Literal["all", "request", "response"] = inherit(LoggerSettings, "mode")
+    sample_rate: float = inherit(LoggerSettings, "sample_rate")
+    queue_size: int = inherit(LoggerSettings, "queue_size")
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
 
@@ -119,20 +165,24 @@ class _Detector(_Block):
     _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
 
 
+#: The base of every ``spec.detectors.<name>`` block (storageUri, replicas, resources).
+DetectorBlock = _Detector
+
+
 class OutlierSpec(_Detector):
     type: Literal["vae"] = "vae"
     threshold_percentile: float = Field(95.0, gt=0.0, lt=100.0)
-    max_batch_size: int = Field(64, ge=1, le=4096)
-    max_batch_delay_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    max_batch_size: int = inherit(OutlierSettings, "max_batch_size")
+    max_batch_delay_ms: float = inherit(OutlierSettings, "max_batch_delay_ms")
     latent_dim: int = Field(2, ge=1)
     epochs: int = Field(30, ge=1)
 
 
 class WindowSpec(_Block):
-    size: int = Field(1000, ge=2)
-    mode: Literal["tumbling", "sliding"] = "tumbling"
-    max_age: str = "10m"
-    step: Optional[int] = Field(None, ge=1, description="sliding mode: instances between checks (default size/10)")
+    size: int = inherit(DriftSettings, "window_size")
+    mode: Literal["tumbling", "sliding"] = inherit(DriftSettings, "window_mode")
+    max_age: str = seconds(DriftSettings.model_fields["max_age_seconds"].default)
+    step: Optional[int] = inherit(DriftSettings, "window_step")
 
     @field_validator("max_age")
     @classmethod
@@ -146,17 +196,17 @@ class WindowSpec(_Block):
 
 
 class DriftSpec(_Detector):
-    type: Literal["ks"] = "ks"
-    p_value: float = Field(0.05, gt=0.0, lt=1.0)
-    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    type: Literal["ks"] = inherit(DriftSettings, "statistic")
+    p_value: float = inherit(DriftSettings, "p_value")
+    correction: Literal["bonferroni", "fdr"] = inherit(DriftSettings, "correction")
     window: WindowSpec = Field(default_factory=WindowSpec)
 
 
 class MetricsSpec(_Detector):
-    task: Literal["classification", "regression"] = "classification"
-    classes: Optional[list[Union[str, int]]] = None
-    window: int = Field(1000, ge=1, description="recent window of joined instances for windowed metrics")
-    feedback_ttl: str = "1h"
+    task: Literal["classification", "regression"] = inherit(MetricsSettings, "task")
+    classes: Optional[list[Union[str, int]]] = inherit(MetricsSettings, "classes")
+    window: int = inherit(MetricsSettings, "window")
+    feedback_ttl: str = seconds(MetricsSettings.model_fields["feedback_ttl_seconds"].default)
 
     @field_validator("feedback_ttl")
     @classmethod
@@ -167,15 +217,13 @@ class MetricsSpec(_Detector):
 
 class ExplainerSpec(_Detector):
     type: Literal["anchor-tabular"] = "anchor-tabular"
-    threshold: float = Field(0.95, gt=0.0, le=1.0)
-    sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+    threshold: float = inherit(ExplainerSettings, "threshold")
+    sample_rate: float = inherit(ExplainerSettings, "sample_rate")
 
 
 class DetectorsSpec(_Block):
-    outlier: Optional[OutlierSpec] = None
-    drift: Optional[DriftSpec] = None
-    metrics: Optional[MetricsSpec] = None
-    explainer: Optional[ExplainerSpec] = None
+    """``spec.detectors``: one optional block per registered detector (`vigil.components`);
+    `set_detector_blocks` rebuilds it when a detector is registered."""
 
 
 class PrometheusSpec(_Block):
@@ -188,16 +236,31 @@ class ModelMonitorSpec(_Block):
     schema_: SchemaSpec = Field(alias="schema")
     reference: Optional[ReferenceSpec] = None
     logger: LoggerSpec = Field(default_factory=LoggerSpec)
-    detectors: DetectorsSpec = Field(default_factory=DetectorsSpec)
+    detectors: Any = Field(default_factory=DetectorsSpec)  # the registry's DetectorsSpec (set_detector_blocks)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
 
     @model_validator(mode="after")
     def _reference_when_training(self):
+        from vigil import components
+
         d = self.detectors
-        needs = [n for n in ("outlier", "drift", "explainer") if getattr(d, n) is not None and getattr(d, n).storage_uri is None]
+        needs = [n for n in components.trainable() if getattr(d, n, None) is not None and getattr(getattr(d, n), "storage_uri", None) is None]
         if needs and self.reference is None:
             raise ValueError(f"reference.storageUri is required to train {', '.join(needs)} (or give each a storageUri)")
         return self
+
+
+def set_detector_blocks(blocks: Mapping[str, type]) -> type:
+    """Make ``spec.detectors`` accept exactly these blocks (name -> block model); rebuilds the models."""
+    global DetectorsSpec
+    DetectorsSpec = create_model("DetectorsSpec", __base__=_Block, __doc__=DetectorsSpec.__doc__,
+                                 **{name: (Optional[model], None) for name, model in blocks.items()})
+    field_info = ModelMonitorSpec.model_fields["detectors"]
+    field_info.annotation = DetectorsSpec
+    field_info.default_factory = DetectorsSpec
+    ModelMonitorSpec.model_rebuild(force=True)
+    ModelMonitor.model_rebuild(force=True)
+    return DetectorsSpec
 
 
 class Metadata(BaseModel):
@@ -268,3 +331,6 @@ def load_monitor(path: Union[str, Path]) -> ModelMonitor:
         if isinstance(doc, dict) and doc.get("kind") == KIND:
             return monitor_from_dict(doc)
     raise SpecError("kind", f"{path} holds no document of kind {KIND}")
+
+
+from vigil import components as _components  # noqa: E402,F401  (registers the detectors' spec blocks)

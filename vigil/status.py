@@ -21,11 +21,8 @@ from typing import Any, Callable, Optional
 
 import httpx
 
-# summary key <- (component, block in its /status)
-_LIFTED = {"drift": ("drift", "drift"), "outliers": ("outlier", "outliers"), "metrics": ("metrics", "metrics"),
-           "explainer": ("explainer", "explainer")}
-_DRIFT_KEYS = ("detected", "pValue", "featuresDrifted", "lastCheck", "windows")
-_OUTLIER_KEYS = ("rate", "seen", "threshold")
+from vigil import components as registry
+
 _METRICS_SHOWN = ("accuracy", "accuracyCumulative", "mae", "rmse", "r2", "feedback", "matched", "pending")
 
 
@@ -58,15 +55,11 @@ def summarize(answers: dict[str, Optional[dict]], endpoints: Optional[dict[str, 
     }
     if endpoints:
         status["endpoints"] = endpoints
-    for key, (component, block) in _LIFTED.items():
-        data = (answers.get(component) or {}).get(block)
+    for row in registry.rows():  # each component's block (status_key) is lifted as it is
+        data = (answers.get(row.name) or {}).get(row.status_key) if row.status_key else None
         if not isinstance(data, dict):
             continue
-        if key == "drift":
-            data = {k: data[k] for k in _DRIFT_KEYS if k in data}
-        elif key == "outliers":
-            data = {k: data[k] for k in _OUTLIER_KEYS if k in data}
-        status[key] = data
+        status[row.status_key] = {k: data[k] for k in row.status_fields if k in data} if row.status_fields else data
     return status
 
 

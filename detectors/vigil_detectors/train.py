@@ -3,7 +3,7 @@
 One entry point, `train_component`, serves every way training is started:
 
 - ``vigil train --component outlier --reference PATH --output DIR --options JSON
-  [--feature-names JSON] [--categorical JSON] [--model PATH --model-format FMT]``
+  [--feature-names JSON] [--categorical JSON] [--model PATH|URL --model-format FMT --model-name NAME]``
   (the operator's training Job, and each `TrainStep` `vigil up` runs as a subprocess);
 - ``vigil train monitor.yaml`` (the CLI turns the monitor into those same steps).
 
@@ -32,6 +32,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from vigil import components
+from vigil.spec import categorical_indices
+
 Progress = Callable[[str], None]
 
 
@@ -41,8 +44,6 @@ def say(message: str) -> None:
 
 Categorical = Mapping[Union[str, int], Any]
 
-#: the detectors `vigil train` can fit (metrics has nothing to fit)
-TRAINABLE = ("outlier", "drift", "explainer")
 
 
 def save_atomically(save: Callable[[Path], None], out_dir: Path) -> Path:
@@ -72,23 +73,6 @@ def save_atomically(save: Callable[[Path], None], out_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def categorical_indices(categorical: Optional[Categorical], feature_names: Optional[Sequence[str]]
-                        ) -> dict[int, Optional[int]]:
-    """The schema's ``{feature name or index: n categories | [values] | None}`` as ``{index: n | None}``."""
-    out: dict[int, Optional[int]] = {}
-    names = list(feature_names or [])
-    for key, cats in (categorical or {}).items():
-        if isinstance(key, str) and key in names:
-            idx = names.index(key)
-        else:
-            try:
-                idx = int(key)
-            except (TypeError, ValueError):
-                raise ValueError(f"categorical feature {key!r} is not one of the feature names {names}") from None
-        out[idx] = len(cats) if isinstance(cats, (list, tuple)) else (None if cats is None else int(cats))
-    return out
 
 
 def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
@@ -130,7 +114,7 @@ def train_array(component: str, x_ref: np.ndarray, options: Optional[dict], out_
         return train_explainer(x_ref, options, model, out_dir, feature_names, categorical,
                                model_format=model_format, model_name=model_name,
                                progress=lambda msg: progress(f"explainer: {msg}"))
-    raise ValueError(f"cannot train {component!r}; one of {', '.join(TRAINABLE)}")
+    raise ValueError(f"cannot train {component!r}; one of {', '.join(components.trainable())}")
 
 
 def train_component(component: str, reference: Union[str, Path], output: Union[str, Path],
@@ -147,8 +131,8 @@ def train_component(component: str, reference: Union[str, Path], output: Union[s
     """
     from vigil.data import load_table
 
-    if component not in TRAINABLE:
-        raise ValueError(f"cannot train {component!r}; one of {', '.join(TRAINABLE)}")
+    if component not in components.trainable():
+        raise ValueError(f"cannot train {component!r}; one of {', '.join(components.trainable())}")
     progress(f"{component}: reading reference data {reference}")
     x_ref = load_table(str(reference), feature_names)
     progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features")

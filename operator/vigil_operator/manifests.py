@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from vigil.plan import Component, Plan, TrainStep
+from vigil.plan import Component, Plan, TrainStep, train_argv
 from vigil_operator.config import OperatorConfig
 from vigil_operator.placement import MOUNT_ROOT, PORT, KubePlacement, Storage, resolve
 
@@ -285,18 +285,8 @@ def deployment(component: Component, plan: Plan, placement: KubePlacement, confi
 
 
 def train_command(step: TrainStep, plan: Plan) -> list[str]:
-    """``vigil train`` for one detector, with in-pod paths (the same command `vigil up` runs)."""
-    spec = plan.monitor.spec
-    cmd = ["vigil", "train", "--component", step.component,
-           "--reference", resolve(step.reference_uri).path, "--output", resolve(step.output_uri).path,
-           "--options", json.dumps(step.options, sort_keys=True, default=str),
-           "--feature-names", json.dumps(list(spec.schema_.feature_names)),
-           "--categorical", json.dumps(spec.schema_.categorical, sort_keys=True)]
-    if step.component == "explainer":
-        model = resolve(step.model_uri).path if step.model_uri else spec.model.endpoint
-        if model:
-            cmd += ["--model", model, "--model-format", spec.model.format]
-    return cmd
+    """``vigil train`` for one detector, with in-pod paths (the same command line `vigil up` runs)."""
+    return ["vigil", *train_argv(step, lambda uri: resolve(uri).path)]
 
 
 def training_job(step: TrainStep, plan: Plan, placement: KubePlacement, config: OperatorConfig) -> dict:

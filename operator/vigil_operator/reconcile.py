@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional
 
 import kopf
 
+from vigil import components
 from vigil.plan import Plan, build_plan
 from vigil.spec import API_GROUP, API_VERSION, KIND, ModelMonitor, SpecError, monitor_from_dict
 from vigil_operator import manifests
@@ -70,14 +71,15 @@ def monitor_document(body: Mapping[str, Any]) -> dict:
 
 def load(body: Mapping[str, Any]) -> ModelMonitor:
     """The monitor as the shared spec model; SpecError names the bad field, also for storage URIs
-    that mean nothing in a cluster (relative paths)."""
+    that mean nothing in a cluster (relative paths). (Values a service would reject are
+    SpecErrors from `build_plan`, which `Reconciler.converge` runs before it writes anything.)"""
     monitor = monitor_from_dict(monitor_document(body))
     s = monitor.spec
     uris = {"spec.model.storageUri": s.model.storage_uri,
             "spec.reference.storageUri": s.reference.storage_uri if s.reference else None}
-    for name in ("outlier", "drift", "metrics", "explainer"):
-        block = getattr(s.detectors, name)
-        uris[f"spec.detectors.{name}.storageUri"] = block.storage_uri if block else None
+    for row in components.detectors():
+        block = getattr(s.detectors, row.name, None)
+        uris[f"spec.detectors.{row.name}.storageUri"] = getattr(block, "storage_uri", None)
     for field_name, uri in uris.items():
         if uri:
             try:

@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from vigil.spec import categorical_index
+
 log = logging.getLogger(__name__)
 
 #: How a model file's name tells its format when none is given.
@@ -39,15 +41,7 @@ def categorical_names(categorical: Optional[Categorical], feature_names: Sequenc
     """
     out: dict[int, list[str]] = {}
     for key, cats in (categorical or {}).items():
-        if isinstance(key, str) and key in feature_names:
-            idx = list(feature_names).index(key)
-        else:
-            try:
-                idx = int(key)
-            except (TypeError, ValueError):
-                raise ValueError(f"categorical feature {key!r} is not one of {list(feature_names)}") from None
-            if not 0 <= idx < len(feature_names):
-                raise ValueError(f"categorical feature index {idx} is out of range for {len(feature_names)} features")
+        idx = categorical_index(key, feature_names)
         if isinstance(cats, (list, tuple)):
             names = [str(v) for v in cats]
         else:

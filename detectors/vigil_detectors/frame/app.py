@@ -23,7 +23,8 @@ from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from vigil.events import DETECTION, SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
+from vigil import components
+from vigil.events import SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
 from vigil.bodies import BodyTooLarge, read_limited
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
@@ -101,7 +102,7 @@ def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent
 
 
 def _reply(detector: Detector, settings, incoming: InferenceEvent, body: dict) -> Response:
-    attrs = {"type": DETECTION[detector.name], "source": f"{SOURCE_PREFIX}/{settings.monitor}/{detector.name}",
+    attrs = {"type": components.get(detector.name).reply_type, "source": f"{SOURCE_PREFIX}/{settings.monitor}/{detector.name}",
              "id": incoming.id, "datacontenttype": "application/json"}
     if incoming.inference_id:
         attrs["inferenceid"] = incoming.inference_id

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
+from pydantic import PositiveInt, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: A categorical block as the services take it: ``{"column index": number of categories | null}``
+#: (`vigil.spec.categorical_indices` converts the schema's block).
+ColumnKey = Annotated[str, StringConstraints(pattern=r"^\d+$")]
+Categories = dict[ColumnKey, Optional[PositiveInt]]
 
 
 class DetectorSettings(BaseSettings):

@@ -7,7 +7,7 @@ from typing import Optional
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from vigil_detectors.frame import DetectorSettings
+from vigil_detectors.frame.settings import DetectorSettings
 
 
 class OutlierSettings(DetectorSettings):

@@ -1,0 +1,203 @@
+"""The component registry: one row per component Vigil can run, and the only list of them.
+
+A `ComponentType` row says everything the rest of the system asks about a component: its
+port offset under `vigil up` (DESIGN §5/§9: logger, model, outlier, drift, metrics,
+explainer, quality = base+0 …), its settings class and app factory (import paths, so
+importing this module imports no service, FastAPI app, TensorFlow or alibi), the event
+kinds it consumes from the logger, the CloudEvent type of its replies, the block of its
+``/status`` lifted into the monitor's ``.status``, whether ``vigil train`` can fit it, its
+image, whether it needs TensorFlow, and — for detectors — the pydantic model of its
+``spec.detectors.<name>`` block and the function that turns that block into its settings.
+
+`vigil.plan` builds every component from these rows, `vigil.services` serves them, the
+CLI offers their names, the operator renders them; adding a detector is one `register`
+call (a row), one package (its service) and one spec block (the row's `spec_block`).
+Third-party or test-only components are registered from the ``VIGIL_COMPONENTS``
+environment variable (comma-separated modules to import or ``module:function`` to call,
+when this module is imported), so the processes `vigil up` starts know them too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from vigil import spec as _spec
+
+if TYPE_CHECKING:
+    from vigil.plan import BuildContext
+
+
+def load_object(target: str) -> Any:
+    """``"package.module:attr"`` -> the attribute (imports the module)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class ComponentType:
+    """One kind of component. `build(ctx, block)` returns its settings values (see `vigil.plan`)."""
+
+    name: str
+    port_offset: int
+    settings: str  # import path of its pydantic-settings class ("module:Class")
+    app: str  # import path of its create_app() factory
+    build: Callable[["BuildContext", Any], dict[str, Any]]
+    spec_block: Optional[type] = None  # detectors: the model of spec.detectors.<name>
+    consumes: tuple[str, ...] = ()  # logger event kinds sent to it (request, response, feedback)
+    subscribes: Callable[[Any], bool] = lambda block: True  # whether its block wants events at all
+    reply_type: Optional[str] = None  # CloudEvent type of its replies
+    status_key: Optional[str] = None  # key of the lifted block in .status (and in its /status)
+    status_fields: Optional[tuple[str, ...]] = None  # keys of that block shown (None: all)
+    trainable: bool = False  # `vigil train --component NAME` can fit its artifact
+    image_role: str = "detectors"  # server | detectors
+    tensorflow: Callable[[Any], bool] = lambda monitor: False  # needs TensorFlow for this monitor
+    ready_path: str = "/readyz"
+
+    @property
+    def detector(self) -> bool:
+        return self.spec_block is not None
+
+    def settings_class(self) -> type:
+        return load_object(self.settings)
+
+    @property
+    def env_prefix(self) -> str:
+        return self.settings_class().model_config["env_prefix"]
+
+    def needs_tensorflow(self, monitor) -> bool:
+        return bool(self.tensorflow(monitor))
+
+
+_ROWS: dict[str, ComponentType] = {}
+
+
+def register(row: ComponentType, *, replace: bool = False) -> ComponentType:
+    """Add a component (a test's, a plugin's). Its spec block becomes valid in `spec.detectors`."""
+    if not replace and row.name in _ROWS and _ROWS[row.name] != row:
+        raise ValueError(f"component {row.name!r} is already registered")
+    clash = [r.name for r in _ROWS.values() if r.port_offset == row.port_offset and r.name != row.name]
+    if clash:
+        raise ValueError(f"port offset {row.port_offset} of {row.name!r} is taken by {clash[0]!r}")
+    _ROWS[row.name] = row
+    _spec.set_detector_blocks({r.name: r.spec_block for r in rows() if r.spec_block is not None})
+    return row
+
+
+def unregister(name: str) -> None:
+    _ROWS.pop(name, None)
+    _spec.set_detector_blocks({r.name: r.spec_block for r in rows() if r.spec_block is not None})
+
+
+def rows() -> list[ComponentType]:
+    """Every component, in port order."""
+    return sorted(_ROWS.values(), key=lambda r: r.port_offset)
+
+
+def names() -> list[str]:
+    return [r.name for r in rows()]
+
+
+def detectors() -> list[ComponentType]:
+    return [r for r in rows() if r.detector]
+
+
+def trainable() -> list[str]:
+    return [r.name for r in rows() if r.trainable]
+
+
+def get(name: str) -> ComponentType:
+    try:
+        return _ROWS[name]
+    except KeyError:
+        raise ValueError(f"unknown component {name!r}; one of {', '.join(names())}") from None
+
+
+# ----------------------------------------------------------------------------- the built-in rows
+# Each `build` maps the spec onto the component's settings fields; `ctx.at(value, path)`
+# names the spec field a value came from, so a value the service would reject is a
+# SpecError naming that field (see vigil.plan).
+
+def _logger(ctx: "BuildContext", lg) -> dict[str, Any]:
+    return {"upstream": ctx.upstream, "model_name": ctx.monitor.model_name,
+            "mode": lg.mode, "sample_rate": ctx.at(lg.sample_rate, "spec.logger.sampleRate"),
+            "queue_size": ctx.at(lg.queue_size, "spec.logger.queueSize"), "sinks": ctx.sinks()}
+
+
+def _model(ctx: "BuildContext", model) -> dict[str, Any]:
+    return {"uri": ctx.at(ctx.path(model.storage_uri), "spec.model.storageUri"), "format": model.format,
+            "name": ctx.monitor.model_name}
+
+
+def _outlier(ctx: "BuildContext", o) -> dict[str, Any]:
+    return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names,
+            "max_batch_size": ctx.at(o.max_batch_size, "maxBatchSize"),
+            "max_batch_delay_ms": ctx.at(o.max_batch_delay_ms, "maxBatchDelayMs")}
+
+
+def _drift(ctx: "BuildContext", d) -> dict[str, Any]:
+    w = d.window
+    # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref).
+    return {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
+            "reference": None if d.storage_uri else ctx.path(ctx.reference),
+            "feature_names": ctx.feature_names, "categorical": ctx.categorical(),
+            "statistic": ctx.at(d.type, "type"), "p_value": ctx.at(d.p_value, "pValue"),
+            "correction": ctx.at(d.correction, "correction"),
+            "window_size": ctx.at(w.size, "window.size"), "window_mode": ctx.at(w.mode, "window.mode"),
+            "window_step": ctx.at(w.step, "window.step"),
+            "max_age_seconds": ctx.at(w.max_age_seconds, "window.maxAge"),
+            "state_dir": ctx.state_dir()}
+
+
+def _metrics(ctx: "BuildContext", m) -> dict[str, Any]:
+    return {"task": ctx.at(m.task, "task"), "classes": ctx.at(m.classes, "classes"),
+            "window": ctx.at(m.window, "window"),
+            "feedback_ttl_seconds": ctx.at(_spec.parse_duration(m.feedback_ttl), "feedbackTtl")}
+
+
+def _explainer(ctx: "BuildContext", e) -> dict[str, Any]:
+    return {"artifact": ctx.artifact(e, against_model=True), "model_url": ctx.upstream, "model_name": ctx.monitor.model_name,
+            "threshold": ctx.at(e.threshold, "threshold"), "sample_rate": ctx.at(e.sample_rate, "sampleRate"),
+            "feature_names": ctx.feature_names, "categorical": ctx.categorical()}
+
+
+def _builtin() -> None:
+    from vigil.events import DETECTION_PREFIX as P
+
+    register(ComponentType("logger", 0, "vigil.logger.settings:LoggerSettings", "vigil.logger.app:create_app",
+                       _logger, image_role="server"))
+    register(ComponentType("model", 1, "vigil.modelserver.settings:ModelServerSettings", "vigil.modelserver.app:create_app",
+                       _model, image_role="server", ready_path="/v2/health/ready",
+                       tensorflow=lambda m: m.spec.model.format == "tensorflow"))
+    register(ComponentType("outlier", 2, "vigil_detectors.outlier.settings:OutlierSettings",
+                       "vigil_detectors.outlier.service:create_app", _outlier, spec_block=_spec.OutlierSpec,
+                       consumes=("request",), reply_type=f"{P}.outlier", status_key="outliers",
+                       status_fields=("rate", "seen", "threshold"), trainable=True, tensorflow=lambda m: True))
+    register(ComponentType("drift", 3, "vigil_detectors.drift.settings:DriftSettings",
+                       "vigil_detectors.drift.service:create_app", _drift, spec_block=_spec.DriftSpec,
+                       consumes=("request",), reply_type=f"{P}.drift", status_key="drift",
+                       status_fields=("detected", "pValue", "featuresDrifted", "lastCheck", "windows"),
+                       trainable=True))
+    register(ComponentType("metrics", 4, "vigil_detectors.metrics.settings:MetricsSettings",
+                       "vigil_detectors.metrics.service:create_app", _metrics, spec_block=_spec.MetricsSpec,
+                       consumes=("response", "feedback"), reply_type=f"{P}.metrics", status_key="metrics"))
+    # The explainer gets events only when it explains a sampled share of them.
+    register(ComponentType("explainer", 5, "vigil_detectors.explainer.settings:ExplainerSettings",
+                       "vigil_detectors.explainer.service:create_app", _explainer, spec_block=_spec.ExplainerSpec,
+                       consumes=("request",), subscribes=lambda e: e.sample_rate > 0, reply_type=f"{P}.explanation",
+                       status_key="explainer", trainable=True))
+
+
+def _plugins(value: str) -> None:
+    """``VIGIL_COMPONENTS``: modules to import (``pkg.mod``) or functions to call (``pkg.mod:register``)."""
+    for target in filter(None, (t.strip() for t in value.split(","))):
+        if ":" in target:
+            load_object(target)()
+        else:
+            importlib.import_module(target)
+
+
+_builtin()
+_plugins(os.environ.get("VIGIL_COMPONENTS", ""))
