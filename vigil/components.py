@@ -55,6 +55,7 @@ class ComponentType:
     image_role: str = "detectors"  # server | detectors
     tensorflow: Callable[[Any], bool] = lambda monitor: False  # needs TensorFlow for this monitor
     ready_path: str = "/readyz"
+    endpoints: tuple[tuple[str, str], ...] = ()  # (name, path) users call, shown in .status.endpoints
 
     @property
     def detector(self) -> bool:
@@ -187,7 +188,7 @@ def _builtin() -> None:
     register(ComponentType("explainer", 5, "vigil_detectors.explainer.settings:ExplainerSettings",
                        "vigil_detectors.explainer.service:create_app", _explainer, spec_block=_spec.ExplainerSpec,
                        consumes=("request",), subscribes=lambda e: e.sample_rate > 0, reply_type=f"{P}.explanation",
-                       status_key="explainer", trainable=True))
+                       status_key="explainer", trainable=True, endpoints=(("explain", "/explain"),)))
 
 
 def _plugins(value: str) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import httpx
 
 from vigil import components as registry
-from vigil.plan import DEFAULT_BASE_PORT, Component, Plan, build_plan, train_argv
+from vigil.plan import DEFAULT_BASE_PORT, Component, Plan, build_plan, endpoints, train_argv
 from vigil.spec import ModelMonitor, SpecError
 
 RUN_FILE = "run.json"
@@ -223,8 +223,4 @@ class LocalStack:
 
 
 def local_endpoints(plan: Plan, placement: LocalPlacement) -> dict[str, str]:
-    logger = placement.url("logger")
-    out = {"inference": f"{logger}/v2/models/{plan.monitor.model_name}/infer", "feedback": f"{logger}/feedback"}
-    if plan.get("explainer"):
-        out["explain"] = f"{placement.url('explainer')}/explain"
-    return out
+    return endpoints(plan, placement.url)

@@ -127,6 +127,17 @@ class Plan:
         return [c.train for c in self.components if c.train is not None]
 
 
+def endpoints(plan: Plan, url: Callable[[str], str]) -> dict[str, str]:
+    """What users call (``.status.endpoints``): inference and feedback on the logger, plus each
+    component's own endpoints (the explainer's /explain); `url` is the placement's."""
+    logger = url("logger")
+    out = {"inference": f"{logger}/v2/models/{plan.monitor.model_name}/infer", "feedback": f"{logger}/feedback"}
+    for c in plan.components:
+        for key, path in registry.get(c.name).endpoints:
+            out[key] = url(c.name) + path
+    return out
+
+
 # ----------------------------------------------------------------------------- settings <-> env
 
 @lru_cache(maxsize=None)

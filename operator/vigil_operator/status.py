@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Mapping, Optional
 
+from vigil.plan import endpoints as plan_endpoints
 from vigil.status import summarize
 from vigil_operator.reconcile import FAILED, RUNNING, Converged
 
@@ -43,12 +44,7 @@ def rollout(deployment: Optional[Mapping]) -> str:
 
 
 def endpoints(result: Converged) -> dict[str, str]:
-    place, name = result.placement, result.monitor.model_name
-    logger = place.url("logger")
-    out = {"inference": f"{logger}/v2/models/{name}/infer", "feedback": f"{logger}/feedback"}
-    if result.plan.get("explainer"):
-        out["explain"] = f"{place.url('explainer')}/explain"
-    return out
+    return plan_endpoints(result.plan, result.placement.url)
 
 
 def _condition(previous: list, type_: str, status: bool, reason: str, message: str, generation: int) -> dict:
