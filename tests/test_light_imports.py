@@ -6,9 +6,11 @@ a stray top-level import anywhere beneath it shows up here.
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "iris-monitor.yaml"
 HEAVY = ("tensorflow", "alibi", "alibi_detect", "tf_keras", "keras")
 
 CASES = {
@@ -17,6 +19,10 @@ CASES = {
     "model server (sklearn)": "import vigil.modelserver.app, vigil.modelserver.loaders",
     "operator": "import vigil_operator.handlers, vigil_operator.runner, vigil_operator.manifests",
     "status and plan": "import vigil.status, vigil.plan, vigil.local, vigil.demo",
+    "operator planning (builds every settings class)": (
+        "import yaml, pathlib, vigil_operator.reconcile as r, vigil.plan as p, vigil_operator.placement as pl\n"
+        f"m = r.load(yaml.safe_load(pathlib.Path({str(EXAMPLE)!r}).read_text()))\n"
+        "p.build_plan(m, pl.KubePlacement(m.name, m.namespace))"),
     "detector frame": "import vigil_detectors.frame",
     "drift/metrics service modules": "import vigil_detectors.drift.service, vigil_detectors.metrics.service",
 }
