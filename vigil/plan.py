@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Protocol
 from pydantic import BaseModel, ValidationError
 
 from vigil import components as registry
-from vigil.spec import ModelMonitor, SpecError, categorical_indices
+from vigil.spec import ModelMonitor, SpecError, categorical_index, categorical_indices
 
 DEFAULT_BASE_PORT = 8080
 
@@ -216,7 +216,7 @@ class BuildContext:
         """The schema's categorical block as ``{"column index": n categories}`` (the services' form)."""
         schema = self.monitor.spec.schema_
         cats = categorical_indices(schema.categorical, schema.feature_names)
-        names = {str(schema.feature_names.index(k) if k in schema.feature_names else k): k for k in schema.categorical}
+        names = {str(categorical_index(k, schema.feature_names)): k for k in schema.categorical}
         return At({str(i): n for i, n in cats.items()}, "spec.schema.categorical",
                   {key: f"spec.schema.categorical.{name}" for key, name in names.items()})
 
