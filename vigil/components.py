@@ -24,6 +24,9 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+
 from vigil import spec as _spec
 
 if TYPE_CHECKING:
@@ -45,7 +48,7 @@ class ComponentType:
     settings: str  # import path of its pydantic-settings class ("module:Class")
     app: str  # import path of its create_app() factory
     build: Callable[["BuildContext", Any], dict[str, Any]]
-    spec_block: Optional[type] = None  # detectors: the model of spec.detectors.<name>
+    spec_block: Optional[type[BaseModel]] = None  # detectors: the model of spec.detectors.<name>
     consumes: tuple[str, ...] = ()  # logger event kinds sent to it (request, response, feedback)
     subscribes: Callable[[Any], bool] = lambda block: True  # whether its block wants events at all
     reply_type: Optional[str] = None  # CloudEvent type of its replies
@@ -61,7 +64,7 @@ class ComponentType:
     def detector(self) -> bool:
         return self.spec_block is not None
 
-    def settings_class(self) -> type:
+    def settings_class(self) -> type[BaseSettings]:
         return load_object(self.settings)
 
     @property

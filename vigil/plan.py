@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Optional, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from vigil import components as registry
 from vigil.spec import ModelMonitor, SpecError, categorical_index, categorical_indices
@@ -149,12 +150,12 @@ def _from_values(cls: type) -> type:
     return type(cls.__name__, (cls,), {"settings_customise_sources": classmethod(sources), "__module__": cls.__module__})
 
 
-def build_settings(cls: type, values: dict[str, Any]) -> BaseModel:
+def build_settings(cls: type[BaseSettings], values: dict[str, Any]) -> BaseSettings:
     """`cls` from exactly `values` (None means: the class's default). Raises ValidationError."""
     return _from_values(cls)(**{k: v for k, v in values.items() if v is not None})
 
 
-def settings_env(settings: BaseModel) -> dict[str, str]:
+def settings_env(settings: BaseSettings) -> dict[str, str]:
     """The environment that makes the service read `settings` back: ``{prefix}{FIELD}`` for every
     field the plan set, JSON for lists and maps (as pydantic-settings parses them)."""
     prefix = settings.model_config["env_prefix"]
@@ -207,10 +208,12 @@ class BuildContext:
         return At(value, path if path.startswith("spec") else f"{self.block_path}.{path}", keys)
 
     def path(self, uri: Optional[str]) -> Optional[str]:
-        if uri is None:
-            return None
+        """Where the component reads `uri` (None stays None); the URI becomes storage it reads."""
+        return None if uri is None else self.placement.path(self._reads(uri))
+
+    def _reads(self, uri: str) -> str:
         self.storage.append(uri)
-        return self.placement.path(uri)
+        return uri
 
     def categorical(self) -> At:
         """The schema's categorical block as ``{"column index": n categories}`` (the services' form)."""
@@ -227,10 +230,11 @@ class BuildContext:
         """Where the component reads its artifact: the block's storageUri, else one Vigil trains
         (`against_model`: the trainer calls the model, a file or the monitored endpoint)."""
         if block.storage_uri:
-            return self.path(block.storage_uri)
+            return self.placement.path(self._reads(block.storage_uri))
         out = self.placement.artifact_uri(self.name)
         spec = self.monitor.spec
-        model = {}
+        assert self.reference is not None, "the spec model requires reference to train"
+        model: dict[str, Any] = {}
         if against_model:
             model = dict(model_uri=self.model_uri, model_format=spec.model.format, model_name=self.monitor.model_name,
                          model_endpoint=spec.model.endpoint.rstrip("/") if spec.model.endpoint else None)
@@ -238,7 +242,7 @@ class BuildContext:
             self.name, self.reference, out, **model,
             options=block.model_dump(by_alias=True, exclude={"resources", "replicas", "storage_uri"}),
             feature_names=tuple(spec.schema_.feature_names), categorical=dict(spec.schema_.categorical))
-        return self.path(out)
+        return self.placement.path(self._reads(out))
 
     def sinks(self) -> list[dict]:
         """The logger's sinks: every planned detector that consumes events and wants them."""

@@ -56,7 +56,7 @@ def parse_duration(value: Union[str, int, float]) -> float:
     return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
-def inherit(settings: type, name: str) -> Any:
+def inherit(settings: type[BaseModel], name: str) -> Any:
     """A spec field that feeds ``settings.<name>`` one to one: the settings class is the one home
     of its type constraints, default and description; the spec only names it."""
     info: FieldInfo = copy.deepcopy(settings.model_fields[name])
@@ -221,9 +221,12 @@ class ExplainerSpec(_Detector):
     sample_rate: float = inherit(ExplainerSettings, "sample_rate")
 
 
-class DetectorsSpec(_Block):
+class _NoDetectors(_Block):
     """``spec.detectors``: one optional block per registered detector (`vigil.components`);
     `set_detector_blocks` rebuilds it when a detector is registered."""
+
+
+DetectorsSpec: type[_Block] = _NoDetectors
 
 
 class PrometheusSpec(_Block):
@@ -250,11 +253,11 @@ class ModelMonitorSpec(_Block):
         return self
 
 
-def set_detector_blocks(blocks: Mapping[str, type]) -> type:
+def set_detector_blocks(blocks: Mapping[str, type[BaseModel]]) -> type[_Block]:
     """Make ``spec.detectors`` accept exactly these blocks (name -> block model); rebuilds the models."""
     global DetectorsSpec
-    DetectorsSpec = create_model("DetectorsSpec", __base__=_Block, __doc__=DetectorsSpec.__doc__,
-                                 **{name: (Optional[model], None) for name, model in blocks.items()})
+    fields: dict[str, Any] = {name: (Optional[model], None) for name, model in blocks.items()}
+    DetectorsSpec = create_model("DetectorsSpec", __base__=_Block, __doc__=_NoDetectors.__doc__, **fields)
     field_info = ModelMonitorSpec.model_fields["detectors"]
     field_info.annotation = DetectorsSpec
     field_info.default_factory = DetectorsSpec
@@ -290,7 +293,7 @@ class ModelMonitor(BaseModel):
 
 
 def _field_path(loc: tuple) -> str:
-    parts = []
+    parts: list[str] = []
     for p in loc:
         if isinstance(p, int):
             parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
