@@ -97,7 +97,7 @@ def test_chart_crd_is_the_crd_in_crds_dir():
     source = ROOT / "crds" / CRD_NAME
     copy = CHART / "crds" / CRD_NAME
     assert copy.read_bytes() == source.read_bytes(), \
-        f"charts/vigil/crds/{CRD_NAME} differs from crds/{CRD_NAME}: cp crds/{CRD_NAME} charts/vigil/crds/"
+        f"charts/vigil/crds/{CRD_NAME} differs from crds/{CRD_NAME}: python -m vigil.crd"
     assert [p.name for p in (CHART / "crds").iterdir()] == [CRD_NAME]
     rendered = one(template(), "CustomResourceDefinition")
     assert rendered == yaml.safe_load(source.read_text())
