@@ -35,7 +35,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the shared loopback helpers (serve_component)
+sys.path.insert(0, str(REPO))  # the shared loopback helpers: tests.servers
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -63,7 +63,7 @@ def main() -> int:
     from sklearn.datasets import load_iris
     from sklearn.ensemble import RandomForestClassifier
 
-    from servers import serve_component
+    from tests.servers import serve_component
     from vigil.events import v2_request
 
     x, y = load_iris(return_X_y=True)

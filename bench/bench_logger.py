@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the shared loopback helpers (serve_component)
+sys.path.insert(0, str(REPO))  # the shared loopback helpers: tests.servers
 
 
 # -- the sink process --------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def main() -> None:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from servers import free_port, serve_component
+    from tests.servers import free_port, serve_component
     from vigil.events import v2_request
 
     prefix = ["taskset", "-c", "0"] if args.pin else []

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
-from operator_harness import cluster, eventually, load_example, running_operator  # noqa: E402
+from tests.operator_harness import cluster, eventually, load_example, running_operator  # noqa: E402
 
 
 class _Env:

@@ -79,8 +79,7 @@ class _Emulator:
     """tests/kubeemu.KubeEmulator served by kmock in a thread of its own."""
 
     def __init__(self):
-        sys.path.insert(0, str(ROOT / "tests"))
-        import kubeemu  # noqa: E402  (tests/kubeemu.py, which imports tests/crdschema.py)
+        from tests import kubeemu  # tests/kubeemu.py, which imports tests/crdschema.py
 
         self._kubeemu = kubeemu
         self.url: Optional[str] = None

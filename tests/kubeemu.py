@@ -53,7 +53,7 @@ import kmock
 import yaml
 from kmock._internal import apps, dicts, enums, rendering
 
-import crdschema
+from tests import crdschema
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,7 +23,7 @@ import aiohttp
 import kmock
 import yaml
 
-import kubeemu
+from tests import kubeemu
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "crds" / "modelmonitors.vigil.dev.yaml"

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,10 +28,9 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from cloudevents.core.bindings import http as ce_http
-from cloudevents.core.v1.event import CloudEvent
 from scipy.stats import chi2_contingency, ks_2samp
 
+from tests.conftest import cloud_event, serve_ready
 from tests.servers import free_port, metric_value, serve_app, serve_command, wait_until
 from vigil.events import REQUEST, RESPONSE, v2_request
 from vigil_detectors.drift.service import create_app
@@ -63,19 +61,15 @@ def drift_service(**settings):
     """A drift detector app in a real uvicorn server; yields an httpx client on it, once ready."""
     s = DriftSettings(monitor="t", namespace="ns", feature_names=settings.pop("feature_names", FEATURES),
                       **settings)
-    with serve_app(create_app(s)) as url:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            wait_until(lambda: client.get("/readyz").status_code == 200, timeout=60, what="drift ready")
-            yield client
+    with serve_ready(create_app(s), timeout=60, client_timeout=30) as client:
+        yield client
 
 
 def event(rows=None, *, body=None, ce_type=REQUEST, v2=False, **extra) -> tuple[dict, bytes]:
     if body is None:
         rows = np.asarray(rows, dtype=float)
         body = v2_request(rows) if v2 else {"instances": rows.tolist()}
-    attrs = {"type": ce_type, "source": "/test", "id": str(uuid.uuid4()), "datacontenttype": "application/json",
-             **extra}
-    msg = ce_http.to_binary_event(CloudEvent(attributes=attrs, data=body))
+    msg = cloud_event(body, ce_type, **extra)
     return dict(msg.headers), msg.body
 
 

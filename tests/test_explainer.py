@@ -16,20 +16,18 @@ import re
 import socket
 import threading
 import time
-import uuid
 
 import httpx
 import joblib
 import numpy as np
 import pytest
 import uvicorn
-from cloudevents.core.bindings import http as ce_http
-from cloudevents.core.v1.event import CloudEvent
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from servers import free_port, metric_value, serve_app, serve_component, wait_until
+from tests.conftest import cloud_event, serve_ready, wait_ready
+from tests.servers import free_port, metric_value, serve_app, serve_component, wait_until
 from vigil.events import REQUEST, v2_request
 from vigil.modelserver.app import create_app as create_model_app
 from vigil.modelserver.settings import ModelServerSettings
@@ -57,11 +55,6 @@ def holds(predicate: str, x, names, categories=None) -> bool:
     raise AssertionError(f"unexpected anchor predicate {predicate!r}")
 
 
-def ready(url: str, path: str = "/readyz", timeout: float = 60) -> str:
-    wait_until(lambda: httpx.get(url + path).status_code == 200, timeout=timeout, what=f"{url}{path}")
-    return url
-
-
 @pytest.fixture(scope="module")
 def iris():
     x, y = load_iris(return_X_y=True)
@@ -80,7 +73,7 @@ def model_file(iris, tmp_path_factory):
 def model_url(model_file):
     app = create_model_app(ModelServerSettings(uri=str(model_file), format="sklearn", name="iris"))
     with serve_app(app) as url:
-        yield ready(url, "/v2/health/ready")
+        yield wait_ready(url, "/v2/health/ready")
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +94,8 @@ def explainer_settings(artifact, model_url, **kw) -> ExplainerSettings:
 @pytest.fixture(scope="module")
 def explainer(artifact, model_url):
     app = create_app(explainer_settings(artifact, model_url, sample_rate=1.0, max_concurrent=2))
-    with serve_app(app) as url:
-        ready(url)
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield client
+    with serve_ready(app, client_timeout=60) as client:
+        yield client
 
 
 def predict(model_url, row) -> int:
@@ -193,16 +184,14 @@ def test_concurrent_callers_each_get_their_own_explanation(explainer, model_url,
 def test_sampled_request_events_are_explained(explainer, iris):
     x, _ = iris
     before = metric_value(explainer.get("/metrics").text, "vigil_explainer_explanations_total", source="sampled")
-    attrs = {"type": REQUEST, "source": "/test", "id": str(uuid.uuid4()), "inferenceid": "s-1",
-             "datacontenttype": "application/json"}
-    msg = ce_http.to_binary_event(CloudEvent(attributes=attrs, data=v2_request(x[130])))
+    msg = cloud_event(v2_request(x[130]), REQUEST, inferenceid="s-1")
     assert explainer.post("/", headers=msg.headers, content=msg.body).status_code == 202
     wait_until(lambda: metric_value(explainer.get("/metrics").text, "vigil_explainer_explanations_total",
                                     source="sampled") > before, timeout=30, what="a sampled explanation")
     status = explainer.get("/status").json()["explainer"]
     assert all(holds(p, x[130], NAMES) for p in status["lastAnchor"])
     # a request event with the wrong feature count is rejected by the frame, nothing explained
-    bad = ce_http.to_binary_event(CloudEvent(attributes={**attrs, "id": "2"}, data={"instances": [[1, 2]]}))
+    bad = cloud_event({"instances": [[1, 2]]}, REQUEST, inferenceid="s-1", id="2")
     assert explainer.post("/", headers=bad.headers, content=bad.body).status_code == 400
 
 
@@ -218,11 +207,11 @@ def test_categorical_features_from_the_schema(tmp_path):
     out = train_explainer(x, {"seed": 1}, str(model_path), tmp_path / "explainer", names, {"color": colors})
     app = create_model_app(ModelServerSettings(uri=str(model_path), format="sklearn", name="toy"))
     with serve_app(app) as model_url:
-        ready(model_url, "/v2/health/ready")
+        wait_ready(model_url, "/v2/health/ready")
         settings = ExplainerSettings(artifact=str(out), model_url=model_url, model_name="toy", feature_names=names,
                                      categorical={"1": 3}, seed=0, max_concurrent=1)
         with serve_app(create_app(settings)) as url:
-            ready(url)
+            wait_ready(url)
             row = np.array([0.5, 0.0, -0.2])
             resp = httpx.post(url + "/explain", json={"instances": [row.tolist()]}, timeout=60)
             assert resp.status_code == 200, resp.text
@@ -244,7 +233,7 @@ def model_server_on(port: int, model_file):
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        yield ready(f"http://127.0.0.1:{port}", "/v2/health/ready")
+        yield wait_ready(f"http://127.0.0.1:{port}", "/v2/health/ready")
     finally:
         server.should_exit = True
         thread.join(15)
@@ -263,7 +252,7 @@ def test_waits_for_the_model_server_and_survives_it_going_away(artifact, model_f
         assert httpx.get(url + "/readyz").status_code == 503
         assert httpx.post(url + "/explain", json=body).status_code == 503
         with model_server_on(port, model_file):
-            ready(url)  # becomes ready by itself once the model server answers
+            wait_ready(url)  # becomes ready by itself once the model server answers
             assert httpx.post(url + "/explain", json=body, timeout=60).status_code == 200
         # the model server goes away: 502 naming the cause, the service stays up
         resp = httpx.post(url + "/explain", json=body, timeout=60)

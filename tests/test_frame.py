@@ -8,6 +8,7 @@ import pytest
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.v1.event import CloudEvent
 
+from tests.conftest import cloud_event
 from tests.servers import metric_value, serve_app, wait_until
 from vigil_detectors.frame import Detector, DetectorSettings, create_detector_app
 
@@ -32,8 +33,7 @@ class Recorder(Detector):
 
 
 def event(data, type_="dev.vigil.inference.request", **attrs):
-    return ce_http.to_binary_event(CloudEvent(
-        attributes={"type": type_, "source": "/test", "datacontenttype": "application/json", **attrs}, data=data))
+    return cloud_event(data, type_, **attrs)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from servers import EventSink, free_port, metric_value, serve_app, wait_until
+from tests.servers import EventSink, free_port, metric_value, serve_app, wait_until
 from vigil.events import FEEDBACK, REQUEST, RESPONSE, v2_request
 from vigil.logger.app import create_app
 from vigil.logger.settings import LoggerSettings
@@ -423,7 +423,7 @@ def test_concurrent_clients_get_their_own_ids(model_url, sink):
 def test_metrics_pass_promtool(model_url, sink):
     import subprocess
 
-    from prom import need
+    from tests.prom import need
 
     dead = f"http://127.0.0.1:{free_port()}"
     app, server = logger(model_url, [("s", sink.url, ("request", "response")), ("dead", dead, ("request",))],

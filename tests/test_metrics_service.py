@@ -11,42 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 
 import httpx
 import numpy as np
 import pytest
-from cloudevents.core.bindings import http as ce_http
-from cloudevents.core.v1.event import CloudEvent
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import (accuracy_score, confusion_matrix, mean_absolute_error, mean_squared_error,
                              precision_recall_fscore_support, r2_score)
 
-from servers import serve_app, wait_until
+from tests.conftest import cloud_event, serve_ready
 from vigil.events import FEEDBACK, RESPONSE
 from vigil_detectors.metrics.service import create_app
 from vigil_detectors.metrics.settings import MetricsSettings
 
 
 @contextlib.contextmanager
-def serve(app):
-    """Serve the app on a free loopback port (real uvicorn); yield its URL once /readyz is 200."""
-    with serve_app(app) as url:
-        wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, what="metrics service ready")
-        yield url
-
-
-@contextlib.contextmanager
 def metrics_service(**settings):
-    with serve(create_app(MetricsSettings(monitor="t", namespace="ns", **settings))) as url:
-        with httpx.Client(base_url=url, timeout=10) as client:
-            yield client
+    with serve_ready(create_app(MetricsSettings(monitor="t", namespace="ns", **settings)), timeout=10,
+                     client_timeout=10) as client:
+        yield client
 
 
 def send(client, ce_type, inference_id, data, **extra) -> httpx.Response:
-    attrs = {"type": ce_type, "source": "/test", "id": str(uuid.uuid4()), "inferenceid": inference_id,
-             "datacontenttype": "application/json", **extra}
-    msg = ce_http.to_binary_event(CloudEvent(attributes=attrs, data=data))
+    msg = cloud_event(data, ce_type, inferenceid=inference_id, **extra)
     return client.post("/", headers=msg.headers, content=msg.body)
 
 

@@ -15,7 +15,7 @@ import xgboost as xgb
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from servers import metric_value, serve_app, serve_component
+from tests.servers import metric_value, serve_app, serve_component
 from vigil.events import v2_request
 from vigil.modelserver.app import create_app
 from vigil.modelserver.loaders import ModelLoadError, load_model
@@ -278,7 +278,7 @@ def test_keras_model_file_and_savedmodel(tmp_path):
 
 @pytest.mark.prometheus
 def test_metrics_pass_promtool(iris_server):
-    from prom import need
+    from tests.prom import need
 
     infer_v2(iris_server, "iris", X[:2])
     httpx.post(f"{iris_server}/v1/models/iris:predict", json={"instances": [[1, 2]]})

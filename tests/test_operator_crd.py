@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import crdschema
+from tests import crdschema
 from vigil.spec import ModelMonitorSpec, SpecError, monitor_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import json
 import httpx
 import pytest
 
-from operator_harness import (Cluster, cluster, deep, eventually, load_example, running_operator, snapshot)
+from tests.operator_harness import (Cluster, cluster, deep, eventually, load_example, running_operator, snapshot)
 from tests.servers import free_port
 from vigil_operator import manifests
 
@@ -239,7 +239,7 @@ async def test_object_refused_by_the_cluster_fails_the_monitor_until_fixed(tmp_p
 async def test_rbac_is_enforced_on_the_operator(tmp_path, monkeypatch):
     """The RBAC check behind every `not c.forbidden()` is real: without the Deployment rule the
     operator is refused, and says so in the monitor's status."""
-    from operator_harness import OPERATOR_TOKEN, RBAC_RULES
+    from tests.operator_harness import OPERATOR_TOKEN, RBAC_RULES
 
     rules = [r for r in RBAC_RULES if r["resources"] != ["deployments"]]
     async with cluster(tmp_path, rbac={OPERATOR_TOKEN: rules}) as c, running_operator(c, monkeypatch):

@@ -13,8 +13,8 @@ import subprocess
 import pytest
 import yaml
 
-from operator_harness import cluster, eventually, load_example, running_operator
-from tools import kubectl_path
+from tests.operator_harness import cluster, eventually, load_example, running_operator
+from tests.tools import kubectl_path
 
 pytestmark = pytest.mark.asyncio
 EXAMPLE = "examples/iris-monitor.yaml"

@@ -24,9 +24,9 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from operator_harness import cluster, eventually, running_operator
+from tests.operator_harness import cluster, eventually, running_operator
 from tests.servers import serve_component
-from tools import kubectl_path
+from tests.tools import kubectl_path
 from vigil.events import v2_request
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.tensorflow]  # the drift detector imports alibi-detect

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
-from servers import metric_value, serve_app
+from tests.servers import metric_value, serve_app
 from vigil.events import REQUEST
 from vigil_detectors.outlier.batcher import MicroBatcher
 

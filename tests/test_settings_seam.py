@@ -75,7 +75,7 @@ def test_vigil_up_refuses_before_starting_anything(tmp_path):
 
 @pytest.mark.asyncio
 async def test_operator_fails_the_monitor_naming_the_field_and_recovers(tmp_path, monkeypatch):
-    from operator_harness import cluster, eventually, running_operator
+    from tests.operator_harness import cluster, eventually, running_operator
 
     async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
         for mutate, field, words in REJECTED:
@@ -145,7 +145,7 @@ def test_vigil_up_trains_an_endpoint_monitors_explainer_under_its_model_name(tmp
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from servers import serve_component
+    from tests.servers import serve_component
 
     x, y = load_iris(return_X_y=True)
     joblib.dump(LogisticRegression(max_iter=500).fit(x, y), tmp_path / "model.joblib")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from servers import serve_component
+from tests.servers import serve_component
 from vigil.data import DataError
 from vigil.events import REQUEST
 from vigil.plan import build_plan
