@@ -77,7 +77,6 @@ class Sink:
         self.workers = workers
         self.sent = 0
         self.dropped: Counter[str] = Counter()
-        self._inflight = 0
         self._tasks: list[asyncio.Task] = []
         self._m_sent = metrics.sent.labels(sink=self.name)
         self._m_retries = metrics.retries.labels(sink=self.name)
@@ -113,7 +112,6 @@ class Sink:
     async def _work(self) -> None:
         while True:
             event = await self.queue.get()
-            self._inflight += 1
             try:
                 await self._deliver(event)
             except asyncio.CancelledError:
@@ -123,7 +121,6 @@ class Sink:
                 log.exception("sink %s: unexpected error delivering an event", self.name)
                 self._drop("encode_error")
             finally:
-                self._inflight -= 1
                 self.queue.task_done()
 
     async def _deliver(self, event: Event) -> None:
