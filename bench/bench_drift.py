@@ -121,10 +121,10 @@ def _wrk(url: str, body_path: Path, duration: float, connections: int, cpu: str)
 
 
 def bench_ingest(args, work: Path) -> list[dict]:
+    import httpx
+
     from tests.servers import free_port, serve_command, wait_until
     from vigil.events import v2_request
-
-    import httpx
 
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -228,11 +228,11 @@ class _Client:
 
 
 def bench_quality(args, work: Path) -> dict:
+    import logging
+
     from tests.servers import serve_app, wait_until
     from vigil_detectors.drift.service import create_app
     from vigil_detectors.drift.settings import DriftSettings
-
-    import logging
 
     logging.getLogger("vigil.drift").setLevel(logging.ERROR)  # no "state_dir not set" warning per service
     size = 1000
@@ -249,7 +249,7 @@ def bench_quality(args, work: Path) -> dict:
         rng = np.random.default_rng(1000 + r)
         with service(draw(rng, args.ref_rows), f"ref{r}") as url:
             c = _Client(url)
-            wait_until(lambda: c.http.get("/readyz").status_code == 200, timeout=120, what="ready")
+            wait_until(lambda: c.http.get("/readyz").status_code == 200, timeout=120, what="ready")  # noqa: B023 - called now
             results = c.send(draw(rng, size * args.windows_per_ref))
         assert len(results) == args.windows_per_ref, len(results)
         flagged += sum(x["detected"] for x in results)

@@ -135,7 +135,7 @@ def main() -> int:
     print(row("model calls per explanation", calls, "{:.0f}"))
     print(row("rows sent to the model per explanation", rows, "{:.0f}"))
     print(f"  anchors meeting the {args.threshold} precision threshold: {met}/{len(idx)}")
-    per_call = [(s - l) / c for s, l, c in zip(server, local_s, calls) if c]
+    per_call = [(s - loc) / c for s, loc, c in zip(server, local_s, calls, strict=False) if c]
     print("\nin-process, model called directly (no HTTP):")
     print(row("seconds per explanation", local_s))
     print(f"  => cost of one V2 call over loopback (service - direct) / calls: median "

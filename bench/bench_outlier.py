@@ -183,7 +183,7 @@ def measure_predict(artifact: str) -> None:
             x = rows[:n]
             scorer.od.predict(x)
             runs = 100 if how == "eager" else 400
-            out[f"{how} {n}"] = min(timeit.repeat(lambda: scorer.od.predict(x), number=runs, repeat=3)) / runs * 1e3
+            out[f"{how} {n}"] = min(timeit.repeat(lambda: scorer.od.predict(x), number=runs, repeat=3)) / runs * 1e3  # noqa: B023
     print(json.dumps(out))
 
 

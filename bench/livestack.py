@@ -33,6 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.prom import free_port_range  # noqa: E402  (the bench reuses the tests' loopback helpers)
+
 NAMESPACE, MONITOR = "live", "iris"
 COMPONENTS = ("logger", "model", "outlier", "drift", "metrics", "explainer")  # port order of vigil up
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -141,7 +142,7 @@ class LiveStack:
         self._client = httpx.Client(timeout=10)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def __enter__(self) -> "LiveStack":
+    def __enter__(self) -> LiveStack:
         try:
             self.start()
         except BaseException:

@@ -124,7 +124,7 @@ def render(prometheus: str, out: Path, namespace: str, monitor: str, start: floa
     unit_h = 1.0 / total_rows
     drawn, empty = 0, []
     offset = 0
-    for doc, height in zip(docs, heights):
+    for doc, height in zip(docs, heights, strict=False):
         fig.text(0.005, 1 - (offset + 1.2) * unit_h, f"{doc['title']}    namespace={namespace}  monitor={monitor}  "
                  f"{datetime.fromtimestamp(start):%H:%M:%S}–{datetime.fromtimestamp(end):%H:%M:%S}",
                  color=FG, fontsize=15, weight="bold", va="center")
@@ -168,8 +168,8 @@ def render(prometheus: str, out: Path, namespace: str, monitor: str, start: floa
                         ax.legend(fontsize=6, loc="upper left", facecolor=PANEL_BG, labelcolor=FG, framealpha=0.6,
                                   ncol=1 + len(series) // 6)
                 elif kind == "state-timeline":
-                    for i, (name, xs, ys, _) in enumerate(series):
-                        for x0, x1, v in zip(xs, xs[1:] + [xs[-1]], ys):
+                    for i, (_name, xs, ys, _) in enumerate(series):
+                        for x0, x1, v in zip(xs, xs[1:] + [xs[-1]], ys, strict=False):
                             if math.isfinite(v):
                                 ax.barh(i, mdates.date2num(x1) - mdates.date2num(x0), left=mdates.date2num(x0),
                                         color=_mapped(v, defaults)[1] or PALETTE[0], height=0.8)
@@ -204,7 +204,7 @@ def render(prometheus: str, out: Path, namespace: str, monitor: str, start: floa
                             height=0.6)
                     ax.set_xlim(-0.3 * top, 1.15 * top)
                     ax.set_ylim(len(items) - 0.5, -0.5)
-                    for i, (name, v) in enumerate(zip(names, vals)):
+                    for i, (name, v) in enumerate(zip(names, vals, strict=False)):
                         ax.text(-0.02 * top, i, name, color=FG, va="center", ha="right", fontsize=7)
                         ax.text(v, i, f" {v:.0f}", color=FG, va="center", fontsize=7)
                 else:

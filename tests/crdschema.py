@@ -19,9 +19,10 @@ real API server would. Defaulting is *not* emulated (the operator never relies o
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import jsonschema
 import yaml
@@ -136,7 +137,7 @@ def _walk_rules(doc: Any, schema: Optional[dict], path: str) -> Iterator[tuple[s
             yield from _walk_rules(v, schema.get("items"), f"{path}[{i}]")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _program(rule: str):
     import celpy
 

@@ -43,8 +43,9 @@ import datetime
 import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import aiohttp.web
 import attrs
@@ -54,6 +55,7 @@ import yaml
 from kmock._internal import apps, dicts, enums, rendering
 
 from tests import crdschema
+
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -298,9 +300,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
             try:
                 new = jsonpatch.apply_patch(copy.deepcopy(cur), data)
             except jsonpatch.JsonPatchTestFailed as e:
-                raise _error(422, "Invalid", f"the server rejected our request due to an error in our request: {e}")
+                raise _error(422, "Invalid", f"the server rejected our request due to an error in our request: {e}") from e
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
-                raise _error(422, "Invalid", str(e))
+                raise _error(422, "Invalid", str(e)) from e
         elif isinstance(data, dict):  # RFC 7386 merge patch (strategic merge is treated the same)
             want = (data.get("metadata") or {}).get("resourceVersion")
             have = cur.get("metadata", {}).get("resourceVersion")

@@ -16,8 +16,9 @@ import contextlib
 import copy
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, Optional
 
 import aiohttp
 import kmock

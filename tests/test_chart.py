@@ -80,7 +80,7 @@ def test_rendered_objects_are_valid(args):
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}") from None
     names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
     assert len(names) == len(set(names)), "two objects with the same kind and name"
 
@@ -275,7 +275,9 @@ def test_pod_monitor_matches_the_pods_the_operator_makes():
     train_labels = manifests.labels("iris", "drift", role="train")
     assert not selector.items() <= train_labels.items(), "training Job pods have no metrics"
     sources = {r["targetLabel"]: r.get("sourceLabels", [None])[0] for r in endpoint["relabelings"]}
-    meta = lambda label: "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
+    def meta(label: str) -> str:
+        return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
+
     assert sources["component"] == meta(manifests.L_COMPONENT)
     assert sources["monitor"] == meta(manifests.L_MONITOR)
     assert endpoint["port"] == "http"

@@ -23,7 +23,6 @@ import yaml
 
 from tests.prom import need
 
-
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "charts" / "vigil" / "dashboards").glob("*.json"))
 RULES = ROOT / "alerts" / "vigil-rules.yaml"
@@ -63,7 +62,7 @@ class _Metrics(ast.NodeVisitor):
             if isinstance(v, ast.Constant):
                 parts.append(re.escape(v.value))
             else:
-                parts.append(r"(?P<p%d>[a-z0-9_]+)" % len(parts))
+                parts.append(rf"(?P<p{len(parts)}>[a-z0-9_]+)")
         pattern = "".join(parts)
         if pattern.startswith("vigil_"):
             self.templates.append((pattern, False))
@@ -106,7 +105,7 @@ def _expand(pattern: str, groups, strings: set[str]) -> set[str]:
     """Fill each placeholder of an f-string pattern with the module's own string literals."""
     out = {pattern}
     for group in groups:
-        token = r"(?P<%s>[a-z0-9_]+)" % group
+        token = rf"(?P<{group}>[a-z0-9_]+)"
         out = {p.replace(token, re.escape(s), 1) for p in out for s in strings
                if re.fullmatch(r"[a-z0-9_]+", s)}
     return {re.sub(r"\\(.)", r"\1", p) for p in out}

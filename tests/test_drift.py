@@ -14,8 +14,8 @@ metrics`, and the window/checkpoint logic on its own.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess

@@ -16,8 +16,14 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.metrics import (accuracy_score, confusion_matrix, mean_absolute_error, mean_squared_error,
-                             precision_recall_fscore_support, r2_score)
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_recall_fscore_support,
+    r2_score,
+)
 
 from tests.conftest import cloud_event, serve_ready
 from vigil.events import FEEDBACK, RESPONSE

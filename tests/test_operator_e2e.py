@@ -17,7 +17,7 @@ import json
 import httpx
 import pytest
 
-from tests.operator_harness import (Cluster, cluster, deep, eventually, load_example, running_operator, snapshot)
+from tests.operator_harness import Cluster, cluster, deep, eventually, load_example, running_operator, snapshot
 from tests.servers import free_port
 from vigil_operator import manifests
 
@@ -316,7 +316,7 @@ async def test_operator_process_serves_liveness_and_metrics(tmp_path, monkeypatc
         assert 'vigil_operator_monitors{phase="Training"} 1.0' in text
         assert 'vigil_operator_monitors{phase="Ready"} 0.0' in text
         assert "vigil_operator_errors_total 0.0" in text
-        success = [l for l in text.splitlines() if l.startswith('vigil_operator_reconciles_total{result="success"}')]
+        success = [line for line in text.splitlines() if line.startswith('vigil_operator_reconciles_total{result="success"}')]
         assert success and float(success[0].split()[-1]) >= 1
 
 

@@ -124,7 +124,7 @@ def test_security_context_probes_and_resources():
             assert csc["capabilities"] == {"drop": ["ALL"]}
             assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]  # the one writable scratch dir
             assert c["resources"].get("requests")
-    for name, dep in rendered.deployments.items():
+    for dep in rendered.deployments.values():
         c = pod_spec(dep)["containers"][0]
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}

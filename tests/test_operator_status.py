@@ -64,7 +64,7 @@ async def kubectl_row(c) -> dict:
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     header, row = out.decode().strip().splitlines()
-    return dict(zip(header.split(), row.split()))
+    return dict(zip(header.split(), row.split(), strict=False))
 
 
 async def test_status_columns_follow_real_detector_processes(tmp_path, monkeypatch):

@@ -70,7 +70,7 @@ def test_batcher_gives_each_caller_its_own_slice_and_batches():
         return inputs, outs
 
     inputs, outs = run(main())
-    for x, (sums, doubled) in zip(inputs, outs):
+    for x, (sums, doubled) in zip(inputs, outs, strict=True):
         np.testing.assert_array_equal(sums, x.sum(axis=1))
         np.testing.assert_array_equal(doubled, x * 2)
     assert sum(fn.calls) == sum(len(x) for x in inputs)
@@ -301,7 +301,7 @@ def test_concurrent_events_each_get_their_own_score(deterministic_artifact, dire
         replies = asyncio.run(send_all(url, events))
         metrics = httpx.get(url + "/metrics").text
 
-    for i, (reply, want) in enumerate(zip(replies, expected)):
+    for i, (reply, want) in enumerate(zip(replies, expected, strict=True)):
         assert reply.status_code == 200, reply.text
         assert reply.headers["ce-id"] == f"ev-{i}"
         assert reply.headers["ce-type"] == "dev.vigil.detection.outlier"
@@ -322,7 +322,7 @@ def test_batching_off_scores_one_event_per_call(deterministic_artifact, direct):
         wait_ready(url)
         replies = asyncio.run(send_all(url, [ce(v2(r[None]), id=str(i)) for i, r in enumerate(rows)]))
         metrics = httpx.get(url + "/metrics").text
-    for reply, row in zip(replies, rows):
+    for reply, row in zip(replies, rows, strict=True):
         np.testing.assert_allclose(reply.json()["data"]["instance_score"], [direct(row)], rtol=1e-4)
     assert metric_value(metrics, "vigil_outlier_batch_size_count") == len(rows)
 
@@ -335,7 +335,7 @@ def test_datatypes_are_cast_at_the_edge(deterministic_artifact, direct):
                                                                    "data": row}]},
         "v1 ints": {"instances": [row]}, "v1 floats": {"instances": [[float(v) for v in row]]},
         "v2 one tensor per feature": {"inputs": [{"name": f, "shape": [1], "datatype": "INT64", "data": [v]}
-                                                 for f, v in zip(FEATURES, row)]},
+                                                 for f, v in zip(FEATURES, row, strict=True)]},
     }
     want = direct(np.asarray(row, dtype=np.float64))
     with serve(deterministic_artifact, feature_scores=True) as url:

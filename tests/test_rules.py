@@ -26,7 +26,6 @@ ALERTS = {"VigilDriftDetected", "VigilOutlierRateHigh", "VigilAccuracyLow", "Vig
 sys.path.insert(0, str(ROOT / "alerts"))
 import render  # noqa: E402  (alerts/render.py)
 
-
 pytestmark = pytest.mark.prometheus
 
 

@@ -83,7 +83,7 @@ async def test_operator_fails_the_monitor_naming_the_field_and_recovers(tmp_path
             doc["metadata"]["name"] = name = f"bad-{REJECTED.index((mutate, field, words))}"
             mutate(doc["spec"])
             await c.create_monitor(doc)  # the emulator checks it against the CRD schema: admitted
-            status = await eventually(lambda: c.status(name).get("phase") == "Failed" and c.status(name),
+            status = await eventually(lambda: c.status(name).get("phase") == "Failed" and c.status(name),  # noqa: B023
                                       what=f"{name} Failed")
             assert status["message"].startswith(field) and words in status["message"], status["message"]
             assert status["conditions"][0]["reason"] == "InvalidSpec"
@@ -131,7 +131,7 @@ def test_the_train_command_line_is_one(tmp_path):
     [step] = plan.training
     job = manifests.train_command(step, plan)
     assert job == ["vigil", *train_argv(step, lambda u: resolve(u).path)]
-    args = dict(zip(job[2::2], job[3::2]))
+    args = dict(zip(job[2::2], job[3::2], strict=False))
     assert args["--model"] == "http://iris.prod.svc:8080" and args["--model-name"] == "iris"
     assert args["--reference"] == "/mnt/vigil/pvc/data/reference.csv"
     assert args["--feature-names"] == '["sepal_length", "sepal_width", "petal_length", "petal_width"]'

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vigil.local import LocalPlacement, local_plan
 from vigil import components
+from vigil.local import LocalPlacement, local_plan
 from vigil.plan import build_plan
 from vigil.spec import SpecError, load_monitor, monitor_from_dict, parse_duration
 

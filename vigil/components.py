@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
@@ -47,7 +48,7 @@ class ComponentType:
     port_offset: int
     settings: str  # import path of its pydantic-settings class ("module:Class")
     app: str  # import path of its create_app() factory
-    build: Callable[["BuildContext", Any], dict[str, Any]]
+    build: Callable[[BuildContext, Any], dict[str, Any]]
     spec_block: Optional[type[BaseModel]] = None  # detectors: the model of spec.detectors.<name>
     consumes: tuple[str, ...] = ()  # logger event kinds sent to it (request, response, feedback)
     subscribes: Callable[[Any], bool] = lambda block: True  # whether its block wants events at all
@@ -124,24 +125,24 @@ def get(name: str) -> ComponentType:
 # names the spec field a value came from, so a value the service would reject is a
 # SpecError naming that field (see vigil.plan).
 
-def _logger(ctx: "BuildContext", lg) -> dict[str, Any]:
+def _logger(ctx: BuildContext, lg) -> dict[str, Any]:
     return {"upstream": ctx.upstream, "model_name": ctx.monitor.model_name,
             "mode": lg.mode, "sample_rate": ctx.at(lg.sample_rate, "spec.logger.sampleRate"),
             "queue_size": ctx.at(lg.queue_size, "spec.logger.queueSize"), "sinks": ctx.sinks()}
 
 
-def _model(ctx: "BuildContext", model) -> dict[str, Any]:
+def _model(ctx: BuildContext, model) -> dict[str, Any]:
     return {"uri": ctx.at(ctx.path(model.storage_uri), "spec.model.storageUri"), "format": model.format,
             "name": ctx.monitor.model_name}
 
 
-def _outlier(ctx: "BuildContext", o) -> dict[str, Any]:
+def _outlier(ctx: BuildContext, o) -> dict[str, Any]:
     return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names,
             "max_batch_size": ctx.at(o.max_batch_size, "maxBatchSize"),
             "max_batch_delay_ms": ctx.at(o.max_batch_delay_ms, "maxBatchDelayMs")}
 
 
-def _drift(ctx: "BuildContext", d) -> dict[str, Any]:
+def _drift(ctx: BuildContext, d) -> dict[str, Any]:
     w = d.window
     # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref).
     return {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
@@ -155,13 +156,13 @@ def _drift(ctx: "BuildContext", d) -> dict[str, Any]:
             "state_dir": ctx.state_dir()}
 
 
-def _metrics(ctx: "BuildContext", m) -> dict[str, Any]:
+def _metrics(ctx: BuildContext, m) -> dict[str, Any]:
     return {"task": ctx.at(m.task, "task"), "classes": ctx.at(m.classes, "classes"),
             "window": ctx.at(m.window, "window"),
             "feedback_ttl_seconds": ctx.at(_spec.parse_duration(m.feedback_ttl), "feedbackTtl")}
 
 
-def _explainer(ctx: "BuildContext", e) -> dict[str, Any]:
+def _explainer(ctx: BuildContext, e) -> dict[str, Any]:
     return {"artifact": ctx.artifact(e, against_model=True), "model_url": ctx.upstream, "model_name": ctx.monitor.model_name,
             "threshold": ctx.at(e.threshold, "threshold"), "sample_rate": ctx.at(e.sample_rate, "sampleRate"),
             "feature_names": ctx.feature_names, "categorical": ctx.categorical()}

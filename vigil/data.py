@@ -20,8 +20,9 @@ Only numpy and pandas are used: no TensorFlow.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -220,7 +221,7 @@ def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Cal
             e = r.json()
             pred = e.get("prediction")
             label = CLASSES[int(pred)] if isinstance(pred, (int, float)) else pred
-            say(f"  {dict(zip(FEATURES, instance[0].tolist()))}")
+            say(f"  {dict(zip(FEATURES, instance[0].tolist(), strict=False))}")
             say(f"  → {label} because {' AND '.join(e['anchor']) or '(empty anchor)'}"
                 f"  (precision {e['precision']:.2f}, coverage {e['coverage']:.2f})")
         else:

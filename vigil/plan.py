@@ -19,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Callable, Optional, Protocol
+from functools import cache
+from typing import Any, Optional, Protocol
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
@@ -141,7 +142,7 @@ def endpoints(plan: Plan, url: Callable[[str], str]) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- settings <-> env
 
-@lru_cache(maxsize=None)
+@cache
 def _from_values(cls: type) -> type:
     """`cls` reading only the values it is given (no environment, no .env): what the plan builds."""
     def sources(_cls, settings_cls, init_settings, **_):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -247,7 +248,8 @@ class ModelMonitorSpec(_Block):
         from vigil import components
 
         d = self.detectors
-        needs = [n for n in components.trainable() if getattr(d, n, None) is not None and getattr(getattr(d, n), "storage_uri", None) is None]
+        needs = [n for n in components.trainable()
+                 if getattr(d, n, None) is not None and getattr(getattr(d, n), "storage_uri", None) is None]
         if needs and self.reference is None:
             raise ValueError(f"reference.storageUri is required to train {', '.join(needs)} (or give each a storageUri)")
         return self

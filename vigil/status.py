@@ -17,7 +17,8 @@ operator knows: observedGeneration, conditions' transition times).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import httpx
 
@@ -76,7 +77,7 @@ async def poll(urls: dict[str, str], timeout: float = 2.0,
     async with (client_factory() if client_factory else httpx.AsyncClient()) as client:
         names = list(urls)
         results = await asyncio.gather(*(one(client, urls[n]) for n in names))
-    return dict(zip(names, results))
+    return dict(zip(names, results, strict=True))
 
 
 def format_table(status: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ Kubernetes relabelling adds them (`vigil up`). Exposition is prometheus-client's
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from vigil.plan import Component, Plan, TrainStep, train_argv
 from vigil_operator.config import OperatorConfig

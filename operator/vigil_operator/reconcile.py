@@ -20,8 +20,9 @@ once the Job has succeeded (until then the monitor's phase is ``Training``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import kopf
 
@@ -181,7 +182,8 @@ class Reconciler:
                 if owner_uid not in owners:
                     raise Rejected(f"{kind} {name} already exists and is not owned by this monitor; "
                                    f"delete or rename it") from None
-        if (live["metadata"].get("annotations") or {}).get(manifests.A_APPLIED) == obj["metadata"]["annotations"][manifests.A_APPLIED]:
+        applied = obj["metadata"]["annotations"][manifests.A_APPLIED]
+        if (live["metadata"].get("annotations") or {}).get(manifests.A_APPLIED) == applied:
             result.actions[key] = "unchanged"
             return live
         if kind in CREATE_ONLY:

@@ -15,7 +15,8 @@ Conditions keep their ``lastTransitionTime`` while their status does not change.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from vigil.plan import endpoints as plan_endpoints
 from vigil.status import summarize

@@ -47,8 +47,15 @@ from yarl import URL
 
 import vigil
 from vigil.bodies import BodyTooLarge, is_json, read_limited
-from vigil.events import (ATTR_ENDPOINT, ATTR_INFERENCE_ID, ATTR_MODEL, ATTR_MONITOR, ATTR_NAMESPACE, KIND_TO_TYPE,
-                          SOURCE_PREFIX)
+from vigil.events import (
+    ATTR_ENDPOINT,
+    ATTR_INFERENCE_ID,
+    ATTR_MODEL,
+    ATTR_MONITOR,
+    ATTR_NAMESPACE,
+    KIND_TO_TYPE,
+    SOURCE_PREFIX,
+)
 from vigil.logger.metrics import LoggerMetrics
 from vigil.logger.settings import LoggerSettings
 from vigil.logger.sinks import Event, RetryPolicy, Sink

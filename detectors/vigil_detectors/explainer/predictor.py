@@ -15,7 +15,8 @@ import json
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import httpx
 import numpy as np

@@ -14,8 +14,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Awaitable, Callable, Optional
+from typing import Optional
 
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
@@ -24,8 +25,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from vigil import components
-from vigil.events import SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
 from vigil.bodies import BodyTooLarge, read_limited
+from vigil.events import SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 

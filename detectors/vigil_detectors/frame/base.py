@@ -66,10 +66,10 @@ class Detector(ABC):
     def status(self) -> dict[str, Any]:
         """This detector's block of `/status`, e.g. ``{"drift": {...}}``."""
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """After `load`: start background tasks (timers, batchers)."""
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """On shutdown: stop tasks, persist state."""
 
     def decode_outputs(self, data: Any) -> Optional[np.ndarray]:

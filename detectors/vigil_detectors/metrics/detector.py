@@ -195,7 +195,7 @@ class MetricsDetector(Detector):
         self._refresh_pending()
         self.m_window.set(self.scorer.window_fill)
         if not self.classification:
-            for window, scores in zip(WINDOWS, (self.scorer.cumulative(), self.scorer.recent())):
+            for window, scores in zip(WINDOWS, (self.scorer.cumulative(), self.scorer.recent()), strict=True):
                 for k in ("mae", "mse", "rmse", "r2"):
                     value = getattr(scores, k)
                     if value is not None:
@@ -213,7 +213,7 @@ class MetricsDetector(Detector):
             for i in range(len(self._exported[k]), len(now)):
                 self.m_counts[k].labels(**{"class": names[i]})  # a new class shows up at 0 for every count
             self._exported[k] = now.copy()
-        for window, scores in zip(WINDOWS, (total, self.scorer.recent())):
+        for window, scores in zip(WINDOWS, (total, self.scorer.recent()), strict=True):
             if scores.accuracy is not None:
                 self.m_accuracy.labels(window=window).set(scores.accuracy)
                 for k in ("precision", "recall", "f1"):

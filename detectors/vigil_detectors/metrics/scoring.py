@@ -23,8 +23,9 @@ Cumulative sums use Welford's update for SST; the window is recomputed from its 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -120,7 +121,7 @@ class ClassScores:
     f1: np.ndarray
 
     @classmethod
-    def from_confusion(cls, cm: np.ndarray) -> "ClassScores":
+    def from_confusion(cls, cm: np.ndarray) -> ClassScores:
         n = int(cm.sum())
         tp = np.diag(cm).astype(np.int64)
         fp = cm.sum(axis=0) - tp
@@ -233,7 +234,7 @@ class ClassificationScorer:
             self.cm = _grow(self.cm, k)
             self.win_cm = _grow(self.win_cm, k)
         np.add.at(self.cm, (t, p), 1)
-        for ti, pi in zip(t.tolist(), p.tolist()):
+        for ti, pi in zip(t.tolist(), p.tolist(), strict=True):
             if self._filled == self.window:
                 old_t, old_p = self._ring[self._pos]
                 self.win_cm[old_t, old_p] -= 1
@@ -325,7 +326,7 @@ class RegressionScorer:
             raise PayloadError("row_mismatch", f"feedback has {len(truth)} truth values but the response has "
                                                f"{len(pred)} rows", status=422)
         self._total.add(truth, pred)
-        for y, yhat in zip(truth.tolist(), pred.tolist()):
+        for y, yhat in zip(truth.tolist(), pred.tolist(), strict=True):
             self._ring[self._pos] = (y, yhat)
             self._pos = (self._pos + 1) % self.window
             self._filled = min(self._filled + 1, self.window)

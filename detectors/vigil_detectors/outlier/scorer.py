@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class VAEScorer:
         self.score(self.prepare(np.zeros((1, self.n_features))))  # trace once now, not on the first event
 
     @classmethod
-    def load(cls, path: str, feature_names: Optional[Sequence[str]] = None) -> "VAEScorer":
+    def load(cls, path: str, feature_names: Optional[Sequence[str]] = None) -> VAEScorer:
         from alibi_detect.saving import load_detector
 
         tf = import_tensorflow()
