@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (first run only) and run the test suite. Extra arguments go to pytest.
+# Set up (first run only), lint (scripts/lint.sh: ruff, mypy) and run the test suite.
+# Extra arguments go to pytest.
 # Installs Debian's `prometheus` package (server + promtool) when missing and this
 # user can (root or sudo): the Prometheus and promtool tests need it.
 set -euo pipefail
@@ -15,4 +16,5 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
     echo "warning: prometheus/promtool missing and no sudo: those tests will fail" >&2
   fi
 fi
+bash scripts/lint.sh
 exec "${VIGIL_VENV:-.venv}/bin/python" -m pytest "$@"

@@ -240,7 +240,7 @@ def _leaf(node: dict, defs: dict) -> dict:
             del node["default"]
         if node.get("type") == "string":
             node.setdefault("minLength", 1)  # an empty string is not "not set"
-    if sorted(map(str, node.get("anyOf") or [])) == sorted(map(str, INT_OR_STRING["anyOf"])):
+    if sorted(map(str, node.get("anyOf") or [])) == sorted(map(str, [{"type": "integer"}, {"type": "string"}])):
         node = {**{k: v for k, v in node.items() if k != "anyOf"}, **copy.deepcopy(INT_OR_STRING)}
     out: dict[str, Any] = {}
     for key, value in node.items():

@@ -37,7 +37,8 @@ from vigil_operator.kube import ApiError, Kube, load_api_client
 from vigil_operator.metrics import OperatorMetrics
 from vigil_operator.reconcile import Converged, Reconciler, Rejected
 
-RESOURCE = {"group": API_GROUP, "version": API_VERSION, "plural": "modelmonitors"}
+#: The watched resource as kopf takes it positionally: (group, version, plural).
+RESOURCE = (API_GROUP, API_VERSION, "modelmonitors")
 FINALIZER = "vigil.dev/kopf-finalizer"
 
 
@@ -118,7 +119,7 @@ async def sync(body: Mapping[str, Any], patch: kopf.Patch, runtime: Runtime, log
                *, from_handler: bool) -> Optional[str]:
     """Converge one monitor and write its status; returns the phase (None when skipped)."""
     meta = body.get("metadata") or {}
-    key = (meta.get("namespace") or "default", meta.get("name"))
+    key = (str(meta.get("namespace") or "default"), str(meta.get("name")))
     generation = int(meta.get("generation") or 0)
     previous = dict(body.get("status") or {})
     model = ((body.get("spec") or {}).get("model") or {}).get("name") or meta.get("name")
@@ -214,9 +215,9 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> kopf.Operator
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.on.startup(registry=registry)(start)
     kopf.on.cleanup(registry=registry)(stop)
-    kopf.on.create(**RESOURCE, registry=registry)(reconcile)
-    kopf.on.update(**RESOURCE, field="spec", registry=registry)(reconcile)
-    kopf.on.resume(**RESOURCE, registry=registry)(reconcile)
-    kopf.timer(**RESOURCE, interval=runtime.config.status_interval, registry=registry)(refresh)
-    kopf.on.delete(**RESOURCE, optional=True, registry=registry)(forget)
+    kopf.on.create(*RESOURCE, registry=registry)(reconcile)
+    kopf.on.update(*RESOURCE, field="spec", registry=registry)(reconcile)
+    kopf.on.resume(*RESOURCE, registry=registry)(reconcile)
+    kopf.timer(*RESOURCE, interval=runtime.config.status_interval, registry=registry)(refresh)
+    kopf.on.delete(*RESOURCE, optional=True, registry=registry)(forget)
     return registry

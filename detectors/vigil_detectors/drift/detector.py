@@ -31,6 +31,8 @@ from typing import Any, Optional
 import numpy as np
 
 from vigil.events import PayloadError
+from vigil.telemetry import ServiceMetrics
+from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic, load_statistic
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
@@ -42,11 +44,11 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class DriftDetector(Detector):
+class DriftDetector(Detector[DriftSettings]):
     name = "drift"
     accepts = frozenset({"request"})
 
-    def __init__(self, settings, metrics):
+    def __init__(self, settings: DriftSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
         self.statistic: Optional[DriftStatistic] = None
         self.window: Optional[DriftWindow] = None

@@ -36,7 +36,9 @@ from fastapi.responses import JSONResponse
 
 from vigil.bodies import BodyTooLarge, is_json, read_limited
 from vigil.events import PayloadError, decode_instances
+from vigil.telemetry import ServiceMetrics
 from vigil_detectors.explainer.predictor import ModelCallError, ModelServerPredictor
+from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 
 log = logging.getLogger("vigil.explainer")
@@ -53,11 +55,11 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-class ExplainerDetector(Detector):
+class ExplainerDetector(Detector[ExplainerSettings]):
     name = "explainer"
     accepts = frozenset({"request"})
 
-    def __init__(self, settings, metrics):
+    def __init__(self, settings: ExplainerSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
         m = metrics
         self.m_explanations = m.counter("vigil_explainer_explanations_total", "Anchor explanations computed.",

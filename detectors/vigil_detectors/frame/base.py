@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Generic, Optional, TypeVar
 
 import numpy as np
 
 from vigil.events import decode_outputs
 from vigil.telemetry import ServiceMetrics
+from vigil_detectors.frame.settings import DetectorSettings
 
 
 class DetectorError(Exception):
@@ -44,13 +45,20 @@ class InferenceEvent:
         return 1
 
 
-class Detector(ABC):
+#: The settings class a detector reads (a `DetectorSettings` subclass).
+SettingsT = TypeVar("SettingsT", bound=DetectorSettings)
+
+
+class Detector(ABC, Generic[SettingsT]):
+    """Generic over its settings: ``class DriftDetector(Detector[DriftSettings])``, so
+    ``self.settings`` has the detector's own fields, typed."""
+
     #: component name: outlier | drift | metrics | explainer
     name: ClassVar[str]
     #: event kinds this detector consumes; others are acknowledged and ignored
     accepts: ClassVar[frozenset[str]] = frozenset({"request"})
 
-    def __init__(self, settings, metrics: ServiceMetrics):
+    def __init__(self, settings: SettingsT, metrics: ServiceMetrics):
         self.settings = settings
         self.metrics = metrics
 

@@ -31,19 +31,21 @@ from typing import Any, Optional
 import numpy as np
 
 from vigil.events import PayloadError
+from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame import Detector, InferenceEvent
 from vigil_detectors.metrics.join import KINDS, JoinStore
 from vigil_detectors.metrics.scoring import ClassificationScorer, RegressionScorer
+from vigil_detectors.metrics.settings import MetricsSettings
 
 WINDOWS = ("cumulative", "recent")
 _COUNTS = {"tp": "true_positives", "fp": "false_positives", "tn": "true_negatives", "fn": "false_negatives"}
 
 
-class MetricsDetector(Detector):
+class MetricsDetector(Detector[MetricsSettings]):
     name = "metrics"
     accepts = frozenset({"response", "feedback"})
 
-    def __init__(self, settings, metrics):
+    def __init__(self, settings: MetricsSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
         m = metrics
         self.m_feedback = m.counter("vigil_metrics_feedback_total", "Valid feedback (ground truth) events received.")

@@ -24,8 +24,10 @@ from typing import Any, Optional
 import numpy as np
 
 from vigil.events import PayloadError
+from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 from vigil_detectors.outlier.batcher import MicroBatcher
+from vigil_detectors.outlier.settings import OutlierSettings
 
 #: score histogram buckets as multiples of the threshold (a bucket edge sits exactly on it)
 _SCORE_FACTORS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
@@ -75,11 +77,11 @@ class RecentRate:
         return self._sum / n if n else 0.0
 
 
-class OutlierDetector(Detector):
+class OutlierDetector(Detector[OutlierSettings]):
     name = "outlier"
     accepts = frozenset({"request"})
 
-    def __init__(self, settings, metrics):
+    def __init__(self, settings: OutlierSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
         m = metrics
         self.m_instances = m.counter("vigil_outlier_instances_total", "Instances scored by the outlier detector.")
