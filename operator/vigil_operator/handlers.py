@@ -119,7 +119,7 @@ async def sync(body: Mapping[str, Any], patch: kopf.Patch, runtime: Runtime, log
                *, from_handler: bool) -> Optional[str]:
     """Converge one monitor and write its status; returns the phase (None when skipped)."""
     meta = body.get("metadata") or {}
-    key = (str(meta.get("namespace") or "default"), str(meta.get("name")))
+    key = _key(meta)
     generation = int(meta.get("generation") or 0)
     previous = dict(body.get("status") or {})
     model = ((body.get("spec") or {}).get("model") or {}).get("name") or meta.get("name")
@@ -185,10 +185,15 @@ async def refresh(body, patch, logger, memo, **_):
     await sync(body, patch, memo.runtime, logger, from_handler=False)
 
 
+def _key(meta: dict) -> tuple[str, str]:
+    """(namespace, name) of a monitor: what the per-monitor locks and metrics are keyed by."""
+    return str(meta.get("namespace") or "default"), str(meta.get("name"))
+
+
 async def forget(body, memo, **_):
     meta = body.get("metadata") or {}
     runtime: Runtime = memo.runtime
-    key = (meta.get("namespace") or "default", meta.get("name"))
+    key = _key(meta)
     runtime.metrics.forget(*key)
     runtime.locks.pop(key, None)
     runtime.generations.pop(key, None)

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Optional
+from typing import Any, Optional
 
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
@@ -136,7 +136,7 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     metrics = ServiceMetrics(settings.monitor, settings.namespace)
     detector = detector_cls(settings, metrics)
     edge = _Edge(detector.name, metrics)
-    state = {"ready": False, "error": None}
+    state: dict[str, Any] = {"ready": False, "error": None}
 
     async def _load():
         try:
