@@ -58,14 +58,14 @@ def summarize(answers: dict[str, Optional[dict]], endpoints: Optional[dict[str, 
         status["endpoints"] = endpoints
     for row in registry.rows():  # each component's block (status_key) is lifted as it is
         data = (answers.get(row.name) or {}).get(row.status_key) if row.status_key else None
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or not row.status_key:
             continue
         status[row.status_key] = {k: data[k] for k in row.status_fields if k in data} if row.status_fields else data
     return status
 
 
 async def poll(urls: dict[str, str], timeout: float = 2.0,
-               client_factory: Callable[[], httpx.AsyncClient] = None) -> dict[str, Optional[dict]]:
+               client_factory: Optional[Callable[[], httpx.AsyncClient]] = None) -> dict[str, Optional[dict]]:
     """GET {url}/status for each component concurrently; None for any that do not answer."""
     async def one(client: httpx.AsyncClient, url: str) -> Optional[dict]:
         try:

@@ -86,7 +86,7 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
     p_value = float(options.get("pValue", options.get("p_value", 0.05)))
     correction = str(options.get("correction", "bonferroni"))
     kind = str(options.get("type", "ks"))
-    cats = categorical_indices(categorical, feature_names)
+    cats = categorical_indices(categorical, feature_names or [])
     progress(f"drift: fitting {kind} on {x_ref.shape[0]} rows x {x_ref.shape[1]} features "
              f"(p-value {p_value}, {correction}{f', {len(cats)} categorical' if cats else ''})")
     statistic = fit_statistic(x_ref, p_value=p_value, correction=correction, categorical=cats, kind=kind)

@@ -261,6 +261,8 @@ class WindowStore:
     def append(self, rows: np.ndarray, now: float) -> None:
         """Log a batch (call before acknowledging it). rows: C-contiguous float64 (n, features)."""
         view = memoryview(_HEADER.pack(now, rows.shape[0]) + rows.tobytes())
+        if self._fd is None:
+            raise OSError("the window log is not open (restore() first, not after close())")
         while view:
             view = view[os.write(self._fd, view):]
 

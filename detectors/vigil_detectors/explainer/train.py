@@ -93,7 +93,7 @@ def _guess_format(path: str) -> str:
     raise ValueError(f"cannot tell the format of model {path!r}; give model_format (sklearn, xgboost, tensorflow)")
 
 
-def train_explainer(x_ref: np.ndarray, options: Optional[Mapping[str, Any]], model_path_or_url: str,
+def train_explainer(x_ref: np.ndarray, options: Optional[Mapping[str, Any]], model_path_or_url: Optional[str],
                     out_dir: Union[str, Path], feature_names: Sequence[str], categorical: Optional[Categorical] = None,
                     *, model_format: Optional[str] = None, model_name: Optional[str] = None,
                     progress: Optional[Callable[[str], None]] = None) -> Path:

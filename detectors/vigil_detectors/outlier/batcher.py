@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -119,6 +120,11 @@ class MicroBatcher:
             pass
         if timeout is not None and timeout <= 0:
             return None
+        if sys.version_info < (3, 11):  # no asyncio.timeout before 3.11
+            try:
+                return await asyncio.wait_for(self._queue.get(), timeout)
+            except asyncio.TimeoutError:
+                return None
         try:
             async with asyncio.timeout(timeout):
                 return await self._queue.get()
@@ -128,6 +134,7 @@ class MicroBatcher:
     async def _collect(self) -> list[_Pending]:
         loop = asyncio.get_running_loop()
         first = await self._next(None)
+        assert first is not None  # no timeout: _next waits for an item
         batch, rows = [first], len(first.rows)
         expected = self._last_batch_requests  # how many callers shared the previous call
         deadline = loop.time() + (self.max_delay if expected > 1 else 0.0)

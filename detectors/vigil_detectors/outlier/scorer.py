@@ -84,6 +84,8 @@ class VAEScorer:
                              f"feature names are configured")
         extra = od.meta.get(META_KEY) or {}
         scaler = extra.get("scaler")
+        self.mean: Optional[np.ndarray]
+        self.scale: Optional[np.ndarray]
         if scaler:
             self.mean = np.asarray(scaler["mean"], dtype=np.float64)
             self.scale = np.asarray(scaler["scale"], dtype=np.float64)
