@@ -114,7 +114,9 @@ class ExplainerDetector(Detector[ExplainerSettings]):
 
     async def _wait_for_model(self) -> None:
         s = self.settings
-        url = f"{self.predictor.base_url}/v2/health/ready"
+        predictor = self.predictor
+        assert predictor is not None  # made in load(), which the frame runs before start()
+        url = f"{predictor.base_url}/v2/health/ready"
         deadline = None if s.model_wait_seconds is None else time.monotonic() + s.model_wait_seconds
         next_log = time.monotonic() + 10
         async with httpx.AsyncClient(timeout=2.0) as client:
@@ -127,7 +129,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
                 except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}: {exc}"
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise DetectorError(f"model server {self.predictor.base_url} not ready after "
+                    raise DetectorError(f"model server {predictor.base_url} not ready after "
                                         f"{s.model_wait_seconds:.0f} s ({last})")
                 if time.monotonic() >= next_log:
                     log.info("waiting for the model server %s to be ready (%s)", url, last)
@@ -177,6 +179,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
 
     def _explain_sync(self, explainer, row: np.ndarray) -> dict[str, Any]:
         s = self.settings
+        assert self.predictor is not None  # loaded
         self.predictor.reset_thread_counts()
         started = time.perf_counter()
         exp = explainer.explain(row, threshold=s.threshold, batch_size=s.anchor_batch_size,
@@ -195,6 +198,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
 
     async def explain(self, row: np.ndarray, source: str) -> dict[str, Any]:
         """Explain one instance (waits for a free explainer copy). Raises ModelCallError."""
+        assert self._slots is not None  # started: callers check readiness first
         self._waiting += 1
         try:
             await self._slots.acquire()
@@ -229,6 +233,8 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         rate = self.settings.sample_rate
         if rate <= 0:
             return None
+        # the frame sends events only once started, request events with decoded instances
+        assert self._slots is not None and event.instances is not None
         for row in event.instances:
             if self._rng.random() >= rate:
                 continue

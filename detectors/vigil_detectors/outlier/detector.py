@@ -19,15 +19,18 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from vigil.events import PayloadError
-from vigil.telemetry import ServiceMetrics
+from vigil.telemetry import ServiceMetrics, _Bound
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 from vigil_detectors.outlier.batcher import MicroBatcher
 from vigil_detectors.outlier.settings import OutlierSettings
+
+if TYPE_CHECKING:  # the scorer module loads TensorFlow: imported in load()
+    from vigil_detectors.outlier.scorer import VAEScorer
 
 #: score histogram buckets as multiples of the threshold (a bucket edge sits exactly on it)
 _SCORE_FACTORS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
@@ -93,8 +96,8 @@ class OutlierDetector(Detector[OutlierSettings]):
                                    buckets=_batch_buckets(settings.max_batch_size))
         self.m_batch_seconds = m.histogram("vigil_outlier_batch_duration_seconds", "Duration of one VAE call.",
                                            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
-        self.m_score = None  # its buckets depend on the threshold: made in load()
-        self.scorer = None
+        self.m_score: Optional[_Bound] = None  # its buckets depend on the threshold: made in load()
+        self.scorer: Optional[VAEScorer] = None
         self.batcher: Optional[MicroBatcher] = None
         self.recent = RecentRate(settings.rate_window)
         self.seen = 0
@@ -139,6 +142,7 @@ class OutlierDetector(Detector[OutlierSettings]):
     # -- scoring ------------------------------------------------------------------
     def _score_batch(self, x: np.ndarray):
         """Runs in the batcher's worker thread: one VAE call for the stacked rows, then accounting."""
+        assert self.scorer is not None and self.m_score is not None  # loaded: the frame sends events only then
         scores, feature_scores, flags = self.scorer.score(x)
         flags = flags.astype(int)
         n, k = len(flags), int(flags.sum())
@@ -162,6 +166,8 @@ class OutlierDetector(Detector[OutlierSettings]):
 
     async def process(self, event: InferenceEvent) -> Optional[dict]:
         rows = event.instances
+        # the frame calls process only once loaded and started, with decoded request instances
+        assert self.scorer is not None and self.batcher is not None and rows is not None
         n = self.scorer.n_features
         if rows.shape[1] != n:
             raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
@@ -176,7 +182,7 @@ class OutlierDetector(Detector[OutlierSettings]):
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            block = {"rate": self.recent.rate, "seen": self.seen, "outliers": self.flagged,
+            block: dict[str, Any] = {"rate": self.recent.rate, "seen": self.seen, "outliers": self.flagged,
                      "window": self.recent.count}
         block["threshold"] = self.scorer.threshold if self.scorer else None
         block["batches"] = self.batcher.batches if self.batcher else 0
