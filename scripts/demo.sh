@@ -2,5 +2,5 @@
 # Set up (first run only) and run `vigil demo`. Extra arguments go to `vigil demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh detectors
 exec "${VIGIL_VENV:-.venv}/bin/vigil" demo "$@"

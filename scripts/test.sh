@@ -5,7 +5,7 @@
 # user can (root or sudo): the Prometheus and promtool tests need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh all
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   if [ -z "$SUDO" ] || command -v sudo >/dev/null; then

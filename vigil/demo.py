@@ -5,7 +5,8 @@ detectors, runs it with the local backend exactly as `vigil up` would, then play
 phases of traffic through the request logger — normal, drifted (petal length shifted,
 so the model goes wrong and accuracy falls) and outliers — sending ground-truth feedback
 for every inference. It prints what each detector saw after each phase, one anchor
-explanation, and where to look (`/metrics` URLs, a Prometheus command line).
+explanation and, with `--keep-running`, where to look (`/metrics` URLs, a Prometheus
+command line); without it the stack stops and the demo says so instead of printing dead URLs.
 """
 
 from __future__ import annotations
@@ -231,15 +232,18 @@ def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Cal
         ok = bool(normal and not normal["detected"] and drifted and drifted["detected"])
         say("\nResult: " + ("drift caught in the drifted phase and not in the normal one"
                              if ok else "UNEXPECTED: drift verdicts differ from what was injected"))
-        say("Where to look:")
-        for name, url in stack.component_urls().items():
-            say(f"  {name:<10} {url}/metrics    {url}/status")
-        prometheus_hint(workdir, stack.component_urls(), say)
-        say(f"  vigil status --workdir {placement.workdir}")
         say(f"Done in {time.monotonic() - started:.0f}s. Work dir: {workdir}")
         if keep_running:
-            say("The stack keeps running; Ctrl-C stops it.")
+            say("Where to look (the stack keeps running; Ctrl-C stops it):")
+            for name, url in stack.component_urls().items():
+                say(f"  {name:<10} {url}/metrics    {url}/status")
+            prometheus_hint(workdir, stack.component_urls(), say)
+            say(f"  vigil status --workdir {placement.workdir}")
             stack.wait()
+        else:
+            say("The stack is stopping now. To look around: `vigil demo --keep-running` leaves it up "
+                f"(endpoints, /metrics, Prometheus), or `vigil up {monitor_path}` runs it again "
+                "with the detectors trained here.")
         return 0 if ok else 1
     except (LocalError, TimeoutError) as exc:
         say(f"error: {exc}")

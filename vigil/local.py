@@ -117,9 +117,16 @@ class LocalStack:
                 self.say(f"• {step.component}: using trained artifact {out}")
                 continue
             self.say(f"• {step.component}: training from {step.reference_uri} …")
-            result = subprocess.run(_vigil_cmd(*train_argv(step, self.placement.path)), env=child_env({}))
+            # TensorFlow's C++ start-up lines (absl, cuDNN/cuBLAS on CPU machines) and the
+            # trainer's own output go to the log file; a failure shows its tail.
+            self.logs.mkdir(parents=True, exist_ok=True)
+            log_name = f"train-{step.component}"
+            with open(self.logs / f"{log_name}.log", "wb") as log:
+                result = subprocess.run(_vigil_cmd(*train_argv(step, self.placement.path)), env=child_env({}),
+                                        stdout=log, stderr=subprocess.STDOUT)
             if result.returncode != 0:
-                raise LocalError(f"training {step.component} failed (exit {result.returncode})")
+                raise LocalError(f"training {step.component} failed (exit {result.returncode}); "
+                                 f"last lines of {self.logs / (log_name + '.log')}:\n" + self.tail(log_name))
 
     # -- processes ----------------------------------------------------------------
     def _check_port_free(self, c: Component) -> None:
