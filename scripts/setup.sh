@@ -16,6 +16,8 @@ PY="${PYTHON:-python3}"
 want="${1:-all}"
 case "$want" in detectors|all) ;; *) echo "usage: $0 detectors|all" >&2; exit 64 ;; esac
 rank() { [ "$1" = all ] && echo 2 || echo 1; }
+# setuptools' editable build prints an 11-line "be careful with folders" notice on every install
+quiet_build="ignore:Editable installation${PYTHONWARNINGS:+,$PYTHONWARNINGS}"
 
 if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
   echo "Vigil needs Python 3.10+ (found: $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
@@ -43,7 +45,7 @@ if [ "$old_hash" != "$hash" ] || [ "$(rank "$old_extra")" -lt "$(rank "$want")" 
     echo "==> installing Vigil with its detectors into $VENV (first time: a few minutes, TensorFlow is large)"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[$extra]"
+  PYTHONWARNINGS="$quiet_build" "$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[$extra]"
   echo "$hash $extra" > "$stamp"
   echo "==> installed in $((SECONDS - started))s ($(du -sh "$VENV" 2>/dev/null | cut -f1) in $VENV)"
 elif ! "$VENV/bin/python" - <<'PY' 2>/dev/null
@@ -52,5 +54,5 @@ sys.exit(os.path.dirname(os.path.dirname(os.path.abspath(vigil.__file__))) != os
 PY
 then
   # the venv's editable install points at another checkout: re-link it to this one
-  "$VENV/bin/python" -m pip install --quiet --no-deps -e . >/dev/null
+  PYTHONWARNINGS="$quiet_build" "$VENV/bin/python" -m pip install --quiet --no-deps -e . >/dev/null
 fi
