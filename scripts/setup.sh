@@ -45,7 +45,9 @@ if [ "$old_hash" != "$hash" ] || [ "$(rank "$old_extra")" -lt "$(rank "$want")" 
     echo "==> installing Vigil with its detectors into $VENV (first time: a few minutes, TensorFlow is large)"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  PYTHONWARNINGS="$quiet_build" "$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[$extra]"
+  # --no-compile: Python compiles what is imported when it is first imported, not all
+  # ~450 MB of byte code for modules (most of TensorFlow) that never run here
+  PYTHONWARNINGS="$quiet_build" "$VENV/bin/python" -m pip install --quiet --progress-bar off --no-compile -e ".[$extra]"
   echo "$hash $extra" > "$stamp"
   echo "==> installed in $((SECONDS - started))s ($(du -sh "$VENV" 2>/dev/null | cut -f1) in $VENV)"
 elif ! "$VENV/bin/python" - <<'PY' 2>/dev/null

@@ -1,4 +1,4 @@
-"""`vigil` — the one command line: demo, up, status, train, serve, operator.
+"""`vigil` — the one command line: demo, init, up, status, train, serve, operator.
 
 Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
 never pay for (or need) TensorFlow.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -95,8 +96,15 @@ def cmd_train(args) -> int:
         from vigil.spec import load_monitor
 
         monitor = load_monitor(args.monitor)
-        workdir = Path(args.out).resolve() if args.out else _workdir(args, monitor.name)
-        plan, placement = local_plan(monitor, Path(args.monitor).parent, workdir, DEFAULT_BASE_PORT)
+        if args.out:  # --out DIR: each detector to DIR/<detector>
+            from vigil.plan import build_plan
+            from vigil.trainopts import OutDirPlacement
+
+            placement = OutDirPlacement(Path(args.out), Path(args.monitor).parent, DEFAULT_BASE_PORT)
+            plan = build_plan(monitor, placement)
+        else:
+            plan, placement = local_plan(monitor, Path(args.monitor).parent, _workdir(args, monitor.name),
+                                         DEFAULT_BASE_PORT)
         if args.component:
             plan = type(plan)(plan.monitor, tuple(c for c in plan.components if c.name == args.component))
         if not plan.training:
@@ -112,11 +120,16 @@ def cmd_train(args) -> int:
         return 0
     if not (args.component and args.reference and args.output):
         raise SystemExit("error: give a monitor file, or --component, --reference and --output")
+    from vigil.trainopts import parse_json_option, validate_options
+
+    options = validate_options(args.component, parse_json_option("--options", args.options, {}))
+    feature_names = parse_json_option("--feature-names", args.feature_names, None)
+    categorical = parse_json_option("--categorical", args.categorical, {})
     from vigil_detectors.train import train_component
 
     train_component(component=args.component, reference=args.reference, output=args.output,
-                    options=json.loads(args.options or "{}"), feature_names=json.loads(args.feature_names or "null"),
-                    categorical=json.loads(args.categorical or "{}"), model=args.model, model_format=args.model_format,
+                    options=options, feature_names=feature_names,
+                    categorical=categorical, model=args.model, model_format=args.model_format,
                     model_name=args.model_name)
     return 0
 
@@ -137,14 +150,20 @@ def cmd_operator(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vigil import __version__, init
+
     p = argparse.ArgumentParser(prog="vigil", description="Model monitoring: drift, outliers, metrics, explanations.")
+    p.add_argument("--version", action="version", version=f"vigil {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("demo", help="train a model and detectors on iris, run everything locally, inject drift")
-    s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
+    s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
+                   help=f"first of the six loopback ports the stack uses (default {DEFAULT_BASE_PORT})")
     s.add_argument("--workdir", help="where the demo writes its model, data and logs (default ./vigil-demo)")
     s.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")
     s.set_defaults(func=cmd_demo)
+
+    init.add_parser(sub)
 
     s = sub.add_parser("up", help="run a ModelMonitor locally as processes on 127.0.0.1")
     s.add_argument("monitor", help="ModelMonitor YAML file")
@@ -157,39 +176,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="print the monitor summary (what the operator writes to .status)")
     s.add_argument("monitor", nargs="?", help="ModelMonitor YAML file (default: the running vigil up)")
-    s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
-    s.add_argument("--workdir")
-    s.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
+                   help="with a monitor file: the base port it runs on (as given to vigil up)")
+    s.add_argument("--workdir", help="the work dir of a running vigil up (default: found under ./.vigil)")
+    s.add_argument("--output", "-o", choices=("text", "json"), default="text", help="table (default) or JSON")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("train", help="fit and save detector artifacts from reference data")
     s.add_argument("monitor", nargs="?", help="ModelMonitor YAML file: trains every detector without storageUri")
-    s.add_argument("--out", help="with a monitor file: output directory (artifacts go to OUT/artifacts/<name>)")
+    s.add_argument("--out", help="with a monitor file: output directory (each detector goes to OUT/<detector>)")
     s.add_argument("--workdir", help=argparse.SUPPRESS)
-    s.add_argument("--component", choices=components.trainable())
+    s.add_argument("--component", choices=components.trainable(), help="the detector to train")
     s.add_argument("--reference", help="reference data file (CSV, Parquet or .npy)")
     s.add_argument("--output", help="artifact directory to write")
     s.add_argument("--options", help="detector options as JSON (the detector block of the spec)")
     s.add_argument("--feature-names", help="JSON list of feature names")
     s.add_argument("--categorical", help="JSON map feature -> categories")
     s.add_argument("--model", help="model file or V2 endpoint URL (the explainer fits against the model)")
-    s.add_argument("--model-format", default="sklearn")
+    s.add_argument("--model-format", default="sklearn", help="format of --model: sklearn (default), xgboost, tensorflow")
     s.add_argument("--model-name", help="model name on the endpoint's V2 path /v2/models/{name}/infer")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("serve", help="run one component (what vigil up and the pods run)")
-    s.add_argument("component", choices=components.names())
-    s.add_argument("--host", default="0.0.0.0")
-    s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--log-level", default="warning")
+    s.add_argument("component", choices=components.names(),
+                   help="the component to serve (configured by VIGIL_* environment variables)")
+    s.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    s.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+    s.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     scope = s.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
-    s.add_argument("--liveness-port", type=int, default=8081)
-    s.add_argument("--metrics-port", type=int, default=9090)
+    s.add_argument("--liveness-port", type=int, default=8081, help="kopf liveness probe port (default 8081)")
+    s.add_argument("--metrics-port", type=int, default=9090, help="operator /metrics port (default 9090)")
     s.set_defaults(func=cmd_operator)
     return p
 
@@ -197,14 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from vigil.spec import SpecError
 
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except SpecError as exc:
         print(f"error: invalid ModelMonitor: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `vigil ... | head`: the reader left. Stop quietly, and keep Python's exit-time
+        # flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -98,6 +98,20 @@ def _find(uri: str, preferred: tuple[str, ...], suffixes: tuple[str, ...]) -> Pa
                          f"name one of them or call it {preferred[0]}")
 
 
+def _names(names) -> Optional[list[str]]:
+    """Feature names a model was fitted with (sklearn `feature_names_in_`, XGBoost's), if any."""
+    return None if names is None or len(names) == 0 else [str(n) for n in names]
+
+
+def _instance_shape(shape) -> Optional[list[Optional[int]]]:
+    """The shape of ONE instance (batch axis dropped) of a TensorFlow/Keras input, if known."""
+    try:
+        dims = list(shape)[1:]
+    except (TypeError, ValueError):  # unknown rank
+        return None
+    return [None if d is None else int(d) for d in dims]
+
+
 # -- scikit-learn ---------------------------------------------------------------------------------
 
 def load_sklearn(uri: str, task: str = "auto") -> LoadedModel:
@@ -125,7 +139,8 @@ def load_sklearn(uri: str, task: str = "auto") -> LoadedModel:
     return LoadedModel(format="sklearn", task=task, platform=f"sklearn/{type(est).__name__}", predict_fn=predict,
                        n_features=getattr(est, "n_features_in_", None), has_proba=has_proba,
                        n_classes=None if classes is None else len(classes), path=str(file),
-                       info={"classes": None if classes is None else np.asarray(classes).tolist()})
+                       info={"classes": None if classes is None else np.asarray(classes).tolist(),
+                             "feature_names": _names(getattr(est, "feature_names_in_", None))})
 
 
 # -- XGBoost --------------------------------------------------------------------------------------
@@ -165,7 +180,7 @@ def load_xgboost(uri: str, task: str = "auto") -> LoadedModel:
     return LoadedModel(format="xgboost", task=task, platform=f"xgboost/{kind}", predict_fn=predict,
                        n_features=booster.num_features() or None, has_proba=has_proba,
                        n_classes=(num_class or 2) if task == "classification" else None, path=str(file),
-                       info={"objective": objective})
+                       info={"objective": objective, "feature_names": _names(booster.feature_names)})
 
 
 # -- TensorFlow / Keras ---------------------------------------------------------------------------
@@ -205,7 +220,8 @@ def load_tensorflow(uri: str, task: str = "auto") -> LoadedModel:
 
     return LoadedModel(format="tensorflow", task=task, platform=f"tensorflow/{kind}", predict_fn=predict,
                        n_features=n_features, has_proba=task == "classification",
-                       n_classes=(max(n_out or 1, 2)) if task == "classification" else None, path=str(file))
+                       n_classes=(max(n_out or 1, 2)) if task == "classification" else None, path=str(file),
+                       info={"input_shape": getattr(call, "input_shape", None)})
 
 
 def _saved_model(tf, path: Path):
@@ -235,6 +251,7 @@ def _saved_model(tf, path: Path):
 
     # keep a reference: signatures die with the loaded object
     call.loaded = loaded  # type: ignore[attr-defined]
+    call.input_shape = _instance_shape(spec.shape)  # type: ignore[attr-defined]
     return call, n_features, n_out, "SavedModel"
 
 
@@ -266,6 +283,8 @@ def _keras_file(tf, file: Path):
 
     def call(rows: np.ndarray):
         return fn(tf.constant(rows, dtype=tf.float32)).numpy()
+
+    call.input_shape = _instance_shape(in_shape)  # type: ignore[attr-defined]
 
     return call, n_features, n_out, f"keras/{type(model).__name__}"
 
