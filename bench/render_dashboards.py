@@ -1,9 +1,11 @@
-"""Draw Vigil's Grafana dashboards from a Prometheus, to one PNG (matplotlib).
+"""Draw a preview of Vigil's Grafana dashboards from a Prometheus, to one PNG (matplotlib).
 
 Each panel of charts/vigil/dashboards/*.json is laid out on Grafana's 24-column grid and
 drawn from its own queries: time series and state timelines from range queries, stats,
 gauges and bar gauges from instant queries, the outlier score heatmap from its bucket
-increases. What a reviewer sees is what an operator would see in Grafana, without Grafana.
+increases; titles with their `$variables` filled in, dark colours as in Grafana's dark
+theme. It is our own drawing of the panels' data, not a Grafana screenshot: layout, fonts
+and legends only approximate Grafana's (the README's caption says so).
 
     # any Prometheus that scrapes Vigil (a cluster's: kubectl port-forward ... 9090)
     python bench/render_dashboards.py --prometheus http://127.0.0.1:9090 \\
@@ -57,6 +59,37 @@ def substitute(expr: str, namespace: str, monitor: str, window: str, metrics_win
                        ("$window", metrics_window)):
         expr = expr.replace(var, value)
     return expr
+
+
+def title_text(title: str, namespace: str, monitor: str, metrics_window: str = "recent") -> str:
+    """A dashboard or panel title as Grafana shows it: `$var` / `${var}` replaced by the value."""
+    values = {"namespace": namespace, "monitor": monitor, "window": metrics_window}
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m.group(1) or m.group(2), m.group(0)), title)
+
+
+#: Outlier score heatmap: Grafana's dark-theme "Oranges" (empty cells are the panel colour).
+HEATMAP_COLORS = ["#3d1f0c", "#8a3b12", "#e0611b", "#ff9830", "#ffd9a8"]
+LEGEND_MAX = 10  # entries per panel legend; the rest are summarised as "+ n more"
+
+
+def draw_legend(ax, series: list) -> None:
+    """A legend that stays readable: series with data first, at most LEGEND_MAX entries."""
+    import numpy as np
+
+    lines = ax.get_lines()
+    live = [i for i, s in enumerate(series) if np.nan_to_num(s[2]).any()]
+    order = live + [i for i in range(len(series)) if i not in live]
+    shown = order[:LEGEND_MAX]
+    labels = [series[i][0] for i in shown]
+    handles = [lines[i] for i in shown]
+    if len(order) > LEGEND_MAX:
+        hidden = order[LEGEND_MAX:]
+        zero = sum(1 for i in hidden if i not in live)
+        more = f"+ {len(hidden)} more" + (f" ({zero} all zero)" if zero else "")
+        handles.append(ax.plot([], [], alpha=0)[0])
+        labels.append(more)
+    ax.legend(handles, labels, fontsize=8, loc="upper left", facecolor=PANEL_BG, edgecolor=GRID, labelcolor=FG,
+              framealpha=0.85, ncol=1 + (len(labels) - 1) // 5, handlelength=1.2, columnspacing=1.0)
 
 
 def legend(fmt: str, metric: dict) -> str:
@@ -125,13 +158,15 @@ def render(prometheus: str, out: Path, namespace: str, monitor: str, start: floa
     drawn, empty = 0, []
     offset = 0
     for doc, height in zip(docs, heights, strict=False):
-        fig.text(0.005, 1 - (offset + 1.2) * unit_h, f"{doc['title']}    namespace={namespace}  monitor={monitor}  "
+        fig.text(0.005, 1 - (offset + 1.2) * unit_h, f"{title_text(doc['title'], namespace, monitor)}    "
+                 f"namespace={namespace}  monitor={monitor}  "
                  f"{datetime.fromtimestamp(start):%H:%M:%S}–{datetime.fromtimestamp(end):%H:%M:%S}",
                  color=FG, fontsize=15, weight="bold", va="center")
         offset += title_rows
         for row in (p for p in doc["panels"] if p.get("type") == "row"):
             g = row["gridPos"]
-            fig.text(0.005, 1 - (offset + g["y"] + 0.5) * unit_h, row["title"], color=FG, fontsize=12,
+            fig.text(0.005, 1 - (offset + g["y"] + 0.5) * unit_h, title_text(row["title"], namespace, monitor),
+                     color=FG, fontsize=12,
                      weight="bold", va="center")
         for p in panels(doc):
             g = p["gridPos"]
@@ -139,7 +174,7 @@ def render(prometheus: str, out: Path, namespace: str, monitor: str, start: floa
             rect = [g["x"] / 24 + margin, 1 - (offset + g["y"] + g["h"]) * unit_h + 0.004,
                     g["w"] / 24 - margin - 0.004, g["h"] * unit_h - 0.012]
             ax = fig.add_axes(rect, facecolor=PANEL_BG)
-            ax.set_title(p["title"], color=FG, fontsize=10, loc="left")
+            ax.set_title(title_text(p["title"], namespace, monitor), color=FG, fontsize=10, loc="left")
             for side in ax.spines.values():
                 side.set_color(GRID)
             ax.tick_params(colors=FG, labelsize=7)
@@ -165,8 +200,7 @@ def render(prometheus: str, out: Path, namespace: str, monitor: str, start: floa
                     if defaults.get("unit") == "percentunit":
                         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
                     if series:
-                        ax.legend(fontsize=6, loc="upper left", facecolor=PANEL_BG, labelcolor=FG, framealpha=0.6,
-                                  ncol=1 + len(series) // 6)
+                        draw_legend(ax, series)
                 elif kind == "state-timeline":
                     for i, (_name, xs, ys, _) in enumerate(series):
                         for x0, x1, v in zip(xs, xs[1:] + [xs[-1]], ys, strict=False):
@@ -180,10 +214,13 @@ def render(prometheus: str, out: Path, namespace: str, monitor: str, start: floa
                     if buckets:
                         grid = np.nan_to_num(np.array([b[2] for b in buckets]))
                         counts = np.diff(np.vstack([np.zeros(grid.shape[1]), grid]), axis=0).clip(min=0)
-                        ax.imshow(counts, aspect="auto", origin="lower", cmap="Oranges", interpolation="nearest",
+                        cmap = matplotlib.colors.LinearSegmentedColormap.from_list("vigil-heat", HEATMAP_COLORS)
+                        cmap.set_bad(PANEL_BG)
+                        ax.imshow(np.ma.masked_less_equal(counts, 0), aspect="auto", origin="lower", cmap=cmap,
+                                  interpolation="nearest",
                                   extent=[mdates.date2num(buckets[0][1][0]), mdates.date2num(buckets[0][1][-1]),
                                           0, len(buckets)])
-                        ax.set_yticks(np.arange(len(buckets)) + 0.5, [b[3].get("le") for b in buckets], fontsize=6)
+                        ax.set_yticks(np.arange(len(buckets)) + 0.5, [b[3].get("le") for b in buckets], fontsize=7)
                         ax.xaxis_date()
                 ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
                 ax.grid(color=GRID, lw=0.5)
