@@ -45,6 +45,19 @@ if [ "$old_hash" != "$hash" ] || [ "$(rank "$old_extra")" -lt "$(rank "$want")" 
     echo "==> installing Vigil with its detectors into $VENV (first time: a few minutes, TensorFlow is large)"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  # venvs made before the rename (vigil-monitor -> vigil-ml) and before xgboost-cpu: drop the
+  # old distributions, so two of them never own the same files
+  old="$("$VENV/bin/python" - <<'PY'
+from importlib import metadata
+for name in ("vigil-monitor", "xgboost"):
+    try:
+        metadata.distribution(name)
+        print(name)
+    except metadata.PackageNotFoundError:
+        pass
+PY
+)"
+  if [ -n "$old" ]; then "$VENV/bin/python" -m pip uninstall --quiet --yes $old; fi
   # --no-compile: Python compiles what is imported when it is first imported, not all
   # ~450 MB of byte code for modules (most of TensorFlow) that never run here
   PYTHONWARNINGS="$quiet_build" "$VENV/bin/python" -m pip install --quiet --progress-bar off --no-compile -e ".[$extra]"

@@ -206,3 +206,25 @@ def test_train_out_dir_holds_one_directory_per_detector(files):
     # the trainer's own output (and TensorFlow's start-up lines) went to its log file
     assert (out / "logs" / "train-explainer.log").exists()
     assert "absl" not in result.stdout + result.stderr
+
+
+@pytest.mark.tensorflow
+def test_init_reads_a_keras_input_shape(tmp_path):
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 5)).astype("float32")
+    tabular = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])
+    tabular.save(tmp_path / "tab.keras")
+    np.save(tmp_path / "ref.npy", x)
+    assert main(["init", str(tmp_path / "tab.keras"), str(tmp_path / "ref.npy"), "-o", str(tmp_path / "t.yaml")]) == 0
+    monitor = load_monitor(tmp_path / "t.yaml")
+    assert monitor.spec.model.format == "tensorflow"
+    assert monitor.spec.schema_.feature_names == [f"f{i}" for i in range(5)]
+    assert monitor.spec.detectors.metrics.classes == [0, 1, 2]
+
+    images = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    images.save(tmp_path / "img.keras")
+    np.save(tmp_path / "img.npy", rng.random((20, 8, 8, 1)).astype("float32"))
+    assert main(["init", str(tmp_path / "img.keras"), str(tmp_path / "img.npy"), "-o", str(tmp_path / "i.yaml")]) == 0
+    doc = yaml.safe_load((tmp_path / "i.yaml").read_text())
+    assert doc["spec"]["schema"] == {"shape": [8, 8, 1]}  # DESIGN §8: the shape of one instance

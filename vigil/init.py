@@ -160,12 +160,17 @@ def _flow(values: list[Any]) -> str:
                            else json.dumps(v) for v in values) + "]"
 
 
+def _c(code: str, comment: str) -> str:
+    """A YAML line with its comment in the column the other comments use."""
+    return f"{code:<36} # {comment}"
+
+
 def render(model_path: str, reference_path: str, model: ModelFacts, ref: ReferenceFacts,
            name: str) -> str:
     """The commented monitor.yaml text."""
     notes: list[str] = []
     if model.shape:
-        schema = [f"    shape: {_flow(model.shape)}                # one instance, from the model's input"]
+        schema = [_c(f"    shape: {_flow(model.shape)}", "one instance, from the model's input")]
         categorical: list[str] = []
     else:
         names, source = _feature_names(model, ref, notes)
@@ -187,7 +192,7 @@ def render(model_path: str, reference_path: str, model: ModelFacts, ref: Referen
                        "(chi-squared drift); remove a line if that feature is a number",
                        "    categorical:", *categorical]
         else:
-            schema.append("    categorical: {}                # feature -> number of categories or [values]")
+            schema.append(_c("    categorical: {}", "feature -> number of categories or [values]"))
     classifier = model.task == "classification"
     classes = model.classes or (list(range(model.n_classes)) if model.n_classes else None)
     lines = [
@@ -202,16 +207,16 @@ def render(model_path: str, reference_path: str, model: ModelFacts, ref: Referen
         "spec:",
         "  model:",
         f"    storageUri: {model_path}",
-        f"    format: {model.format}                   # {model.platform}, a {'classifier' if classifier else 'regressor'}",
-        f"    name: {name}                     # the V2 path: /v2/models/{name}/infer",
-        "  schema:                          # what one instance looks like",
+        _c(f"    format: {model.format}", f"{model.platform}, a {'classifier' if classifier else 'regressor'}"),
+        _c(f"    name: {name}", f"the V2 path: /v2/models/{name}/infer"),
+        _c("  schema:", "what one instance looks like"),
         *schema,
-        "  reference:                       # training / baseline data",
-        f"    storageUri: {reference_path}   # {ref.rows} rows",
+        _c("  reference:", "training / baseline data"),
+        _c(f"    storageUri: {reference_path}", f"{ref.rows} rows"),
         "  logger:",
-        "    mode: all                      # all | request | response",
+        _c("    mode: all", "all | request | response"),
         "    sampleRate: 1.0",
-        "  detectors:                       # each block optional; delete one to not deploy it",
+        _c("  detectors:", "each block optional; delete one to not deploy it"),
         "    # outlier: a VAE trained from the reference (storageUri: null = Vigil trains it)",
         "    outlier: {type: vae, thresholdPercentile: 95, epochs: 30}",
         "    # drift: Kolmogorov-Smirnov per feature over windows of requests",
