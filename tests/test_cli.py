@@ -11,7 +11,6 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import joblib
 import numpy as np

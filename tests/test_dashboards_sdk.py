@@ -57,7 +57,7 @@ def lost_in_round_trip(doc: dict) -> list[str]:
             if not isinstance(b, list) or len(a) != len(b):
                 problems.append(f"{path}: list changed")
                 return
-            for i, (x, y) in enumerate(zip(a, b)):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 walk(x, y, f"{path}[{i}]", f"{generic}[]")
         elif a != b:
             problems.append(f"{path}: {a!r} came back as {b!r}")

@@ -97,11 +97,9 @@ def cmd_train(args) -> int:
 
         monitor = load_monitor(args.monitor)
         if args.out:  # --out DIR: each detector to DIR/<detector>
-            from vigil.plan import build_plan
-            from vigil.trainopts import OutDirPlacement
+            from vigil.trainopts import out_dir_plan
 
-            placement = OutDirPlacement(Path(args.out), Path(args.monitor).parent, DEFAULT_BASE_PORT)
-            plan = build_plan(monitor, placement)
+            plan, placement = out_dir_plan(monitor, Path(args.monitor).parent, Path(args.out))
         else:
             plan, placement = local_plan(monitor, Path(args.monitor).parent, _workdir(args, monitor.name),
                                          DEFAULT_BASE_PORT)

@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, cast
 
 from pydantic import ValidationError
 
 from vigil import spec as spec_module
 from vigil.local import LocalPlacement
-from vigil.spec import SpecError
+from vigil.plan import DEFAULT_BASE_PORT, Placement, Plan, build_plan
+from vigil.spec import ModelMonitor, SpecError
 
 
 def parse_json_option(flag: str, text: Optional[str], default: Any) -> Any:
@@ -48,3 +50,10 @@ class OutDirPlacement(LocalPlacement):
 
     def artifact_uri(self, component: str) -> str:
         return f"file://{self.workdir / component}"
+
+
+def out_dir_plan(monitor: ModelMonitor, monitor_dir: Path, out: Path) -> tuple[Plan, LocalPlacement]:
+    """The monitor's plan with every trained artifact under `out/<detector>`."""
+    placement = OutDirPlacement(out, monitor_dir, DEFAULT_BASE_PORT)
+    # LocalPlacement.path also takes None (vigil.local is not mypy-clean yet): as in local_plan
+    return build_plan(monitor, cast(Placement, placement)), placement
