@@ -214,8 +214,8 @@ def render(prometheus: str, out: Path, namespace: str, monitor: str, start: floa
                     if buckets:
                         grid = np.nan_to_num(np.array([b[2] for b in buckets]))
                         counts = np.diff(np.vstack([np.zeros(grid.shape[1]), grid]), axis=0).clip(min=0)
-                        cmap = matplotlib.colors.LinearSegmentedColormap.from_list("vigil-heat", HEATMAP_COLORS)
-                        cmap.set_bad(PANEL_BG)
+                        cmap = matplotlib.colors.LinearSegmentedColormap.from_list(
+                            "vigil-heat", HEATMAP_COLORS).with_extremes(bad=PANEL_BG)
                         ax.imshow(np.ma.masked_less_equal(counts, 0), aspect="auto", origin="lower", cmap=cmap,
                                   interpolation="nearest",
                                   extent=[mdates.date2num(buckets[0][1][0]), mdates.date2num(buckets[0][1][-1]),
