@@ -148,7 +148,7 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
     return {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
             "reference": None if d.storage_uri else ctx.path(ctx.reference),
             "feature_names": ctx.feature_names, "categorical": ctx.categorical(),
-            "statistic": ctx.at(d.type, "type"), "p_value": ctx.at(d.p_value, "pValue"),
+            "statistic": ctx.at(d.type, "type"), "statistics": ctx.at(d.statistics, "statistics"), "p_value": ctx.at(d.p_value, "pValue"),
             "correction": ctx.at(d.correction, "correction"),
             "window_size": ctx.at(w.size, "window.size"), "window_mode": ctx.at(w.mode, "window.mode"),
             "window_step": ctx.at(w.step, "window.step"),

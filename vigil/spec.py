@@ -197,7 +197,8 @@ class WindowSpec(_Block):
 
 
 class DriftSpec(_Detector):
-    type: Literal["ks"] = inherit(DriftSettings, "statistic")
+    type: str = inherit(DriftSettings, "statistic")
+    statistics: dict[str, str] = inherit(DriftSettings, "statistics")
     p_value: float = inherit(DriftSettings, "p_value")
     correction: Literal["bonferroni", "fdr"] = inherit(DriftSettings, "correction")
     window: WindowSpec = Field(default_factory=WindowSpec)

@@ -1,23 +1,29 @@
 """The drift detector: request events fill a window; each due window is tested against the reference.
 
 `DriftDetector` plugs into the detector frame (`vigil_detectors.frame`). At start-up it
-loads a saved alibi-detect detector (``artifact``) or fits one from ``reference``
-(`statistics`), and restores its window from ``state_dir`` (`window`). Each request
-event's rows are logged to the checkpoint and appended to the window before the event is
-acknowledged; when a window is due (full, every `step` in sliding mode, or `maxAge`
-on a quiet stream, checked by a timer) the statistic runs in a worker thread while
-ingestion waits, and the result goes to metrics, `/status`, the reply CloudEvent and the
-checkpoint.
+fits the drift check from ``reference`` (`statistics.fit_statistic`: the monitor's default
+statistic, per-feature overrides, categorical features declared or inferred) or loads a
+saved one (``artifact``: Vigil's own or an alibi-detect detector), and restores its
+window from ``state_dir`` (`window`). Each request event's rows are logged to the
+checkpoint and appended to the window before the event is acknowledged; when a window is
+due (full, every `step` in sliding mode, or `maxAge` on a quiet stream, checked by a
+timer) the check runs in a worker thread while ingestion waits, and the result goes to
+metrics, `/status`, the reply CloudEvent and the checkpoint.
 
 Reply body of an event that completed a check (202 with no body otherwise)::
 
     {"drift": {"detected", "pValue", "featuresDrifted", "threshold", "lastCheck", "trigger",
-               "checkedInstances", "features": {name: {"pValue", "distance", "test"}}},
+               "checkedInstances",
+               "features": {name: {"test", "score", "threshold", "drifted", "pValue"?, "distance"}}},
      "data": {"is_drift", "p_val", "threshold", "distance"}}   # alibi-detect's shape
 
-`pValue` is the smallest per-feature p-value adjusted for the correction (Bonferroni or
-Benjamini–Hochberg), so ``detected == pValue < significance``; per-feature `pValue`s are
-raw and compared with `threshold`.
+Per feature, `test` names the statistic, `score` is its value (KS D, chi-squared, PSI, …;
+`distance` repeats it for older readers) and `drifted` compares it with `threshold`: for
+p-value tests (ks, chi2) the raw `pValue` against the corrected significance (`threshold`
+of the window), for distances the score against the statistic's threshold. The window's
+`pValue` is the smallest p-value adjusted for the correction (Bonferroni or
+Benjamini–Hochberg over the p-value-tested features; null when none is), so with p-value
+tests alone ``detected == pValue < significance``.
 """
 
 from __future__ import annotations
@@ -34,10 +40,26 @@ from vigil.events import PayloadError
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic, load_statistic
+from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 
 log = logging.getLogger("vigil.drift")
+
+
+def _floats(values: np.ndarray) -> list[Optional[float]]:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def _feature(result: CheckResult, i: int) -> dict[str, Any]:
+    """One feature's entry of the reply and /status (see the module docstring)."""
+    score = float(result.distances[i])
+    out: dict[str, Any] = {"test": result.tests[i] if i < len(result.tests) else None, "score": score,
+                           "threshold": None if result.thresholds is None else float(result.thresholds[i]),
+                           "drifted": i in result.drifted, "distance": score}
+    if not np.isnan(result.p_values[i]):
+        out["pValue"] = float(result.p_values[i])
+    return out
 
 
 def _iso(ts: float) -> str:
@@ -61,12 +83,16 @@ class DriftDetector(Detector[DriftSettings]):
 
         m = metrics
         self._detected = m.gauge("vigil_drift_detected", "1 if the last checked window drifted, else 0.")
-        self._p_value = m.gauge("vigil_drift_p_value", "Per-feature p-value of the last check (uncorrected).",
+        self._p_value = m.gauge("vigil_drift_p_value",
+                                "Per-feature p-value of the last check (uncorrected; p-value tests only).",
                                 ["feature"])
         self._distance = m.gauge("vigil_drift_distance",
-                                 "Per-feature test statistic of the last check (KS D or chi-squared).", ["feature"])
+                                 "Per-feature score of the last check (as vigil_drift_score).", ["feature"])
+        self._score = m.gauge("vigil_drift_score", "Per-feature score of the last check (KS D, chi-squared, PSI, ...).",
+                              ["feature", "statistic"])
         self._threshold = m.gauge("vigil_drift_threshold",
-                                  "Per-feature p-value threshold of the last check after the correction.")
+                                  "Per-feature threshold of the last check: the corrected p-value threshold for "
+                                  "p-value tests, the score threshold for distances.", ["feature", "statistic"])
         self._p_min = m.gauge("vigil_drift_p_value_adjusted",
                               "Smallest per-feature p-value of the last check, adjusted for the correction.")
         self._drifted = m.gauge("vigil_drift_features_drifted", "Features that drifted in the last check.")
@@ -85,14 +111,17 @@ class DriftDetector(Detector[DriftSettings]):
     # -- start-up --
     def load(self) -> None:
         s = self.settings
+        overrides = s.statistics_indices
         if s.artifact:
-            self.statistic = load_statistic(s.artifact, p_value=s.p_value, correction=s.correction)
+            self.statistic = load_statistic(s.artifact, p_value=s.p_value, correction=s.correction,
+                                            kind=s.statistic, statistics=overrides)
         elif s.reference:
             from vigil.data import load_table
 
             x_ref = load_table(s.reference, s.feature_names)
             self.statistic = fit_statistic(x_ref, p_value=s.p_value, correction=s.correction,
-                                           categorical=s.categorical_indices)
+                                           categorical=s.categorical_indices, kind=s.statistic,
+                                           statistics=overrides)
         else:
             raise DetectorError("the drift detector needs VIGIL_DRIFT_ARTIFACT (a saved detector) or "
                                 "VIGIL_DRIFT_REFERENCE (reference data to fit from)")
@@ -101,6 +130,13 @@ class DriftDetector(Detector[DriftSettings]):
             raise DetectorError(f"{len(self.feature_names)} feature names for a drift detector of {n} features")
         if not self.feature_names:
             self.feature_names = [f"f{i}" for i in range(n)]
+        inferred = getattr(self.statistic, "inferred", [])
+        if inferred:
+            log.info("drift: tested as categorical (the reference holds at most %d distinct values; declare them in "
+                     "schema.categorical to silence this): %s", MAX_CATEGORIES,
+                     ", ".join(self.feature_names[i] for i in inferred))
+        log.info("drift: statistics per feature: %s",
+                 ", ".join(f"{name}={test}" for name, test in zip(self.feature_names, self.statistic.tests)))
         self.window = DriftWindow(s.window_size, n, s.window_mode, s.window_step)
         if s.state_dir:
             self.store = WindowStore(s.state_dir, n)
@@ -185,7 +221,7 @@ class DriftDetector(Detector[DriftSettings]):
         block = self._record(result, trigger, rows.shape[0], time.perf_counter() - started)
         if self.store:
             self._snapshot()
-        return {"drift": block, "data": {"is_drift": int(result.detected), "p_val": result.p_values.tolist(),
+        return {"drift": block, "data": {"is_drift": int(result.detected), "p_val": _floats(result.p_values),
                                          "threshold": result.threshold, "distance": result.distances.tolist()}}
 
     def _record(self, result: CheckResult, trigger: str, n_rows: int, seconds: float) -> dict:
@@ -200,9 +236,7 @@ class DriftDetector(Detector[DriftSettings]):
             "lastCheckTimestamp": now,
             "trigger": trigger,
             "checkedInstances": int(n_rows),
-            "features": {names[i]: {"pValue": float(result.p_values[i]), "distance": float(result.distances[i]),
-                                    "test": result.tests[i] if i < len(result.tests) else None}
-                         for i in range(len(names))},
+            "features": {names[i]: _feature(result, i) for i in range(len(names))},
         }
         self.windows += 1
         self.last = block
@@ -211,18 +245,24 @@ class DriftDetector(Detector[DriftSettings]):
         self._duration.observe(seconds)
         self._publish(block)
         if result.detected:
-            log.info("drift detected (p=%.3g) in %s", result.p_value, ", ".join(block["featuresDrifted"]) or "-")
+            log.info("drift detected (p=%s) in %s", "-" if result.p_value is None else f"{result.p_value:.3g}",
+                     ", ".join(block["featuresDrifted"]) or "-")
         return block
 
     def _publish(self, block: dict) -> None:
         self._detected.set(1 if block["detected"] else 0)
-        self._threshold.set(block["threshold"])
-        self._p_min.set(block["pValue"])
+        if block.get("pValue") is not None:
+            self._p_min.set(block["pValue"])
         self._drifted.set(len(block["featuresDrifted"]))
         self._last_ts.set(block["lastCheckTimestamp"])
         for name, f in block["features"].items():
-            self._p_value.labels(feature=name).set(f["pValue"])
-            self._distance.labels(feature=name).set(f["distance"])
+            score, test = f.get("score", f["distance"]), f.get("test") or "unknown"
+            if f.get("pValue") is not None:
+                self._p_value.labels(feature=name).set(f["pValue"])
+            self._distance.labels(feature=name).set(score)
+            self._score.labels(feature=name, statistic=test).set(score)
+            if f.get("threshold") is not None:
+                self._threshold.labels(feature=name, statistic=test).set(f["threshold"])
 
     def _snapshot(self) -> None:
         self.store.snapshot(self.window, {"windows": self.windows, "last": self.last})

@@ -5,7 +5,8 @@ These are exactly the variables `vigil.plan.build_plan` gives the drift componen
 ``VIGIL_DRIFT_REFERENCE`` (CSV/Parquet/.npy fitted at start-up when there is no
 artifact), ``_FEATURE_NAMES`` and ``_CATEGORICAL`` (JSON), ``_P_VALUE``, ``_CORRECTION``,
 ``_WINDOW_SIZE``, ``_WINDOW_MODE``, ``_WINDOW_STEP``, ``_MAX_AGE_SECONDS``,
-``_STATISTIC`` (the default statistic, ``spec.detectors.drift.type``), ``_STATE_DIR``, ``_MONITOR``
+``_STATISTIC`` (the default statistic, ``spec.detectors.drift.type``), ``_STATISTICS`` (JSON
+``{feature name: statistic}`` overrides), ``_STATE_DIR``, ``_MONITOR``
 and ``_NAMESPACE``; `vigil.plan` builds this class from the spec and renders them.
 """
 
@@ -16,6 +17,7 @@ from typing import Literal, Optional
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from vigil_detectors.drift.statistics import base as _statistics
 from vigil_detectors.frame.settings import Categories, DetectorSettings
 
 
@@ -28,8 +30,12 @@ class DriftSettings(DetectorSettings):
     reference: Optional[str] = None
     #: Categorical features: {"feature index": number of categories}; chi-squared is used for them.
     categorical: Categories = Field(default_factory=dict)
-    #: Default statistic (``spec.detectors.drift.type``), e.g. ``ks``.
-    statistic: str = "ks"
+    #: Default statistic (``spec.detectors.drift.type``): one of `vigil_detectors.drift.statistics.names()`.
+    #: A feature type it does not test gets ``ks`` (numeric) or ``chi2`` (categorical).
+    statistic: str = Field("ks", json_schema_extra={"enum": _statistics.names()})
+    #: Per-feature overrides of the statistic: {feature name: statistic}.
+    statistics: dict[str, str] = Field(default_factory=dict,
+                                       json_schema_extra={"additionalProperties": {"type": "string", "enum": _statistics.names()}})
     #: Significance level of the whole window (per-feature tests are corrected for multiple testing).
     p_value: float = Field(0.05, gt=0.0, lt=1.0)
     correction: Literal["bonferroni", "fdr"] = "bonferroni"
@@ -56,6 +62,35 @@ class DriftSettings(DetectorSettings):
         if step > size:
             raise ValueError(f"the step ({step}) cannot exceed the window size ({size})")
         return step
+
+    @field_validator("statistic")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        _statistics.get(name)
+        return name
+
+    @field_validator("statistics")
+    @classmethod
+    def _overrides(cls, overrides: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        names = info.data.get("feature_names")
+        cats = {int(k) for k in info.data.get("categorical") or {}}
+        categorical = [n for n in _statistics.names() if _statistics.CATEGORICAL in _statistics.get(n).accepts]
+        for feature, name in overrides.items():
+            stat = _statistics.get(name)
+            if names is None:
+                continue
+            if feature not in names:
+                raise ValueError(f"names a feature {feature!r} not in the feature names {names}")
+            if names.index(feature) in cats and _statistics.CATEGORICAL not in stat.accepts:
+                raise ValueError(f"{name} does not test categorical features like {feature!r} "
+                                 f"(use one of {', '.join(categorical)})")
+        return overrides
+
+    @property
+    def statistics_indices(self) -> dict[int, str]:
+        """The per-feature overrides by column index (names resolved through `feature_names`)."""
+        names = self.feature_names or []
+        return {names.index(f) if f in names else int(f): stat for f, stat in self.statistics.items()}
 
     @property
     def categorical_indices(self) -> dict[int, Optional[int]]:
