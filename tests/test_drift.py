@@ -1,9 +1,9 @@
 """The drift detector over real HTTP on loopback, fed real binary-mode CloudEvents.
 
 Servers are real uvicorn servers on 127.0.0.1 (in a thread, or `vigil serve drift` as a
-subprocess for the crash test). The statistic is alibi-detect's (KSDrift / TabularDrift);
-expected p-values are computed here with scipy on the same windows, independently of the
-service. Covered: detection on shifted data and none on stationary data, per-feature
+subprocess for the crash test). The statistics are Vigil's own on NumPy/SciPy (their
+equality with alibi-detect is in test_drift_statistics.py); expected p-values are computed
+here with scipy on the same windows, independently of the service. Covered: detection on shifted data and none on stationary data, per-feature
 p-values and distances in /status and /metrics, chi-squared for categorical features,
 tumbling vs sliding windows, maxAge on a quiet stream, bad events (4xx, window
 untouched), SIGKILL mid-window and restart (window restored), our/KServe/Seldon event
@@ -38,7 +38,6 @@ from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.drift.statistics import adjusted_min_p, fit_statistic
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 
-pytestmark = pytest.mark.tensorflow  # alibi-detect imports TensorFlow
 
 FEATURES = ["a", "b", "c"]
 RNG_REF = np.random.default_rng(42)
@@ -121,7 +120,7 @@ def test_stationary_window_passes_shifted_window_drifts(ref_csv):
 
         st = drift_status(c)
         assert st["detected"] is True and st["windows"] == 2 and st["fill"] == 0 and st["instances"] == 400
-        assert st["featuresDrifted"] == ["b"] and st["statistic"] == "KSDrift" and st["lastCheck"].endswith("Z")
+        assert st["featuresDrifted"] == ["b"] and st["statistic"] == "ks" and st["lastCheck"].endswith("Z")
         text = metrics_text(c)
         assert metric_value(text, "vigil_drift_detected") == 1
         assert metric_value(text, "vigil_drift_windows_total") == 2
@@ -167,7 +166,7 @@ def test_categorical_feature_uses_chi_squared(tmp_path):
         moved = np.column_stack([rng.normal(size=300), rng.choice(3, size=300, p=[0.2, 0.3, 0.5])])
         body = feed(c, moved, batch=50)[-1].json()["drift"]
         assert body["detected"] is True and body["featuresDrifted"] == ["colour"]
-        assert drift_status(c)["statistic"] == "TabularDrift"
+        assert drift_status(c)["statistic"] == "ks" and drift_status(c)["tests"] == ["ks", "chi2"]
 
 
 # -- windows --------------------------------------------------------------------------------------
@@ -280,13 +279,34 @@ def test_event_types_bodies_single_rows_and_batches(ref_csv):
 def test_saved_artifact_is_loaded_with_the_monitors_p_value(tmp_path):
     stat = fit_statistic(REF, p_value=0.2, correction="bonferroni")
     stat.save(str(tmp_path / "drift"))
-    assert (tmp_path / "drift" / "config.toml").exists()
+    assert sorted(p.name for p in (tmp_path / "drift").iterdir()) == ["drift.json", "reference.npy"]
     rng = np.random.default_rng(2)
+    window = rng.normal(size=(100, 3))
     with drift_service(artifact=str(tmp_path / "drift"), p_value=0.01, window_size=100, max_age_seconds=0) as c:
-        body = feed(c, rng.normal(size=(100, 3)), batch=50)[-1].json()["drift"]
+        body = feed(c, window, batch=50)[-1].json()["drift"]
         assert body["threshold"] == pytest.approx(0.01 / 3)
+        assert body["features"]["a"]["pValue"] == pytest.approx(
+            ks_2samp(REF[:, 0], window[:, 0], method="asymp").pvalue, rel=1e-9)
         st = drift_status(c)
-        assert st["significance"] == 0.01 and st["referenceSize"] == len(REF)
+        assert st["significance"] == 0.01 and st["referenceSize"] == len(REF) and st["statistic"] == "ks"
+
+
+@pytest.mark.tensorflow
+def test_a_saved_alibi_detect_detector_still_loads(tmp_path):
+    """A KSDrift saved by alibi-detect itself (e.g. made for Seldon's server) is served as it was."""
+    from alibi_detect.cd import KSDrift
+    from alibi_detect.saving import save_detector
+
+    save_detector(KSDrift(REF, p_val=0.2), str(tmp_path / "drift"))
+    assert (tmp_path / "drift" / "config.toml").exists()
+    window = np.random.default_rng(2).normal(size=(100, 3))
+    with drift_service(artifact=str(tmp_path / "drift"), p_value=0.01, window_size=100, max_age_seconds=0) as c:
+        body = feed(c, window, batch=50)[-1].json()["drift"]
+        assert body["threshold"] == pytest.approx(0.01 / 3)
+        assert body["features"]["b"]["pValue"] == pytest.approx(
+            ks_2samp(REF[:, 1], window[:, 1], method="asymp").pvalue, abs=1e-6)
+        st = drift_status(c)
+        assert st["statistic"] == "KSDrift" and st["significance"] == 0.01 and st["referenceSize"] == len(REF)
 
 
 def test_missing_reference_is_reported_not_ready(tmp_path):

@@ -128,7 +128,7 @@ def test_drift_artifact_from_vigil_train_is_served_by_a_fresh_process(monitor_di
         assert post(url, shifted, "shifted").status_code in (200, 202)
         second = httpx.get(url + "/status").json()["drift"]
     assert first["windows"] == 1 and not first["detected"]
-    assert first["statistic"] == "KSDrift" and first["referenceSize"] == 500  # the saved reference came back
+    assert first["statistic"] == "ks" and first["referenceSize"] == 500  # the saved reference came back
     assert second["windows"] == 2 and second["detected"] and "a" in second["featuresDrifted"]
 
 

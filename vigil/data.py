@@ -11,7 +11,11 @@
   (pyarrow is imported only when a Parquet file is read).
 - NumPy (``.npy``): a 2-D array (or 1-D for a single feature) with one column per feature.
 
-The result is a C-contiguous ``float64`` array of shape (rows, features). Every problem
+The result is a C-contiguous ``float64`` array of shape (rows, features), holding bit for bit
+the numbers the same text gives when it arrives as JSON: CSV numbers are parsed with a
+correctly rounded (round-trip) parser — pandas' default C parser is faster but can be one
+unit in the last place off, which made identical values look different to the drift
+tests — and Parquet/.npy hold the doubles themselves. Every problem
 raises `DataError` with a message naming the file and what is wrong (missing file,
 missing columns, wrong column count, non-numeric or missing values, empty table).
 Only numpy and pandas are used: no TensorFlow.
@@ -60,6 +64,15 @@ def _check(arr: np.ndarray, path: Path, names: Optional[Sequence[str]]) -> np.nd
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
+def _numbers(column):
+    """A column as float64; text is parsed by Python's `float` (correctly rounded, as `json.loads` does)."""
+    import pandas as pd
+
+    if column.dtype.kind in "biuf":
+        return column.astype(np.float64)
+    return pd.Series([float(v) for v in column], index=column.index, dtype=np.float64)
+
+
 def _select(frame, path: Path, names: Optional[Sequence[str]]) -> np.ndarray:
     """Columns `names` of a DataFrame as float64 (all columns when names is None)."""
     import pandas as pd
@@ -73,7 +86,7 @@ def _select(frame, path: Path, names: Optional[Sequence[str]]) -> np.ndarray:
                             f"{', '.join(columns) or 'no columns'}")
         frame = frame[list(names)]
     try:
-        numeric = frame.apply(pd.to_numeric, errors="raise")
+        numeric = frame.apply(_numbers)
     except (ValueError, TypeError):
         bad = [str(c) for c in frame.columns if pd.to_numeric(frame[c], errors="coerce").isna().any()
                and not frame[c].isna().all()]
@@ -126,8 +139,9 @@ def load_table(path: Union[str, os.PathLike], feature_names: Optional[Sequence[s
         if lower.endswith(_CSV):
             sep = "\t" if lower.endswith(".tsv") else ","
             if _first_row_is_header(p, sep):
-                return _check(_select(pd.read_csv(p, sep=sep), p, names), p, names)
-            return _check(_select(pd.read_csv(p, sep=sep, header=None), p, None), p, names)
+                return _check(_select(pd.read_csv(p, sep=sep, float_precision="round_trip"), p, names), p, names)
+            return _check(_select(pd.read_csv(p, sep=sep, header=None, float_precision="round_trip"), p, None),
+                          p, names)
     except DataError:
         raise
     except pd.errors.EmptyDataError:

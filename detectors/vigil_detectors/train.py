@@ -12,13 +12,13 @@ picked by the schema's feature names) and hands the array to the detector's trai
 
 - outlier: `vigil_detectors.outlier.train.train_outlier` — alibi-detect `OutlierVAE`,
   saved with `alibi_detect.saving.save_detector`;
-- drift: `train_drift` below — alibi-detect `KSDrift` / `TabularDrift` through the drift
-  service's own `fit_statistic`, saved with `save_detector`;
+- drift: `train_drift` below — the drift service's own `fit_statistic` (KS, chi-squared,
+  PSI, … on NumPy/SciPy), saved as ``drift.json`` + ``reference.npy``;
 - explainer: `vigil_detectors.explainer.train.train_explainer` — alibi `AnchorTabular`
   fitted against the model, saved with `alibi.saving.save_explainer`.
 
 Every trainer writes a complete directory that the detector service loads with the
-matching ``load_*`` function; nothing is pickled by Vigil itself. TensorFlow is imported
+matching ``load_*`` function; nothing is pickled. TensorFlow is imported
 only inside the trainers that need it.
 """
 
@@ -34,7 +34,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from vigil import components
-from vigil.spec import categorical_indices
+from vigil.spec import categorical_index, categorical_indices
 
 Progress = Callable[[str], None]
 
@@ -79,17 +79,27 @@ def save_atomically(save: Callable[[Path], None], out_dir: Path) -> Path:
 def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
                 categorical: Optional[Categorical] = None, feature_names: Optional[Sequence[str]] = None,
                 progress: Progress = say) -> Path:
-    """Fit the drift statistic the drift service uses (KS, or KS + chi-squared with categoricals) and save it."""
+    """Fit the drift check the drift service uses (its statistics, categoricals declared or inferred) and save it.
+
+    `options` is the ``spec.detectors.drift`` block: ``type`` (default statistic), ``statistics``
+    (``{feature name: statistic}``), ``pValue``, ``correction``.
+    """
     from vigil_detectors.drift.statistics import fit_statistic
 
     options = options or {}
     p_value = float(options.get("pValue", options.get("p_value", 0.05)))
     correction = str(options.get("correction", "bonferroni"))
     kind = str(options.get("type", "ks"))
-    cats = categorical_indices(categorical, feature_names or [])
+    names = list(feature_names or [])
+    overrides = {categorical_index(f, names): str(t) for f, t in (options.get("statistics") or {}).items()}
+    cats = categorical_indices(categorical, names)
     progress(f"drift: fitting {kind} on {x_ref.shape[0]} rows x {x_ref.shape[1]} features "
              f"(p-value {p_value}, {correction}{f', {len(cats)} categorical' if cats else ''})")
-    statistic = fit_statistic(x_ref, p_value=p_value, correction=correction, categorical=cats, kind=kind)
+    statistic = fit_statistic(x_ref, p_value=p_value, correction=correction, categorical=cats, kind=kind,
+                              statistics=overrides)
+    if statistic.inferred:
+        progress("drift: tested as categorical (at most 10 distinct values in the reference): "
+                 + ", ".join(names[i] if names else str(i) for i in statistic.inferred))
     out = save_atomically(lambda tmp: statistic.save(str(tmp)), Path(out_dir))
     progress(f"drift: saved to {out}")
     return out
