@@ -4,13 +4,43 @@ Each module is imported in a fresh interpreter, with the app built where it has 
 a stray top-level import anywhere beneath it shows up here.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "iris-monitor.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "iris-monitor.yaml"
+#: This tree's packages first, so the subprocess checks the code under test, not an installed copy.
+PYTHONPATH = os.pathsep.join(str(ROOT / d) for d in ("", "operator", "detectors"))
+
+#: A tabular drift service fitted from reference data (one numeric, one declared and one inferred
+#: categorical feature, every statistic), served in-process, fed a window that completes a check.
+DRIFT_TABULAR = """
+import time, uuid, json, tempfile, os
+import numpy as np
+from fastapi.testclient import TestClient
+from vigil_detectors.drift.service import create_app
+from vigil_detectors.drift.settings import DriftSettings
+rng = np.random.default_rng(0)
+ref = np.column_stack([rng.normal(size=500), rng.integers(0, 3, 500), rng.integers(0, 2, 500), rng.normal(size=500)])
+path = os.path.join(tempfile.mkdtemp(), "ref.npy")
+np.save(path, ref)
+s = DriftSettings(reference=path, feature_names=["a", "b", "c", "d"], categorical={"1": 3}, window_size=100,
+                  max_age_seconds=0, statistic="psi", statistics={"a": "ks", "d": "wasserstein", "c": "hellinger"})
+with TestClient(create_app(s)) as c:
+    for _ in range(600):
+        if c.get("/readyz").status_code == 200:
+            break
+        time.sleep(0.1)
+    headers = {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-source": "/t",
+               "ce-type": "dev.vigil.inference.request", "content-type": "application/json"}
+    r = c.post("/", headers=headers, content=json.dumps({"instances": ref[:100].tolist()}))
+    assert r.status_code == 200, r.text
+    assert set(r.json()["drift"]["features"]) == {"a", "b", "c", "d"}
+"""
 HEAVY = ("tensorflow", "alibi", "alibi_detect", "tf_keras", "keras")
 
 CASES = {
@@ -25,6 +55,13 @@ CASES = {
         "p.build_plan(m, pl.KubePlacement(m.name, m.namespace))"),
     "detector frame": "import vigil_detectors.frame",
     "drift/metrics service modules": "import vigil_detectors.drift.service, vigil_detectors.metrics.service",
+    "drift service on tabular data (fitted, checking a window)": DRIFT_TABULAR,
+    "vigil train --component drift": (
+        "import numpy as np, tempfile, os\n"
+        "from vigil_detectors.train import train_array\n"
+        "d = tempfile.mkdtemp()\n"
+        "train_array('drift', np.random.default_rng(0).normal(size=(100, 3)), {}, os.path.join(d, 'drift'),"
+        " progress=lambda m: None)"),
 }
 
 
@@ -32,6 +69,7 @@ CASES = {
 def test_no_tensorflow(name):
     code = CASES[name] + f"\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"VIGIL_LOGGER_UPSTREAM": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"})
+                         env={"VIGIL_LOGGER_UPSTREAM": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": PYTHONPATH})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", f"{name} imported {out.stdout}"
