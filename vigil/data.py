@@ -13,17 +13,23 @@
 
 The result is a C-contiguous ``float64`` array of shape (rows, features), holding bit for bit
 the numbers the same text gives when it arrives as JSON: CSV numbers are parsed with a
-correctly rounded (round-trip) parser — pandas' default C parser is faster but can be one
-unit in the last place off, which made identical values look different to the drift
-tests — and Parquet/.npy hold the doubles themselves. Every problem
+correctly rounded parser (Python's `float`, as `json.loads` uses — pandas' default C parser
+is faster but can be one unit in the last place off, which made identical values look
+different to the drift tests) and Parquet/.npy hold the doubles themselves. Every problem
 raises `DataError` with a message naming the file and what is wrong (missing file,
 missing columns, wrong column count, non-numeric or missing values, empty table).
-Only numpy and pandas are used: no TensorFlow.
+CSV and .npy need only the standard library and numpy (pandas, for Parquet with pyarrow, is
+imported only then): no TensorFlow.
 """
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
+import io
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional, Union
@@ -95,24 +101,66 @@ def _select(frame, path: Path, names: Optional[Sequence[str]]) -> np.ndarray:
     return numeric.to_numpy(dtype=np.float64)
 
 
-def _first_row_is_header(path: Path, sep: str) -> bool:
-    import pandas as pd
+def _open_text(path: Path):
+    """A CSV file as text, decompressed by its suffix (.gz, .bz2, .zip: its first member)."""
+    lower = path.name.lower()
+    if lower.endswith(".gz"):
+        return gzip.open(path, "rt", newline="")
+    if lower.endswith(".bz2"):
+        return bz2.open(path, "rt", newline="")
+    if lower.endswith(".zip"):
+        archive = zipfile.ZipFile(path)
+        return io.TextIOWrapper(archive.open(archive.namelist()[0]), newline="")
+    return open(path, newline="")
 
-    first = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
-    if first.empty:
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path, sep: str, names: Optional[Sequence[str]]) -> np.ndarray:
+    """A CSV's columns `names` (by header), or all of them (no header row), parsed by Python's `float`.
+
+    `float` rounds correctly, as `json.loads` does, so a value reads as the same double it is
+    when it arrives in an event. (The standard library's reader, not pandas: the drift
+    service then does not load pandas, 70 MB of its memory budget.)
+    """
+    with _open_text(path) as f:
+        rows = [row for row in csv.reader(f, delimiter=sep) if row]
+    if not rows:
         raise DataError(f"{path}: the file is empty")
-    for value in first.iloc[0].tolist():
+    header = None if all(_is_number(v) for v in rows[0]) else [v.strip() for v in rows.pop(0)]
+    width = len(header) if header else len(rows[0])
+    ragged = next((i for i, row in enumerate(rows) if len(row) != width), None)
+    if ragged is not None:
+        raise DataError(f"{path}: row {ragged + 1 + bool(header)} has {len(rows[ragged])} fields, expected {width}")
+    if header is not None and names is not None:
+        missing = [n for n in names if n not in header]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the file has "
+                            f"{', '.join(header) or 'no columns'}")
+        picked = [header.index(n) for n in names]
+    else:
+        picked = list(range(width))
+    out = np.empty((len(rows), len(picked)), dtype=np.float64)
+    bad: list[str] = []
+    for j, c in enumerate(picked):
         try:
-            float(value)
-        except (TypeError, ValueError):
-            return True
-    return False
+            out[:, j] = [float(row[c]) if row[c].strip() else np.nan for row in rows]
+        except ValueError:
+            bad.append(header[c] if header else str(c))
+    if bad:
+        raise DataError(f"{path}: non-numeric values in column(s) {', '.join(bad)}; reference data "
+                        "must be numbers (encode categorical features as integers 0..n-1)")
+    return out
 
 
 def load_table(path: Union[str, os.PathLike], feature_names: Optional[Sequence[str]] = None) -> np.ndarray:
     """The reference table at `path` as a (rows, features) float64 array; see the module docstring."""
-    import pandas as pd
-
     p = _local(path)
     names = list(feature_names) if feature_names else None
     if not p.exists():
@@ -135,18 +183,15 @@ def load_table(path: Union[str, os.PathLike], feature_names: Optional[Sequence[s
                 import pyarrow  # noqa: F401  (pandas' parquet engine, imported only here)
             except ImportError:
                 raise DataError(f"{p}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+            import pandas as pd
+
             return _check(_select(pd.read_parquet(p), p, names), p, names)
         if lower.endswith(_CSV):
             sep = "\t" if lower.endswith(".tsv") else ","
-            if _first_row_is_header(p, sep):
-                return _check(_select(pd.read_csv(p, sep=sep, float_precision="round_trip"), p, names), p, names)
-            return _check(_select(pd.read_csv(p, sep=sep, header=None, float_precision="round_trip"), p, None),
-                          p, names)
+            return _check(_read_csv(p, sep, names), p, names)
     except DataError:
         raise
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{p}: the file is empty") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+    except (OSError, ValueError, csv.Error, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{p}: cannot read reference data: {exc}") from None
     raise DataError(f"{p}: unknown reference data format {suffix or '(no extension)'!r}; "
                     "use .csv, .parquet or .npy")

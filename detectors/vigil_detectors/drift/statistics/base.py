@@ -9,7 +9,9 @@ name), the feature types it `accepts` (``numeric``, ``categorical``), and its
   a feature drifts when its p-value is below the significance corrected for multiple testing
   (Bonferroni or FDR over the p-value-tested features only);
 - a **distance** (``psi``, ``hellinger``, ``jensenshannon``, ``wasserstein``) drifts when its
-  score is at least `default_threshold`.
+  score is at least its threshold: the documented `default_threshold`, raised for windows
+  too small for it (`Statistic.thresholds`: never below the score a stationary window of
+  that size exceeds with probability significance/m, m the distance-tested features).
 
 An instance is fitted on the reference columns of the features it tests and scores a
 window's same columns at once (vectorised over features): `score(window) -> (scores,
@@ -45,6 +47,19 @@ class Statistic(ABC):
     @abstractmethod
     def score(self, window: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Scores (features,) of a (rows, features) window and, for p-value tests, p-values (features,)."""
+
+    def thresholds(self, rows: int, level: float) -> np.ndarray:
+        """Distances: the score threshold per feature for a window of `rows` instances.
+
+        The documented `default_threshold`, raised where the window (or the reference) is so
+        small that a stationary window would exceed it with probability above `level`
+        (`noise_floor`): a small window's scores are mostly sampling noise.
+        """
+        return np.maximum(self.default_threshold or 0.0, self.noise_floor(rows, level))
+
+    def noise_floor(self, rows: int, level: float) -> np.ndarray:
+        """Per feature: the score a stationary window of `rows` instances exceeds with probability `level`."""
+        return np.zeros(self.n_features)
 
 
 def register(cls: type[Statistic]) -> type[Statistic]:

@@ -107,6 +107,21 @@ class BinnedStatistic(Statistic):
         self.binset = BinSet(bins)
         self.reference_shares = self.binset.reference / self.binset.reference.sum(axis=1, keepdims=True)
 
+    def noise_floor(self, rows: int, level: float) -> np.ndarray:
+        """From the chi-squared limit: for a stationary window, ``sum((q-p)^2/p) ~ chi2(k-1) (1/n + 1/N)``
+        (k the bins the reference fills, n and N the window and reference sizes); `from_chi2`
+        maps that to the statistic."""
+        from scipy.stats import chi2
+
+        filled = (self.binset.reference > 0).sum(axis=1)
+        n_ref = self.binset.reference.sum(axis=1)
+        x = chi2.isf(level, np.maximum(filled - 1, 1)) * (1.0 / rows + 1.0 / n_ref)
+        return self.from_chi2(x)
+
+    def from_chi2(self, x: np.ndarray) -> np.ndarray:
+        """The statistic's value at a chi-squared distance ``sum((q-p)^2/p)`` of `x` (small-distance limit)."""
+        return np.zeros_like(x)
+
     def score(self, window: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         counts = self.binset.counts(window)
         return self.distance(self.reference_shares, counts / counts.sum(axis=1, keepdims=True)), None

@@ -22,6 +22,9 @@ class JensenShannon(BinnedStatistic):
     default_threshold = 0.15
     describes = "Jensen-Shannon distance (base 2, 0..1) on the reference bins"
 
+    def from_chi2(self, x: np.ndarray) -> np.ndarray:
+        return np.sqrt(x / (8 * np.log(2)))  # JS divergence ≈ sum((q-p)^2/p) / 8 nats
+
     def distance(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         from scipy.spatial.distance import jensenshannon
 

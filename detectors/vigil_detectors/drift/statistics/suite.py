@@ -9,7 +9,9 @@ group in one vectorised pass and decides:
 
 - p-value tests (ks, chi2): corrected together — Bonferroni (threshold α/m) or
   Benjamini–Hochberg FDR — where m counts only the features tested by p-value;
-- distances (psi, hellinger, jensenshannon, wasserstein): drifted when score ≥ threshold.
+- distances (psi, hellinger, jensenshannon, wasserstein): drifted when score ≥ threshold,
+  the statistic's default raised for windows too small for it (`base.Statistic.thresholds`,
+  at level significance/m, m the distance-tested features).
 
 The window drifted if any feature did. `DriftSuite.save` writes a directory (``drift.json``
 + ``reference.npy``) that `load_statistic` fits again; nothing here imports TensorFlow or
@@ -128,7 +130,18 @@ class DriftSuite:
                 bins = [reference_bins(x_ref[:, j], self.kinds[j] == CATEGORICAL) for j in cols]
             self.groups.append((cls(x_ref[:, cols], bins), cols))
         self.p_tested = np.array([base.get(t).p_value_test for t in self.tests])
-        self.score_thresholds = np.array([base.get(t).default_threshold or np.nan for t in self.tests])
+        self._thresholds: dict[int, np.ndarray] = {}  # window rows -> per-feature score thresholds
+
+    def score_thresholds(self, rows: int) -> np.ndarray:
+        """Per feature: the distance threshold for a window of `rows` (NaN for p-value tests)."""
+        if rows not in self._thresholds:
+            out = np.full(self.n_features, np.nan)
+            level = self.p_val / max(1, int((~self.p_tested).sum()))
+            for stat, cols in self.groups:
+                if not stat.p_value_test:
+                    out[cols] = stat.thresholds(rows, level)
+            self._thresholds = {rows: out, **dict(list(self._thresholds.items())[-7:])}
+        return self._thresholds[rows]
 
     def _warn_declared_counts(self) -> None:
         for i, n in self.categorical.items():
@@ -149,7 +162,7 @@ class DriftSuite:
             scores[cols] = s
             if pv is not None:
                 p[cols] = pv
-        thresholds = self.score_thresholds.copy()
+        thresholds = self.score_thresholds(x.shape[0]).copy()
         drifted = np.zeros(self.n_features, dtype=bool)
         threshold = adjusted = None
         if self.p_tested.any():
