@@ -117,7 +117,7 @@ def service_rss(tree: Path) -> None:
                         break
                 except httpx.HTTPError:
                     pass
-                if proc.poll() is not None or time.monotonic() - started > 180:
+                if proc.poll() is not None or time.monotonic() - started > 300:
                     raise SystemExit(f"drift service from {tree} did not become ready")
                 time.sleep(0.05)
             ready_s, at_ready = time.monotonic() - started, rss_mb(proc.pid)

@@ -12,13 +12,17 @@ and ``_NAMESPACE``; `vigil.plan` builds this class from the spec and renders the
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil_detectors.drift.statistics import base as _statistics
 from vigil_detectors.frame.settings import Categories, DetectorSettings
+
+
+#: The registered statistics' names, for the JSON schema (and so the CRD's enums).
+_NAMES: list[Any] = _statistics.names()
 
 
 class DriftSettings(DetectorSettings):
@@ -32,10 +36,10 @@ class DriftSettings(DetectorSettings):
     categorical: Categories = Field(default_factory=dict)
     #: Default statistic (``spec.detectors.drift.type``): one of `vigil_detectors.drift.statistics.names()`.
     #: A feature type it does not test gets ``ks`` (numeric) or ``chi2`` (categorical).
-    statistic: str = Field("ks", json_schema_extra={"enum": _statistics.names()})
+    statistic: str = Field("ks", json_schema_extra={"enum": _NAMES})
     #: Per-feature overrides of the statistic: {feature name: statistic}.
     statistics: dict[str, str] = Field(default_factory=dict,
-                                       json_schema_extra={"additionalProperties": {"type": "string", "enum": _statistics.names()}})
+                                       json_schema_extra={"additionalProperties": {"type": "string", "enum": _NAMES}})
     #: Significance level of the whole window (per-feature tests are corrected for multiple testing).
     p_value: float = Field(0.05, gt=0.0, lt=1.0)
     correction: Literal["bonferroni", "fdr"] = "bonferroni"
