@@ -3,12 +3,13 @@
 Servers are real uvicorn servers on 127.0.0.1 (in a thread, or `vigil serve drift` as a
 subprocess for the crash test). The statistics are Vigil's own on NumPy/SciPy (their
 equality with alibi-detect is in test_drift_statistics.py); expected p-values are computed
-here with scipy on the same windows, independently of the service. Covered: detection on shifted data and none on stationary data, per-feature
-p-values and distances in /status and /metrics, chi-squared for categorical features,
-tumbling vs sliding windows, maxAge on a quiet stream, bad events (4xx, window
-untouched), SIGKILL mid-window and restart (window restored), our/KServe/Seldon event
-types with V2 and V1 bodies, single rows and batches, saved artifacts, `promtool check
-metrics`, and the window/checkpoint logic on its own.
+here with scipy on the same windows, independently of the service. Covered: detection on
+shifted data and none on stationary data, per-feature p-values and distances in /status
+and /metrics, chi-squared for categorical features, tumbling vs sliding windows, maxAge on
+a quiet stream, bad events (4xx, window untouched), SIGKILL mid-window and restart (window
+restored), our/KServe/Seldon event types with V2 and V1 bodies, single rows and batches,
+saved artifacts (Vigil's and alibi-detect's), `promtool check metrics`, and the
+window/checkpoint logic on its own.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from vigil_detectors.drift.service import create_app
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.drift.statistics import adjusted_min_p, fit_statistic
 from vigil_detectors.drift.window import DriftWindow, WindowStore
-
 
 FEATURES = ["a", "b", "c"]
 RNG_REF = np.random.default_rng(42)

@@ -136,7 +136,7 @@ class DriftDetector(Detector[DriftSettings]):
                      "schema.categorical to silence this): %s", MAX_CATEGORIES,
                      ", ".join(self.feature_names[i] for i in inferred))
         log.info("drift: statistics per feature: %s",
-                 ", ".join(f"{name}={test}" for name, test in zip(self.feature_names, self.statistic.tests)))
+                 ", ".join(f"{name}={test}" for name, test in zip(self.feature_names, self.statistic.tests, strict=True)))
         self.window = DriftWindow(s.window_size, n, s.window_mode, s.window_step)
         if s.state_dir:
             self.store = WindowStore(s.state_dir, n)

@@ -20,7 +20,6 @@ from pydantic_settings import SettingsConfigDict
 from vigil_detectors.drift.statistics import base as _statistics
 from vigil_detectors.frame.settings import Categories, DetectorSettings
 
-
 #: The registered statistics' names, for the JSON schema (and so the CRD's enums).
 _NAMES: list[Any] = _statistics.names()
 

@@ -22,8 +22,14 @@ import numpy as np
 
 from vigil_detectors.drift.statistics import chi2, hellinger, jensenshannon, ks, psi, wasserstein  # noqa: F401  (register)
 from vigil_detectors.drift.statistics.base import get, names, register
-from vigil_detectors.drift.statistics.suite import (ARTIFACT, CheckResult, DriftSuite, adjusted_min_p,
-                                                    inferred_categorical, load_suite)
+from vigil_detectors.drift.statistics.suite import (
+    ARTIFACT,
+    CheckResult,
+    DriftSuite,
+    adjusted_min_p,
+    inferred_categorical,
+    load_suite,
+)
 
 if TYPE_CHECKING:
     from vigil_detectors.drift.statistics.alibi import AlibiUnivariate

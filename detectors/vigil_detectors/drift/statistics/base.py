@@ -23,13 +23,14 @@ names and feature types against this registry without loading SciPy.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Optional, Sequence
+from collections.abc import Sequence
+from typing import ClassVar, Optional
 
 import numpy as np
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 
-_REGISTRY: dict[str, type["Statistic"]] = {}
+_REGISTRY: dict[str, type[Statistic]] = {}
 
 
 class Statistic(ABC):

@@ -16,8 +16,9 @@ so the baseline's ``statistics.json`` histogram and the report can reuse it:
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

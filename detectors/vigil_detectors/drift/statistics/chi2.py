@@ -10,7 +10,8 @@ The tables of all features are padded to one width and tested in one pass.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class ChiSquared(Statistic):
     def tables(self, window: np.ndarray) -> np.ndarray:
         """(features, 2, width) contingency tables, zero-padded."""
         rows = []
-        for j, (cats, ref_counts) in enumerate(zip(self.categories, self.counts)):
+        for j, (cats, ref_counts) in enumerate(zip(self.categories, self.counts, strict=True)):
             x = window[:, j]
             pos = np.searchsorted(cats, x).clip(max=len(cats) - 1)
             seen = cats[pos] == x

@@ -14,7 +14,8 @@ are the original doubles), and one `kstwo.sf` call gives every p-value.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 

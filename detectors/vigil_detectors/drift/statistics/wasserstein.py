@@ -13,7 +13,8 @@ Default threshold 0.3 (mass moved by 0.3 standard deviations): stationary window
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
