@@ -211,8 +211,9 @@ def test_max_age_checks_a_quiet_stream(ref_csv):
 
 # -- the edge -------------------------------------------------------------------------------------
 
-def test_bad_events_are_rejected_and_the_window_is_untouched(ref_csv):
-    with drift_service(reference=ref_csv, window_size=100, max_age_seconds=0, max_body_bytes=20_000) as c:
+def test_bad_events_are_rejected_and_the_window_is_untouched(ref_csv, monkeypatch):
+    monkeypatch.setenv("VIGIL_MAX_BODY_BYTES", "20000")  # the one body limit, read when the app is built
+    with drift_service(reference=ref_csv, window_size=100, max_age_seconds=0) as c:
         assert send(c, np.zeros((7, 3))).status_code == 202
         good_headers, good_body = event(np.zeros((1, 3)))
         bad = {

@@ -37,9 +37,10 @@ def event(data, type_="dev.vigil.inference.request", **attrs):
 
 
 @pytest.fixture
-def url():
+def url(monkeypatch):
     Recorder.gate.clear()
-    app = create_detector_app(Recorder, DetectorSettings(feature_names=["a", "b"], max_body_bytes=4096))
+    monkeypatch.setenv("VIGIL_MAX_BODY_BYTES", "4096")  # the one body limit, read when the app is built
+    app = create_detector_app(Recorder, DetectorSettings(feature_names=["a", "b"]))
     with serve_app(app) as base:
         yield base
 

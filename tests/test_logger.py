@@ -210,8 +210,9 @@ def test_non_inference_calls_and_upstream_errors_are_forwarded_without_events(mo
     assert metric_value(text, "vigil_logger_requests_total", code="404") == 1
 
 
-def test_body_too_large_is_413(model_url, sink):
-    app, server = logger(model_url, [("s", sink.url, ("request",))], max_body_bytes=1024)
+def test_body_too_large_is_413(model_url, sink, monkeypatch):
+    monkeypatch.setenv("VIGIL_MAX_BODY_BYTES", "1024")  # the one body limit, read when the app is built
+    app, server = logger(model_url, [("s", sink.url, ("request",))])
     with server as url:
         r = httpx.post(url + PREDICT, json={"instances": X.tolist()})
         assert r.status_code == 413 and "limit" in r.json()["error"]

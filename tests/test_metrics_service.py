@@ -58,6 +58,8 @@ def scrape(client) -> dict:
     """{(name, frozenset(labels minus monitor/namespace)): value} from /metrics."""
     out = {}
     for family in text_string_to_metric_families(client.get("/metrics").text):
+        if family.name.startswith(("process_", "python_")):  # prometheus-client's standard collectors
+            continue
         for s in family.samples:
             labels = {k: v for k, v in s.labels.items() if k not in ("monitor", "namespace")}
             assert s.labels.get("monitor") == "t" and s.labels.get("namespace") == "ns"

@@ -54,8 +54,11 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def iris_server(models):
     settings = ModelServerSettings(uri=str(models["dir"] / "iris.joblib"), format="sklearn", name="iris",
-                                   monitor="m1", namespace="ns1", max_body_bytes=2_000_000)
-    with serve_app(create_app(settings)) as url:
+                                   monitor="m1", namespace="ns1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIGIL_MAX_BODY_BYTES", "2000000")  # the one body limit, read when the app is built
+        app = create_app(settings)
+    with serve_app(app) as url:
         yield url
 
 

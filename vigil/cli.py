@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from vigil import components
+from vigil import components, logs
 from vigil.plan import DEFAULT_BASE_PORT
 
 
@@ -28,8 +28,9 @@ def cmd_serve(args) -> int:
 
     from vigil.services import app_factory
 
+    logs.configure(args.log_level, args.log_format)
     uvicorn.run(app_factory(args.component), factory=True, host=args.host, port=args.port,
-                log_level=args.log_level, access_log=False)
+                log_level=args.log_level, log_config=None, access_log=False)
     return 0
 
 
@@ -39,7 +40,7 @@ def cmd_up(args) -> int:
 
     monitor = load_monitor(args.monitor)
     plan, placement = local_plan(monitor, Path(args.monitor).parent, _workdir(args, monitor.name), args.base_port)
-    stack = LocalStack(plan, placement)
+    stack = LocalStack(plan, placement, serve_args=logs.child_args(args))
     print(f"vigil up: {monitor.name} ({', '.join(plan.names)}) — work dir {placement.workdir}")
     try:
         stack.train(retrain=args.retrain)
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   for r in components.rows()))
     s.add_argument("--workdir", help="artifacts, state and logs (default: .vigil/<monitor name> beside the file)")
     s.add_argument("--retrain", action="store_true", help="train detectors again even if artifacts exist")
+    logs.add_arguments(s)
     s.set_defaults(func=cmd_up)
 
     s = sub.add_parser("status", help="print the monitor summary (what the operator writes to .status)")
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the component to serve (configured by VIGIL_* environment variables)")
     s.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     s.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
-    s.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    logs.add_arguments(s)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")

@@ -36,12 +36,14 @@ from typing import Optional, Union
 
 import numpy as np
 
+from vigil.errors import VigilError
+
 _CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".tsv", ".txt")
 _PARQUET = (".parquet", ".pq")
 _NPY = (".npy",)
 
 
-class DataError(ValueError):
+class DataError(VigilError, ValueError):
     """Reference data that cannot be used, with a message naming the file and the problem."""
 
 

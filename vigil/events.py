@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vigil.errors import InvalidInput, Rejected
+
 REQUEST = "dev.vigil.inference.request"
 RESPONSE = "dev.vigil.inference.response"
 FEEDBACK = "dev.vigil.inference.feedback"
@@ -44,14 +46,11 @@ NUMERIC_DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT
                      "FP16", "FP32", "FP64"}
 
 
-class PayloadError(ValueError):
-    """An event or request body we cannot use. `reason` is a bounded label value."""
+class PayloadError(InvalidInput, ValueError):
+    """An event or request body we cannot use (400). `reason` is a bounded label value."""
 
     def __init__(self, reason: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.status = status
+        Rejected.__init__(self, status, reason, message)
 
 
 def event_kind(ce_type: Optional[str]) -> Optional[str]:
@@ -74,6 +73,8 @@ def _numeric(data: Any, what: str) -> np.ndarray:
         if "inhomogeneous" in str(exc) or "sequence" in str(exc):
             raise PayloadError("bad_shape", f"{what} rows must all have the same length") from None
         raise PayloadError("non_numeric", f"{what} must be numbers; got a non-numeric value") from None
+    except OverflowError:  # an integer literal beyond float64 (e.g. 400 digits)
+        raise PayloadError("out_of_range", f"{what} hold a number too large for float64") from None
     if arr.dtype == object:
         raise PayloadError("bad_shape", f"{what} rows must all have the same length")
     if not np.all(np.isfinite(arr)):
@@ -92,7 +93,7 @@ def _v2_tensor(tensor: dict, what: str) -> np.ndarray:
     if shape is not None:
         try:
             arr = arr.reshape([int(s) for s in shape])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise PayloadError("bad_shape", f"V2 {what} data of {arr.size} values does not fit shape {shape}") from None
     return arr
 

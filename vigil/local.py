@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
@@ -24,13 +24,14 @@ from urllib.parse import urlparse
 import httpx
 
 from vigil import components as registry
+from vigil.errors import VigilError
 from vigil.plan import DEFAULT_BASE_PORT, Component, Plan, build_plan, endpoints, train_argv
 from vigil.spec import ModelMonitor, SpecError
 
 RUN_FILE = "run.json"
 
 
-class LocalError(RuntimeError):
+class LocalError(VigilError, RuntimeError):
     """Something `vigil up` cannot do; the message says what to change."""
 
 
@@ -100,8 +101,10 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 class LocalStack:
-    def __init__(self, plan: Plan, placement: LocalPlacement, say: Callable[[str], None] = print):
+    def __init__(self, plan: Plan, placement: LocalPlacement, say: Callable[[str], None] = print,
+                 serve_args: Sequence[str] = ()):
         self.plan = plan
+        self.serve_args = list(serve_args)  # e.g. the log options, for every `vigil serve`
         self.placement = placement
         self.workdir = placement.workdir
         self.say = say
@@ -150,7 +153,7 @@ class LocalStack:
         for c in order:
             log = open(self.logs / f"{c.name}.log", "ab")
             self.procs[c.name] = subprocess.Popen(
-                _vigil_cmd("serve", c.name, "--host", "127.0.0.1", "--port", str(c.port)),
+                _vigil_cmd("serve", c.name, "--host", "127.0.0.1", "--port", str(c.port), *self.serve_args),
                 env=child_env(c.env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready([c.name for c in self.plan.components], timeout)
         self._write_run_file()

@@ -27,13 +27,15 @@ from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.metrics.settings import MetricsSettings
 from vigil_detectors.outlier.settings import OutlierSettings
 
+from vigil.errors import VigilError
+
 API_GROUP = "vigil.dev"
 API_VERSION = "v1alpha1"
 KIND = "ModelMonitor"
 STORAGE_SCHEMES = ("pvc", "file", "s3", "gs", "https", "http")
 
 
-class SpecError(ValueError):
+class SpecError(VigilError, ValueError):
     """A ModelMonitor that does not validate. `field` is the dotted camelCase path."""
 
     def __init__(self, field: str, message: str):

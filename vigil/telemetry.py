@@ -3,7 +3,8 @@
 Each service owns a `ServiceMetrics`: its own `CollectorRegistry` (so several services
 can share a test process), and metric factories that put the bounded `monitor` and
 `namespace` labels on every series so dashboards can filter by them even where no
-Kubernetes relabelling adds them (`vigil up`). Exposition is prometheus-client's.
+Kubernetes relabelling adds them (`vigil up`), plus prometheus-client's standard
+``process_*`` and ``python_gc_*`` collectors. Exposition is prometheus-client's.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import prometheus_client
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, GCCollector, CollectorRegistry, Counter, Gauge, Histogram,
+                               ProcessCollector, generate_latest)
 
 # `*_created` series double every counter's cardinality and no dashboard of ours uses them.
 prometheus_client.disable_created_metrics()
@@ -45,6 +47,9 @@ class _Bound:
 class ServiceMetrics:
     def __init__(self, monitor: str = "local", namespace: str = "default"):
         self.registry = CollectorRegistry(auto_describe=True)
+        # The standard process_* (CPU, RSS, open fds) and python_gc_* series, per service.
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.const = {"monitor": monitor, "namespace": namespace}
 
     def _make(self, cls, name, doc, labels, **kw) -> _Bound:

@@ -42,11 +42,11 @@ from typing import Any, Optional
 import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from yarl import URL
 
 import vigil
-from vigil.bodies import BodyTooLarge, is_json, read_limited
+from vigil.edge import Edge, is_json
+from vigil.errors import InvalidInput, Rejected, error_body
 from vigil.events import (
     ATTR_ENDPOINT,
     ATTR_INFERENCE_ID,
@@ -59,6 +59,7 @@ from vigil.events import (
 from vigil.logger.metrics import LoggerMetrics
 from vigil.logger.settings import LoggerSettings
 from vigil.logger.sinks import Event, RetryPolicy, Sink
+from vigil.logger.truth import check_truth
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +93,14 @@ def inference_id_from(headers) -> str:
     return str(uuid.uuid4())
 
 
-class _Rejected(Exception):
-    def __init__(self, status: int, reason: str, message: str):
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
-
-
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    try:
-        return await read_limited(request, max_bytes)
-    except BodyTooLarge as exc:
-        raise _Rejected(413, "too_large", str(exc)) from None
+#: Upstream failures that mean a pooled connection died before the upstream sent anything
+#: back (it closed an idle keep-alive connection, or reset it): worth one retry on a fresh
+#: connection. A refused connect is not retried (a fresh one would be refused too).
+_RETRY_ON_FRESH = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+#: Why the logger refuses a request (series exist from the start).
+REJECT_REASONS = ("too_large", "content_type", "content_encoding", "duplicate_header", "headers_too_large",
+                  "bad_json", "too_deep", "empty_body", "bad_body", "missing_truth", "bad_truth",
+                  "missing_inference_id", "not_found", "method_not_allowed")
 
 
 def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
@@ -110,7 +108,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     metrics = LoggerMetrics(settings.monitor, settings.namespace, [s.name for s in settings.sinks])
     source = f"{SOURCE_PREFIX}/{settings.namespace}/{settings.monitor}/logger"
     upstream_url = settings.upstream.rstrip("/")
-    st: dict[str, Any] = {"requests": 0, "received": 0, "rejected": 0, "sinks": [], "ready": (0.0, False),
+    st: dict[str, Any] = {"requests": 0, "sinks": [], "ready": (0.0, False),
                           "targets": {k: [] for k in KIND_TO_TYPE}}
     m_requests = {}  # code -> bound counter child (avoid label lookups per request)
 
@@ -121,7 +119,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         child.inc()
         st["requests"] += 1
 
-    m_received = {k: metrics.received.labels(type=k) for k in KIND_TO_TYPE}
+    edge = Edge(metrics.service, "logger", kinds=KIND_TO_TYPE, reasons=REJECT_REASONS, on_reject=count_request)
+    m_retries = metrics.upstream_retries.labels()
     m_added = metrics.added_latency.labels()
     m_upstream = metrics.upstream_duration.labels()
 
@@ -134,18 +133,25 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             # forward exactly the client's headers, not the library's defaults
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
             trust_env=False, auto_decompress=True)
+        # One retry when a pooled connection turns out dead goes over a new connection.
+        fresh = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.upstream_max_connections, force_close=True),
+            timeout=upstream.timeout, skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            trust_env=False, auto_decompress=True)
         n_workers = settings.sink_workers * max(1, len(settings.sinks))
         sink_client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=n_workers, keepalive_timeout=60.0),
             timeout=aiohttp.ClientTimeout(total=settings.sink_timeout_seconds), trust_env=False)
         policy = RetryPolicy(settings.retries, settings.backoff_initial_seconds, settings.backoff_max_seconds)
-        sinks = [Sink(cfg, sink_client, policy, metrics, settings.queue_size, settings.sink_workers)
+        sinks = [Sink(cfg, sink_client, policy, metrics, settings.queue_size, settings.sink_workers,
+                      queue_bytes=settings.queue_bytes, max_event_bytes=edge.max_body_bytes)
                  for cfg in settings.sinks]
         enabled = {"request": settings.mode in ("all", "request"), "response": settings.mode in ("all", "response"),
                    "feedback": True}
         st["targets"] = {k: [s for s in sinks if k in s.types] if enabled[k] else [] for k in KIND_TO_TYPE}
         st["sinks"] = sinks
         st["upstream"] = upstream
+        st["fresh"] = fresh
         for s in sinks:
             s.start()
         log.info("logger: upstream %s, mode %s, sample rate %s, sinks %s", upstream_url, settings.mode,
@@ -156,6 +162,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             for s in sinks:
                 await s.stop(settings.shutdown_grace_seconds)
             await upstream.close()
+            await fresh.close()
             await sink_client.close()
 
     app = FastAPI(title="Vigil request logger", version=vigil.__version__, lifespan=lifespan,
@@ -164,15 +171,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.sinks = lambda: st["sinks"]
 
-    def reject(status: int, reason: str, message: str, iid: Optional[str] = None) -> Response:
-        metrics.rejected.labels(reason=reason).inc()
-        st["rejected"] += 1
-        return _json({"error": message}, status, iid)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        reason = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else "http"
-        return reject(exc.status_code, reason, f"{request.method} {request.url.path}: {exc.detail}")
+    edge.install(app)
 
     def emit(kind: str, iid: str, model: str, endpoint: str, data: bytes, content_type: str, ts: float) -> int:
         targets = st["targets"][kind]
@@ -195,28 +194,33 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         path = scope["path"]
         match = _INFER.match(path) if request.method == "POST" else None
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-        except _Rejected as e:
-            count_request(e.status)
-            return reject(e.status, e.reason, e.message, iid)
+            body = await edge.read(request)
+        except Rejected as e:
+            return edge.reject(e, {"x-inference-id": iid})
         if match:
-            m_received["request"].inc()
-            st["received"] += 1
+            edge.count_received("request")
         fwd = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.raw if k not in _SKIP_REQUEST]
         if "x-request-id" not in headers:
             fwd.append(("x-request-id", iid))
         target = upstream_url + (scope.get("raw_path") or path.encode()).decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
-        session: aiohttp.ClientSession = st["upstream"]
+        url = URL(target, encoded=True)
+
+        async def call(session: aiohttp.ClientSession):
+            async with session.request(request.method, url, headers=fwd, data=body or None,
+                                       allow_redirects=False) as answer:
+                return await answer.read(), answer.status, answer.raw_headers, answer.headers.get("content-type")
+
         t_up = time.perf_counter()
         try:
-            async with session.request(request.method, URL(target, encoded=True), headers=fwd, data=body or None,
-                                       allow_redirects=False) as answer:
-                content = await answer.read()
-                status = answer.status
-                answer_headers = answer.raw_headers
-                answer_ctype = answer.headers.get("content-type")
+            try:
+                content, status, answer_headers, answer_ctype = await call(st["upstream"])
+            except _RETRY_ON_FRESH as e:
+                if isinstance(e, aiohttp.ClientConnectorError):
+                    raise
+                m_retries.inc()
+                content, status, answer_headers, answer_ctype = await call(st["fresh"])
         except asyncio.TimeoutError as e:
             return upstream_failure(504, "timeout", f"upstream {upstream_url} timed out: {type(e).__name__}",
                                     iid, start, t_up)
@@ -227,8 +231,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         upstream_seconds = time.perf_counter() - t_up
         m_upstream.observe(upstream_seconds)
         if match and 200 <= status < 300:
-            m_received["response"].inc()
-            st["received"] += 1
+            edge.count_received("response")
             rate = settings.sample_rate
             if rate >= 1.0 or (rate > 0.0 and random.random() < rate):
                 model = settings.model_name or match.group("name") or match.group("v1name")
@@ -252,7 +255,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         metrics.upstream_errors.labels(reason=reason).inc()
         count_request(status)
         m_added.observe(max(0.0, time.perf_counter() - start - up))
-        return _json({"error": message}, status, iid)
+        return _json(error_body(message, reason), status, iid)
 
     app.add_route("/v2", proxy, methods=_METHODS)
     app.add_route("/v2/{rest:path}", proxy, methods=_METHODS)
@@ -263,33 +266,30 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     @app.post("/feedback", status_code=202)
     async def feedback(request: Request):
         try:
-            raw = await _read_body(request, settings.max_body_bytes)
-        except _Rejected as e:
-            return reject(e.status, e.reason, e.message)
-        if not is_json(request.headers.get("content-type")):
-            ctype = request.headers["content-type"].split(";")[0].strip()
-            return reject(415, "content_type", f"unsupported content type {ctype!r}; send application/json")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            return reject(400, "bad_json", f"body is not valid JSON: {e}")
+            return accept_feedback(request, await edge.read_json(request, "feedback"))
+        except Rejected as e:
+            return edge.reject(e)
+
+    def accept_feedback(request: Request, body: Any) -> Response:
         if not isinstance(body, dict):
-            return reject(400, "bad_body", 'feedback must be a JSON object {"inferenceId": ..., "truth": ...}')
+            raise InvalidInput("bad_body", 'feedback must be a JSON object {"inferenceId": ..., "truth": ...}')
         if body.get("truth") is None:
-            return reject(400, "missing_truth", "feedback needs 'truth' (the ground truth for the inference)")
+            raise InvalidInput("missing_truth", "feedback needs 'truth' (the ground truth for the inference)")
+        check_truth(body["truth"], settings.task, settings.classes)
+        if body.get("response") is not None:
+            check_truth(body["response"], settings.task, settings.classes)
         iid = body.get("inferenceId")
         if iid is None:
             h = request.headers
             iid = h.get("x-inference-id") or h.get("ce-id") or h.get("x-request-id")
         if not isinstance(iid, str) or not _ID_OK.match(iid):
-            return reject(400, "missing_inference_id",
-                          "feedback needs 'inferenceId' (or an x-inference-id header): the id the logger returned "
-                          "in x-inference-id, 1-128 printable characters")
+            raise InvalidInput("missing_inference_id",
+                               "feedback needs 'inferenceId' (or an x-inference-id header): the id the logger "
+                               "returned in x-inference-id, 1-128 printable characters")
         data = {"truth": body["truth"]}
         if body.get("response") is not None:
             data["response"] = body["response"]
-        m_received["feedback"].inc()
-        st["received"] += 1
+        edge.count_received("feedback")
         queued = emit("feedback", iid, settings.model_name or "", "/feedback",
                       json.dumps(data, separators=(",", ":")).encode(), _JSON, time.time())
         return _json({"inferenceId": iid, "accepted": True, "queued": queued}, 202, iid)
@@ -325,7 +325,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     async def status():
         sinks: list[Sink] = st["sinks"]
         return {"component": "logger", "ready": await ready(),
-                "events": {"received": st["received"], "rejected": st["rejected"]},
+                "events": dict(edge.counts),
                 "logger": {"requests": st["requests"], "eventsSent": sum(s.sent for s in sinks),
                            "eventsDropped": sum(sum(s.dropped.values()) for s in sinks),
                            "queueDepth": sum(s.depth for s in sinks), "upstream": upstream_url,

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from vigil.telemetry import ServiceMetrics
 
 #: Why an event was not delivered (the `reason` label of vigil_logger_events_dropped_total).
-DROP_REASONS = ("queue_full", "retries_exhausted", "rejected", "encode_error", "shutdown")
-EVENT_KINDS = ("request", "response", "feedback")
+DROP_REASONS = ("queue_full", "queue_bytes", "too_large", "retries_exhausted", "rejected", "encode_error", "shutdown")
 
 ADDED_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,12 +30,10 @@ class LoggerMetrics:
                                              "Duration of the upstream model server call", buckets=UPSTREAM_BUCKETS)
         self.upstream_errors = m.counter("vigil_logger_upstream_errors_total",
                                          "Upstream calls that got no answer (connect, timeout, protocol)", ("reason",))
-        self.received = m.counter("vigil_events_received_total", "Inference requests, responses and feedback seen",
-                                  ("type",))
-        self.rejected = m.counter("vigil_events_rejected_total", "Requests rejected at the edge", ("reason",))
+        self.upstream_retries = m.counter("vigil_logger_upstream_retries_total",
+                                          "Upstream calls retried on a fresh connection after a pooled one died")
+        # vigil_events_received_total / vigil_events_rejected_total: `vigil.edge.Edge`.
         # Series that exist from the start read 0 instead of "no data".
-        for kind in EVENT_KINDS:
-            self.received.labels(type=kind)
         for sink in sinks:
             self.sent.labels(sink=sink)
             self.retries.labels(sink=sink)

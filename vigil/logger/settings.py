@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,15 +37,20 @@ class LoggerSettings(BaseSettings):
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     #: Bound of each sink's queue (events waiting to be sent).
     queue_size: int = Field(10000, ge=1)
+    #: Bound of each sink's queue in bytes (bodies waiting or being delivered); 64 MiB.
+    queue_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sinks: list[SinkConfig] = Field(default_factory=list)
     monitor: str = "local"
     namespace: str = "default"
+    #: The metrics detector's task and classes, when it runs: feedback truth must fit them
+    #: (`vigil.logger.truth`). None: only the shape and finiteness of truth are checked.
+    task: Optional[Literal["classification", "regression"]] = None
+    classes: Optional[list[Union[str, int]]] = None
 
     # upstream (inference path)
-    upstream_timeout_seconds: float = Field(60.0, gt=0)
+    upstream_timeout_seconds: float = Field(30.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(5.0, gt=0)
     upstream_max_connections: int = Field(256, ge=1)
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     #: /readyz also asks the upstream's /v2/health/ready (a 404 there, i.e. a V1-only
     #: server, counts as ready). False: ready as soon as the proxy is up.
     ready_requires_upstream: bool = True

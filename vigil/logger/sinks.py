@@ -1,8 +1,11 @@
 """Event delivery from the logger to its sinks, off the inference path.
 
-Each sink has a bounded ``asyncio.Queue`` and a few worker tasks. The inference path
-only calls `Sink.offer` (``put_nowait``): a full queue drops the event at once and
-counts it (``queue_full``); it never waits. Workers turn an `Event` into a binary-mode
+Each sink has a queue bounded by count (``queue_size``) and by bytes (``queue_bytes``:
+the bodies of the events waiting or being delivered) and a few worker tasks. The
+inference path only calls `Sink.offer` (``put_nowait``): an event over the sink's body
+limit (``too_large``: the edge limit every detector holds, so it would be refused there)
+or one that does not fit the queue (``queue_full``, ``queue_bytes``) is dropped at once
+and counted; it never waits. Workers turn an `Event` into a binary-mode
 CloudEvent (``cloudevents`` SDK, built once and shared by all sinks) and POST it,
 retrying connection errors, timeouts, 408/425/429 and 5xx with exponential backoff and
 jitter. Other 4xx answers are not retried (``rejected``); after the last retry the event
@@ -67,7 +70,8 @@ class RetryPolicy:
 
 class Sink:
     def __init__(self, config: SinkConfig, client: aiohttp.ClientSession, policy: RetryPolicy, metrics: LoggerMetrics,
-                 queue_size: int, workers: int = 4):
+                 queue_size: int, workers: int = 4, queue_bytes: int = 64 * 1024 * 1024,
+                 max_event_bytes: int = 32 * 1024 * 1024):
         self.name = config.name
         self.url = config.url
         self.types = frozenset(config.types)
@@ -75,6 +79,9 @@ class Sink:
         self.policy = policy
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self.workers = workers
+        self.queue_bytes = queue_bytes
+        self.max_event_bytes = max_event_bytes
+        self.bytes = 0  # bodies queued or being delivered
         self.sent = 0
         self.dropped: Counter[str] = Counter()
         self._tasks: list[asyncio.Task] = []
@@ -88,13 +95,21 @@ class Sink:
         return self.queue.qsize()
 
     def offer(self, event: Event) -> bool:
-        """Enqueue without waiting; a full queue drops (and counts) the event."""
+        """Enqueue without waiting; an event too large, or a full queue, drops (and counts) the event."""
+        size = len(event.data)
+        if size > self.max_event_bytes:
+            self._drop("too_large")
+            return False
+        if self.bytes + size > self.queue_bytes:
+            self._drop("queue_bytes")
+            return False
         try:
             self.queue.put_nowait(event)
-            return True
         except asyncio.QueueFull:
             self._drop("queue_full")
             return False
+        self.bytes += size
+        return True
 
     def _drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] += n
@@ -121,6 +136,7 @@ class Sink:
                 log.exception("sink %s: unexpected error delivering an event", self.name)
                 self._drop("encode_error")
             finally:
+                self.bytes -= len(event.data)
                 self.queue.task_done()
 
     async def _deliver(self, event: Event) -> None:
@@ -167,7 +183,7 @@ class Sink:
         self._tasks = []
         left = 0
         while not self.queue.empty():
-            self.queue.get_nowait()
+            self.bytes -= len(self.queue.get_nowait().data)
             self.queue.task_done()
             left += 1
         if left:
@@ -175,5 +191,5 @@ class Sink:
             log.warning("sink %s: %d queued events dropped at shutdown", self.name, left)
 
     def summary(self) -> dict[str, Any]:
-        return {"url": self.url, "types": sorted(self.types), "sent": self.sent, "queueDepth": self.depth,
+        return {"url": self.url, "types": sorted(self.types), "sent": self.sent, "queueDepth": self.depth, "queueBytes": self.bytes,
                 "dropped": dict(self.dropped)}

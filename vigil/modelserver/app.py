@@ -1,5 +1,6 @@
 """The model server's HTTP API: Open Inference Protocol V2, the V1 ``instances`` body,
-health, metadata, ``/status`` and ``/metrics``.
+health, metadata, ``/status`` and ``/metrics``. The edge (limits, checks, the JSON error
+answer) is `vigil.edge`.
 
 The model is loaded once in the lifespan (a load failure stops the process with the
 reason, so `vigil up` and Kubernetes both see it). Each request is decoded with
@@ -25,47 +26,28 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vigil
-from vigil.bodies import BodyTooLarge, is_json, read_limited
+from vigil.edge import Edge
+from vigil.errors import InvalidInput, NotFound, NotReady, Rejected, Unprocessable
 from vigil.events import PayloadError, decode_instances
 from vigil.modelserver.loaders import LoadedModel, load_model, predict_datatype
 from vigil.modelserver.settings import ModelServerSettings
 from vigil.telemetry import ServiceMetrics
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vigil.model")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTPUT_NAMES = ("predict", "predict_proba")
 _JSON = "application/json"
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str):
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
+REJECT_REASONS = ("too_large", "content_type", "content_encoding", "duplicate_header", "headers_too_large",
+                  "bad_json", "too_deep", "empty_body", "bad_body", "bad_shape", "non_numeric", "out_of_range",
+                  "feature_count", "unknown_model", "unknown_output", "predict_failed", "not_ready", "not_found",
+                  "method_not_allowed", "internal")
 
 
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(json.dumps(doc, separators=(",", ":")).encode(), status_code=status, media_type=_JSON)
-
-
-async def read_json_body(request: Request, max_bytes: int) -> Any:
-    """The request body parsed as JSON, with the edge checks every Vigil service makes."""
-    if not is_json(request.headers.get("content-type")):
-        ctype = request.headers["content-type"].split(";")[0].strip()
-        raise ApiError(415, "content_type", f"unsupported content type {ctype!r}; send application/json")
-    try:
-        raw = await read_limited(request, max_bytes)
-    except BodyTooLarge as exc:
-        raise ApiError(413, "too_large", str(exc)) from None
-    if not raw:
-        raise ApiError(400, "empty_body", "request body is empty; send a V2 'inputs' or V1 'instances' JSON body")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, "bad_json", f"body is not valid JSON: {e}") from None
 
 
 def _tensor(name: str, values: np.ndarray, datatype: str) -> dict:
@@ -82,10 +64,8 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     m_requests = metrics.counter("vigil_model_requests_total", "Inference requests by protocol and status code",
                                  ("protocol", "code"))
     m_instances = metrics.counter("vigil_model_instances_total", "Rows scored by the model")
-    m_received = metrics.counter("vigil_events_received_total", "Inference requests received", ("type",))
-    m_rejected = metrics.counter("vigil_events_rejected_total", "Requests rejected at the edge", ("reason",))
-    m_received.labels(type="request")
-    state: dict[str, Any] = {"model": None, "received": 0, "rejected": 0, "instances": 0}
+    edge = Edge(metrics, "model", kinds=("request",), reasons=REJECT_REASONS)
+    state: dict[str, Any] = {"model": None, "instances": 0}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -98,34 +78,17 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
 
-    def reject(status: int, reason: str, message: str) -> Response:
-        m_rejected.labels(reason=reason).inc()
-        state["rejected"] += 1
-        return _json({"error": message}, status)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return reject(exc.status, exc.reason, exc.message)
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception):
-        log.exception("error serving %s %s", request.method, request.url.path)
-        return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        reason = "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else "http"
-        return reject(exc.status_code, reason, f"{request.method} {request.url.path}: {exc.detail}")
+    edge.install(app)
 
     def model() -> LoadedModel:
         m = state["model"]
         if m is None:
-            raise ApiError(503, "not_ready", "model is not loaded")
+            raise NotReady("not_ready", "model is not loaded")
         return m
 
     def check_name(name: str) -> LoadedModel:
         if name != settings.name:
-            raise ApiError(404, "unknown_model", f"model {name!r} not found; this server serves {settings.name!r}")
+            raise NotFound("unknown_model", f"model {name!r} not found; this server serves {settings.name!r}")
         return model()
 
     def output_specs(m: LoadedModel) -> list[dict]:
@@ -138,15 +101,11 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     async def score(request: Request, name: str,
                     protocol: str) -> tuple[Any, np.ndarray, Optional[np.ndarray], LoadedModel]:
         m = check_name(name)
-        body = await read_json_body(request, settings.max_body_bytes)
-        m_received.labels(type="request").inc()
-        state["received"] += 1
-        try:
-            if protocol == "v1" and not (isinstance(body, dict) and "instances" in body):
-                raise PayloadError("bad_body", "V1 body must be {\"instances\": [...]}")
-            rows = decode_instances(body, m.n_features)
-        except PayloadError as e:
-            raise ApiError(e.status, e.reason, e.message) from None
+        body = await edge.read_json(request)
+        edge.count_received("request")
+        if protocol == "v1" and not (isinstance(body, dict) and "instances" in body):
+            raise PayloadError("bad_body", "V1 body must be {\"instances\": [...]}")
+        rows = decode_instances(body, m.n_features)
         wanted = _requested_outputs(body) if protocol == "v2" else None
         want_proba = m.has_proba and (wanted is None or "predict_proba" in wanted)
         try:
@@ -155,7 +114,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
             else:
                 labels, proba = m.predict(rows, want_proba)
         except (ValueError, TypeError) as e:
-            raise ApiError(422, "predict_failed", f"the model could not score the input: {e}") from None
+            raise Unprocessable("predict_failed", f"the model could not score the input: {e}") from None
         m_instances.inc(rows.shape[0])
         state["instances"] += rows.shape[0]
         return body, labels, proba, m
@@ -167,7 +126,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
             response = build(*(await score(request, name, protocol)))
             code = response.status_code
             return response
-        except ApiError as e:
+        except Rejected as e:
             code = e.status
             raise
         finally:
@@ -255,7 +214,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     async def status():
         m = state["model"]
         return {"component": "model", "ready": m is not None,
-                "events": {"received": state["received"], "rejected": state["rejected"]},
+                "events": dict(edge.counts),
                 "model": {"name": settings.name, "format": settings.format, "instances": state["instances"],
                           **({"platform": m.platform, "task": m.task, "features": m.n_features} if m else {})}}
 
@@ -273,9 +232,9 @@ def _requested_outputs(body: Any) -> Optional[set[str]]:
         return None
     outs = body["outputs"]
     if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs):
-        raise ApiError(400, "bad_body", "'outputs' must be a list of {\"name\": ...} objects")
+        raise InvalidInput("bad_body", "'outputs' must be a list of {\"name\": ...} objects")
     names = {o["name"] for o in outs}
     unknown = sorted(names - set(OUTPUT_NAMES))
     if unknown:
-        raise ApiError(400, "unknown_output", f"unknown output(s) {unknown}; this model has {list(OUTPUT_NAMES)}")
+        raise InvalidInput("unknown_output", f"unknown output(s) {unknown}; this model has {list(OUTPUT_NAMES)}")
     return names

@@ -29,12 +29,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from vigil.errors import VigilError
+
+log = logging.getLogger("vigil.model")
 
 PredictFn = Callable[[np.ndarray, bool], "tuple[np.ndarray, Optional[np.ndarray]]"]
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(VigilError, RuntimeError):
     """The model file is missing, ambiguous or not a model of the declared format."""
 
 

@@ -19,7 +19,6 @@ class ModelServerSettings(BaseSettings):
     #: classification | regression, or auto: ask the model (sklearn estimator type,
     #: XGBoost objective, Keras output width > 1 means class scores).
     task: Literal["auto", "classification", "regression"] = "auto"
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     #: Requests with more rows than this run the model in a worker thread so that
     #: health checks stay responsive; small ones run inline (cheaper).
     thread_rows: int = Field(256, ge=0)

@@ -22,7 +22,6 @@ Metrics: ``vigil_explainer_explanations_total{source}`` (api | sampled),
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -32,9 +31,9 @@ from typing import Any, Optional
 import httpx
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from vigil.bodies import BodyTooLarge, is_json, read_limited
+from vigil.errors import NotReady, Rejected, UpstreamError
 from vigil.events import PayloadError, decode_instances
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.explainer.predictor import ModelCallError, ModelServerPredictor
@@ -269,44 +268,33 @@ class ExplainerDetector(Detector[ExplainerSettings]):
                               "sampleRate": self.settings.sample_rate, "busy": busy, "waiting": self._waiting,
                               "modelCalls": self.predictor.calls if self.predictor else 0}}
 
+    async def _explain_request(self, request: Request, edge) -> dict[str, Any]:
+        s = self.settings
+        if self._slots is None:
+            raise NotReady("not_ready", "explainer is not ready yet (loading the artifact)")
+        doc = await edge.read_json(request)
+        row = self._check_instance(decode_instances(doc, len(self.feature_names)))
+        if self._slots.locked() and self._waiting >= s.max_waiting:
+            raise NotReady("busy", f"{s.max_concurrent} explanations running and {self._waiting} waiting; retry later")
+        try:
+            return await self.explain(row, "api")
+        except ModelCallError as exc:
+            self._failed("model_error")
+            raise UpstreamError("model_error", str(exc)) from None
+        except Exception as exc:
+            log.exception("explanation failed")
+            self._failed("internal")
+            raise Rejected(500, "internal", f"explanation failed: {type(exc).__name__}: {exc}") from None
+
     def routers(self) -> list:
         router = APIRouter()
 
         @router.post("/explain")
-        async def explain(request: Request) -> JSONResponse:
+        async def explain(request: Request) -> Response:
             edge = request.app.state.edge
-            s = self.settings
-            if self._slots is None:
-                return edge.reject("not_ready", "explainer is not ready yet (loading the artifact)", 503)
-            if not is_json(request.headers.get("content-type")):
-                content_type = request.headers["content-type"].split(";")[0].strip()
-                return edge.reject("content_type", f"unsupported content type {content_type!r}; send application/json",
-                                   415)
             try:
-                body = await read_limited(request, s.max_body_bytes)
-            except BodyTooLarge as exc:
-                return edge.reject("too_large", str(exc), 413)
-            try:
-                doc = json.loads(body)
-            except ValueError:
-                return edge.reject("bad_json", "body is not valid JSON")
-            try:
-                row = self._check_instance(decode_instances(doc, len(self.feature_names)))
-            except PayloadError as exc:
-                return edge.reject(exc.reason, exc.message, exc.status)
-            if self._slots.locked() and self._waiting >= s.max_waiting:
-                return edge.reject("busy", f"{s.max_concurrent} explanations running and {self._waiting} waiting; "
-                                           "retry later", 503)
-            try:
-                result = await self.explain(row, "api")
-            except ModelCallError as exc:
-                self._failed("model_error")
-                return JSONResponse({"error": str(exc), "reason": "model_error"}, status_code=502)
-            except Exception as exc:
-                log.exception("explanation failed")
-                self._failed("internal")
-                return JSONResponse({"error": f"explanation failed: {type(exc).__name__}: {exc}",
-                                     "reason": "internal"}, status_code=500)
-            return JSONResponse(result)
+                return JSONResponse(await self._explain_request(request, edge))
+            except Rejected as exc:
+                return edge.reject(exc)
 
         return [router]

@@ -21,12 +21,13 @@ from typing import Optional
 import httpx
 import numpy as np
 
+from vigil.errors import VigilError
 from vigil.events import v2_request
 
 log = logging.getLogger("vigil.explainer")
 
 
-class ModelCallError(RuntimeError):
+class ModelCallError(VigilError, RuntimeError):
     """The model server could not be reached or gave an unusable answer."""
 
 

@@ -3,7 +3,8 @@
 `POST /` takes a CloudEvent (binary or structured mode) of our, KServe's or Seldon's
 inference types, validates it at the edge (size, content type, CloudEvent attributes,
 JSON, numbers, feature count), and hands the detector a decoded `InferenceEvent`.
-Every rejection is a 4xx `{"error": ...}` counted in `vigil_events_rejected_total{reason}`;
+Every rejection is a 4xx `{"error": ..., "reason": ...}` counted in `vigil_events_rejected_total{reason}`
+(`vigil.edge`);
 the service keeps running and the detector never sees the bad event. The reply is a
 binary-mode CloudEvent `dev.vigil.detection.<name>` that keeps the incoming id.
 """
@@ -25,39 +26,33 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from vigil import components
-from vigil.bodies import BodyTooLarge, read_limited
-from vigil.events import SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
+from vigil.edge import Edge, parse_json
+from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
+from vigil.events import SOURCE_PREFIX, decode_instances, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 
-log = logging.getLogger("vigil.detector")
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
-REJECT_REASONS = ("too_large", "not_ready", "content_type", "bad_cloudevent", "bad_json", "unknown_type", "bad_body",
-                  "bad_shape", "non_numeric", "out_of_range", "feature_count", "internal")
+_STRUCTURED = "application/cloudevents+json"
+#: CloudEvents 1.0 REQUIRED attributes; the SDK would invent an id, so the edge checks them.
+REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
+REJECT_REASONS = ("too_large", "not_ready", "content_type", "content_encoding", "duplicate_header",
+                  "headers_too_large", "bad_cloudevent", "bad_json", "too_deep", "unknown_type", "bad_body",
+                  "bad_shape", "non_numeric", "out_of_range", "feature_count", "not_found", "method_not_allowed",
+                  "internal")
 
 
-class _Edge:
-    """Metrics and checks shared by every detector app."""
+class _Edge(Edge):
+    """The shared edge plus what every detector app adds: processing time and readiness."""
 
     def __init__(self, name: str, metrics: ServiceMetrics):
-        self.received = metrics.counter("vigil_events_received_total", "Events received, by kind.", ["type"])
-        self.rejected = metrics.counter("vigil_events_rejected_total", "Events rejected at the edge, by reason.",
-                                        ["reason"])
+        super().__init__(metrics, name, kinds=("request", "response", "feedback", "other"), reasons=REJECT_REASONS)
         self.duration = metrics.histogram("vigil_detector_processing_seconds",
                                           "Time to process one accepted event.",
                                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
         self.ready = metrics.gauge("vigil_detector_ready", "1 once the detector artifact is loaded.")
-        self._received = {k: self.received.labels(type=k) for k in ("request", "response", "feedback", "other")}
-        for reason in REJECT_REASONS:  # series exist from the start, so rate() sees the first rejection
-            self.rejected.labels(reason=reason)
-        self.counts = {"received": 0, "rejected": 0}
         self.name = name
-
-    def reject(self, reason: str, message: str, status: int = 400) -> JSONResponse:
-        self.rejected.labels(reason=reason).inc()
-        self.counts["rejected"] += 1
-        return JSONResponse({"error": message, "reason": reason}, status_code=status)
 
 
 def _header_dict(headers) -> dict[str, str]:
@@ -68,27 +63,44 @@ def _header_dict(headers) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
 
 
+def _check_required(headers, body: bytes, structured: bool) -> None:
+    """Missing REQUIRED CloudEvents attributes are a 400 (the SDK fills some in)."""
+    if structured:
+        doc = parse_json(body, "structured CloudEvent")
+        if not isinstance(doc, dict):
+            raise InvalidInput("bad_cloudevent", f"a structured CloudEvent must be a JSON object, "
+                                                 f"got {type(doc).__name__}")
+        present = doc
+    else:
+        present = {name: headers.get(f"ce-{name}") for name in REQUIRED_ATTRIBUTES}
+    missing = [name for name in REQUIRED_ATTRIBUTES if present.get(name) in (None, "")]
+    if missing:
+        where = "" if structured else "ce-"
+        raise InvalidInput("bad_cloudevent", "not a valid CloudEvent: missing required attribute(s) "
+                                             + ", ".join(where + m for m in missing))
+
+
 def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent:
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
-        raise PayloadError("content_type", f"unsupported content type {content_type or '(none)'!r}; "
-                                           "send application/json (binary mode) or application/cloudevents+json",
-                           status=415)
+        raise UnsupportedMediaType("content_type", f"unsupported content type {content_type or '(none)'!r}; "
+                                                   "send application/json (binary mode) or "
+                                                   "application/cloudevents+json")
+    _check_required(headers, body, content_type == _STRUCTURED)
     try:
         event = ce_http.from_http_event(ce_http.HTTPMessage(headers=_header_dict(headers), body=body))
-    except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
+    except RecursionError:
+        raise InvalidInput("too_deep", "event nests too deeply") from None
+    except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as exc:
         reason = "bad_json" if isinstance(exc, json.JSONDecodeError) else "bad_cloudevent"
-        raise PayloadError(reason, f"not a valid CloudEvent: {exc}") from None
+        raise InvalidInput(reason, f"not a valid CloudEvent: {exc}") from None
     attrs = event.get_attributes()
     kind = event_kind(attrs.get("type"))
     if kind is None:
-        raise PayloadError("unknown_type", f"unknown event type {attrs.get('type')!r}")
+        raise InvalidInput("unknown_type", f"unknown event type {attrs.get('type')!r}")
     data = event.get_data()
     if isinstance(data, (bytes, str)):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            raise PayloadError("bad_json", "event data is not valid JSON") from None
+        data = parse_json(data.encode() if isinstance(data, str) else data, "event data")
     ev = InferenceEvent(id=str(attrs.get("id")), type=attrs["type"], kind=kind, inference_id=inference_id(attrs),
                         attributes=attrs, data=data)
     if kind not in detector.accepts:
@@ -98,7 +110,7 @@ def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent
     elif kind == "response":
         ev.outputs = detector.decode_outputs(data)
     elif not isinstance(data, dict):
-        raise PayloadError("bad_body", "feedback data must be a JSON object with 'truth'")
+        raise InvalidInput("bad_body", "feedback data must be a JSON object with 'truth'")
     return ev
 
 
@@ -136,6 +148,7 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     metrics = ServiceMetrics(settings.monitor, settings.namespace)
     detector = detector_cls(settings, metrics)
     edge = _Edge(detector.name, metrics)
+    log = edge.log  # vigil.<detector name>
     state: dict[str, Any] = {"ready": False, "error": None}
 
     async def _load():
@@ -161,31 +174,28 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     app.state.detector = detector
     app.state.metrics = metrics
     app.state.edge = edge  # detector routers (the explainer's /explain) reject through it too
+    edge.install(app)
 
     @app.post("/")
     async def ingest(request: Request) -> Response:
         try:
-            body = await read_limited(request, settings.max_body_bytes)
-        except BodyTooLarge as exc:
-            return edge.reject("too_large", str(exc), 413)
-        if not state["ready"]:
-            return edge.reject("not_ready", "detector is not ready yet (artifact loading)", 503)
-        started = time.perf_counter()
-        try:
+            body = await edge.read(request)
+            if not state["ready"]:
+                raise NotReady("not_ready", "detector is not ready yet (artifact loading)")
+            started = time.perf_counter()
             event = _parse(request.headers, body, settings, detector)
-        except PayloadError as exc:
-            return edge.reject(exc.reason, exc.message, exc.status)
-        edge._received.get(event.kind, edge._received["other"]).inc()
-        edge.counts["received"] += 1
+        except Rejected as exc:
+            return edge.reject(exc)
+        edge.count_received(event.kind if event.kind in ("request", "response", "feedback") else "other")
         if event.kind not in detector.accepts:
             return Response(status_code=204)
         try:
             result: Optional[dict] = await detector.process(event)
-        except PayloadError as exc:
-            return edge.reject(exc.reason, exc.message, exc.status)
+        except Rejected as exc:
+            return edge.reject(exc)
         except Exception as exc:
             log.exception("%s detector failed on event %s", detector.name, event.id)
-            return edge.reject("internal", f"{type(exc).__name__}: {exc}", 500)
+            return edge.reject(Rejected(500, "internal", f"{type(exc).__name__}: {exc}"))
         edge.duration.observe(time.perf_counter() - started)
         if result is None:
             return Response(status_code=202)

@@ -15,12 +15,13 @@ from typing import Any, ClassVar, Generic, Optional, TypeVar
 
 import numpy as np
 
+from vigil.errors import VigilError
 from vigil.events import decode_outputs
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.settings import DetectorSettings
 
 
-class DetectorError(Exception):
+class DetectorError(VigilError):
     """Base class of every error a detector raises on purpose (bad artifact, bad config…)."""
 
 

@@ -22,8 +22,6 @@ class DetectorSettings(BaseSettings):
     namespace: str = "default"
     #: Feature names of one instance; their count is enforced on every request event.
     feature_names: Optional[list[str]] = None
-    #: Largest accepted event body; bigger ones get 413.
-    max_body_bytes: int = 10 * 1024 * 1024
 
     @property
     def n_features(self) -> Optional[int]:

@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-log = logging.getLogger("vigil.batcher")
+log = logging.getLogger("vigil.outlier.batcher")
 
 #: ``on_batch(rows, requests, seconds)`` is called after every model call.
 BatchHook = Callable[[int, int, float], None]
