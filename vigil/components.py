@@ -126,9 +126,14 @@ def get(name: str) -> ComponentType:
 # SpecError naming that field (see vigil.plan).
 
 def _logger(ctx: BuildContext, lg) -> dict[str, Any]:
+    metrics = getattr(ctx.monitor.spec.detectors, "metrics", None)  # feedback truth must fit its task and classes
     return {"upstream": ctx.upstream, "model_name": ctx.monitor.model_name,
             "mode": lg.mode, "sample_rate": ctx.at(lg.sample_rate, "spec.logger.sampleRate"),
-            "queue_size": ctx.at(lg.queue_size, "spec.logger.queueSize"), "sinks": ctx.sinks()}
+            "queue_size": ctx.at(lg.queue_size, "spec.logger.queueSize"),
+            "queue_bytes": ctx.at(_spec.parse_bytes(lg.queue_bytes), "spec.logger.queueBytes"),
+            "upstream_timeout_seconds": ctx.at(_spec.parse_duration(lg.upstream_timeout), "spec.logger.upstreamTimeout"),
+            "task": metrics.task if metrics else None, "classes": metrics.classes if metrics else None,
+            "sinks": ctx.sinks()}
 
 
 def _model(ctx: BuildContext, model) -> dict[str, Any]:

@@ -59,6 +59,20 @@ def parse_duration(value: Union[str, int, float]) -> float:
     return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+_BYTE_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+               "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def parse_bytes(value: Union[str, int]) -> int:
+    """A size as a Kubernetes quantity ('64Mi', '1Gi', '500M') or plain bytes -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*(Ki|Mi|Gi|Ti|k|M|G|T)?\s*", str(value))
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 64Mi, 1Gi or a number of bytes)")
+    return int(m.group(1)) * _BYTE_UNITS[m.group(2) or ""]
+
+
 def inherit(settings: type[BaseModel], name: str) -> Any:
     """A spec field that feeds ``settings.<name>`` one to one: the settings class is the one home
     of its type constraints, default and description; the spec only names it."""
@@ -157,8 +171,25 @@ class LoggerSpec(_Block):
     mode: Literal["all", "request", "response"] = inherit(LoggerSettings, "mode")
     sample_rate: float = inherit(LoggerSettings, "sample_rate")
     queue_size: int = inherit(LoggerSettings, "queue_size")
+    queue_bytes: Union[int, str] = Field("64Mi", description=(
+        "Bound of each sink's queue in bytes (a quantity such as 64Mi, or bytes); events beyond it are dropped "
+        "and counted (reason queue_bytes)."))
+    upstream_timeout: str = Field(seconds(LoggerSettings.model_fields["upstream_timeout_seconds"].default),
+                                  description="How long the logger waits for the model server's answer (then 504).")
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
+
+    @field_validator("queue_bytes")
+    @classmethod
+    def _size(cls, v):
+        parse_bytes(v)
+        return v
+
+    @field_validator("upstream_timeout")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
 
 
 class _Detector(_Block):

@@ -1,0 +1,229 @@
+"""Send the hand list of bad inputs to live Vigil services; print how each edge answered.
+
+    python bench/probe_edges.py --logger http://127.0.0.1:8080 --model http://127.0.0.1:8081 \\
+        --detector http://127.0.0.1:8083 --model-name iris
+
+(``vigil up monitor.yaml`` gives these ports.) Every bad input must get a 4xx, never a
+5xx, never a dropped connection; the last line reads ``N bad inputs: X 4xx, 0 5xx``
+and the exit status is 1 if anything was not a 4xx. The same list (`bad_inputs`) is
+what tests/test_edges.py sends to real servers, so a probe and the tests agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+import httpx
+
+_JSON = {"content-type": "application/json"}
+_BIG_HEADER = {"x-padding": "a" * 100_000}
+
+
+@dataclass
+class Bad:
+    name: str
+    path: str  # relative to the service's base URL
+    body: bytes = b""
+    headers: dict = field(default_factory=dict)
+    raw_headers: list = field(default_factory=list)  # (name, value) pairs, duplicates allowed
+    method: str = "POST"
+
+
+def _j(doc) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _deep(depth: int, leaf: str = "1") -> bytes:
+    return ("[" * depth + leaf + "]" * depth).encode()
+
+
+def _json_bodies(wrap) -> list[tuple[str, bytes]]:
+    """Bad JSON bodies for an endpoint reading instances; `wrap(rows_json)` builds its body."""
+    huge = "9" * 400
+    return [
+        ("400-digit integer", wrap(f"[[{huge}, 1, 2, 3]]")),
+        ("5000-digit integer", wrap(f"[[{'9' * 5000}, 1, 2, 3]]")),
+        ("1e400 float literal", wrap("[[1e400, 1, 2, 3]]")),
+        ("deep nesting 100000", _deep(100_000)),
+        ("deep nesting 900 in instances", wrap(_deep(900).decode())),
+        ("deep objects 5000", ('{"a":' * 5000 + "1" + "}" * 5000).encode()),
+        ("JSON array body", b"[1, 2, 3]"),
+        ("JSON string body", b'"instances"'),
+        ("JSON null body", b"null"),
+        ("JSON number body", b"12"),
+        ("empty body", b""),
+        ("not JSON", b"{not json"),
+        ("invalid UTF-8", b'{"instances": [[1, 2, 3, "\xff\xfe"]]}'),
+        ("NaN literal rows of strings", wrap('[["NaN", "x", 1, 2]]')),
+        ("Infinity", wrap("[[Infinity, 1, 2, 3]]")),
+        ("ragged rows", wrap("[[1, 2, 3, 4], [1, 2]]")),
+        ("empty instances", wrap("[]")),
+        ("3-D instances", wrap("[[[1, 2, 3, 4]]]")),
+        ("booleans and objects", wrap('[[true, {"a": 1}, null, 2]]')),
+        ("wrong feature count", wrap("[[1, 2]]")),
+        ("V2 shape 1e400", _j({"inputs": [{"name": "x", "shape": [1e308 * 10], "datatype": "FP64", "data": [1]}]})
+         .replace(b"Infinity", b"1e400")),
+        ("V2 shape 10**30", _j({"inputs": [{"name": "x", "shape": [10**30, 4], "datatype": "FP64", "data": [1]}]})),
+        ("V2 datatype object", _j({"inputs": [{"name": "x", "shape": [1, 4], "datatype": {"a": 1}, "data": [1] * 4}]})),
+        ("V2 inputs of strings", _j({"inputs": ["x"]})),
+        ("V2 inputs object", _j({"inputs": {"name": "x"}})),
+        ("V2 data huge int", ('{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [%s, 1, 2, 3]}]}'
+                              % huge).encode()),
+    ]
+
+
+def _header_cases(path: str, good: bytes, ctype: str = "application/json") -> list[Bad]:
+    return [
+        Bad("gzip content-encoding", path, good, {"content-type": ctype, "content-encoding": "gzip"}),
+        Bad("br content-encoding", path, good, {"content-type": ctype, "content-encoding": "br"}),
+        Bad("conflicting content-type", path, good, raw_headers=[("content-type", ctype), ("content-type", "text/csv")]),
+        Bad("conflicting x-request-id", path, good,
+            raw_headers=[("content-type", ctype), ("x-request-id", "a"), ("x-request-id", "b")]),
+        Bad("oversized headers", path, good, {"content-type": ctype, **_BIG_HEADER}),
+        Bad("text/csv content type", path, b"1,2,3,4", {"content-type": "text/csv"}),
+        Bad("body over the limit", path, b'{"instances": [' + b"[1,2,3,4]," * 3_500_000 + b"[1,2,3,4]]}",
+            {"content-type": ctype}),
+    ]
+
+
+def inference_inputs(model_name: str, n_features: int = 4) -> list[Bad]:
+    """Bad inputs for a model server's (or the logger's) V1 and V2 inference paths."""
+    v1 = f"/v1/models/{model_name}:predict"
+    v2 = f"/v2/models/{model_name}/infer"
+    good = _j({"instances": [[1.0] * n_features]})
+    out = [Bad(f"V1 {name}", v1, body, dict(_JSON)) for name, body in
+           _json_bodies(lambda rows: f'{{"instances": {rows}}}'.encode())]
+    out += [Bad(f"V2 {name}", v2, body, dict(_JSON)) for name, body in
+            _json_bodies(lambda rows: f'{{"inputs": [{{"name": "x", "datatype": "FP64", "shape": [-1, {n_features}], '
+                                      f'"data": {rows}}}]}}'.encode())
+            if name != "3-D instances"]  # V2 data is reshaped to `shape`: nesting does not matter there
+    out += [Bad(f"V1 {c.name}", c.path, c.body, c.headers, c.raw_headers) for c in _header_cases(v1, good)]
+    out += [Bad("V2 unknown output", v2, _j({"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, n_features],
+                                                            "data": [1.0] * n_features}], "outputs": [{"name": 5}]}),
+                dict(_JSON)),
+            Bad("unknown model", "/v2/models/nope/infer", good, dict(_JSON)),
+            Bad("unknown route", "/v2/nope/nope", good, dict(_JSON))]
+    return out
+
+
+def feedback_inputs() -> list[Bad]:
+    """Bad feedback for the logger's ``POST /feedback``."""
+    fb = "/feedback"
+    cases = {
+        "truth NaN": b'{"inferenceId": "p1", "truth": NaN}',
+        "truth unknown class": _j({"inferenceId": "p1", "truth": "no-such-class"}),
+        "truth nested object": _j({"inferenceId": "p1", "truth": {"label": 1}}),
+        "truth deep list": b'{"inferenceId": "p1", "truth": ' + _deep(900) + b"}",
+        "truth boolean": _j({"inferenceId": "p1", "truth": True}),
+        "truth huge integer": b'{"inferenceId": "p1", "truth": ' + b"9" * 400 + b"}",
+        "truth index out of range": _j({"inferenceId": "p1", "truth": 99}),
+        "response nested": b'{"inferenceId": "p1", "truth": 1, "response": ' + _deep(900) + b"}",
+        "no truth": _j({"inferenceId": "p1"}),
+        "no inference id": _j({"truth": 1}),
+        "inference id object": _j({"inferenceId": {"a": 1}, "truth": 1}),
+        "array body": b"[1]",
+        "not JSON": b"{",
+        "deep nesting": _deep(100_000),
+        "empty": b"",
+    }
+    out = [Bad(f"feedback {k}", fb, v, dict(_JSON)) for k, v in cases.items()]
+    out += [Bad(f"feedback {c.name}", fb, c.body, c.headers, c.raw_headers)
+            for c in _header_cases(fb, _j({"inferenceId": "p1", "truth": 1}))]
+    return out
+
+
+def _ce_headers(**over) -> dict:
+    h = {"content-type": "application/json", "ce-specversion": "1.0", "ce-id": str(uuid.uuid4()),
+         "ce-source": "/probe", "ce-type": "dev.vigil.inference.request"}
+    h.update(over)
+    return {k: v for k, v in h.items() if v is not None}
+
+
+def detector_inputs(n_features: int = 4) -> list[Bad]:
+    """Bad CloudEvents for a detector's ``POST /``."""
+    good = _j({"instances": [[1.0] * n_features]})
+    out = [Bad(f"event {name}", "/", body, _ce_headers()) for name, body in
+           _json_bodies(lambda rows: f'{{"instances": {rows}}}'.encode())]
+    structured = {"content-type": "application/cloudevents+json"}
+    attrs = {"specversion": "1.0", "id": "s1", "source": "/probe", "type": "dev.vigil.inference.request"}
+    out += [
+        Bad("structured event that is an array", "/", b"[1, 2]", dict(structured)),
+        Bad("structured event that is a string", "/", b'"event"', dict(structured)),
+        Bad("structured event that is null", "/", b"null", dict(structured)),
+        Bad("structured event deep", "/", _deep(100_000), dict(structured)),
+        *[Bad(f"structured event without {a}", "/", _j({**{k: v for k, v in attrs.items() if k != a},
+                                                          "data": {"instances": [[1.0] * n_features]}}),
+              dict(structured)) for a in attrs],
+        *[Bad(f"binary event without ce-{a}", "/", good, _ce_headers(**{f"ce-{a}": None})) for a in attrs],
+        Bad("binary event with empty ce-id", "/", good, _ce_headers(**{"ce-id": ""})),
+        Bad("bad ce-specversion", "/", good, _ce_headers(**{"ce-specversion": "9.9"})),
+        Bad("bad ce-time", "/", good, _ce_headers(**{"ce-time": "yesterday"})),
+        Bad("unknown event type", "/", good, _ce_headers(**{"ce-type": "com.example.other"})),
+        Bad("batch mode", "/", b"[]", {"content-type": "application/cloudevents-batch+json"}),
+        Bad("conflicting ce-id", "/", good, raw_headers=[*[(k, v) for k, v in _ce_headers().items() if k != "ce-id"],
+                                                         ("ce-id", "a"), ("ce-id", "b")]),
+        Bad("feedback data not an object", "/", b"[1]", _ce_headers(**{"ce-type": "dev.vigil.inference.feedback"})),
+        Bad("response of strings", "/", _j({"predictions": [{"a": 1}]}),
+            _ce_headers(**{"ce-type": "dev.vigil.inference.response"})),
+    ]
+    out += [Bad(f"event {c.name}", "/", c.body, {**_ce_headers(), **c.headers},
+                [*([(k, v) for k, v in _ce_headers().items() if k != "content-type"] if c.raw_headers else []),
+                 *c.raw_headers])
+            for c in _header_cases("/", good)]
+    return out
+
+
+def send(client: httpx.Client, base: str, bad: Bad) -> Optional[int]:
+    """The status `bad` got (None: the connection failed)."""
+    headers = list(bad.raw_headers) or list(bad.headers.items())
+    try:
+        return client.request(bad.method, base.rstrip("/") + bad.path, content=bad.body, headers=headers).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def probe(targets: list[tuple[str, list[Bad]]]) -> tuple[int, int, list[str]]:
+    n, fours, wrong = 0, 0, []
+    with httpx.Client(timeout=60) as client:
+        for base, cases in targets:
+            for bad in cases:
+                status = send(client, base, bad)
+                n += 1
+                if status is not None and 400 <= status < 500:
+                    fours += 1
+                else:
+                    wrong.append(f"{base} {bad.name}: {status if status is not None else 'connection failed'}")
+    return n, fours, wrong
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--logger", help="request logger base URL")
+    p.add_argument("--model", help="model server base URL")
+    p.add_argument("--detector", action="append", default=[], help="detector base URL (repeatable)")
+    p.add_argument("--model-name", default="model")
+    p.add_argument("--features", type=int, default=4)
+    a = p.parse_args(argv)
+    targets = []
+    if a.model:
+        targets.append((a.model, inference_inputs(a.model_name, a.features)))
+    if a.logger:
+        targets += [(a.logger, inference_inputs(a.model_name, a.features)), (a.logger, feedback_inputs())]
+    targets += [(d, detector_inputs(a.features)) for d in a.detector]
+    if not targets:
+        p.error("give at least one of --logger, --model, --detector")
+    n, fours, wrong = probe(targets)
+    for line in wrong:
+        print("NOT 4xx:", line)
+    fives = sum(1 for w in wrong if w.rsplit(": ", 1)[1].startswith("5"))
+    print(f"{n} bad inputs: {fours} 4xx, {fives} 5xx" + (f", {len(wrong) - fives} other" if len(wrong) > fives else ""))
+    return 0 if not wrong else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
