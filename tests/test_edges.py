@@ -154,7 +154,7 @@ def test_fuzz_no_5xx_every_4xx_counted(stack, edge):
     paths = sorted({c.path for c in cases})
     client = httpx.Client(timeout=60)
 
-    @settings(max_examples=int(os.environ.get("VIGIL_FUZZ_EXAMPLES", "120")), deadline=None, database=None,
+    @settings(max_examples=int(os.environ.get("VIGIL_FUZZ_EXAMPLES", "60")), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(body=_bodies("feedback" if edge == "feedback" else "inference"), headers=_HEADERS,
            path=st.sampled_from(paths))
