@@ -144,11 +144,15 @@ def _ce_headers(**over) -> dict:
     return {k: v for k, v in h.items() if v is not None}
 
 
-def detector_inputs(n_features: int = 4) -> list[Bad]:
-    """Bad CloudEvents for a detector's ``POST /``."""
+def detector_inputs(n_features: int = 4, kind: str = "request") -> list[Bad]:
+    """Bad CloudEvents for a detector's ``POST /``; bodies in events of `kind` (request: instances,
+    response: predictions), the kind the detector consumes (others it acknowledges unread, 204)."""
     good = _j({"instances": [[1.0] * n_features]})
-    out = [Bad(f"event {name}", "/", body, _ce_headers()) for name, body in
-           _json_bodies(lambda rows: f'{{"instances": {rows}}}'.encode())]
+    key = "instances" if kind == "request" else "predictions"
+    ce_type = f"dev.vigil.inference.{kind}"
+    out = [Bad(f"{kind} event {name}", "/", body, _ce_headers(**{"ce-type": ce_type})) for name, body in
+           _json_bodies(lambda rows: f'{{"{key}": {rows}}}'.encode())
+           if not (kind == "response" and name == "wrong feature count")]  # predictions have no feature count
     structured = {"content-type": "application/cloudevents+json"}
     attrs = {"specversion": "1.0", "id": "s1", "source": "/probe", "type": "dev.vigil.inference.request"}
     out += [
@@ -167,10 +171,12 @@ def detector_inputs(n_features: int = 4) -> list[Bad]:
         Bad("batch mode", "/", b"[]", {"content-type": "application/cloudevents-batch+json"}),
         Bad("conflicting ce-id", "/", good, raw_headers=[*[(k, v) for k, v in _ce_headers().items() if k != "ce-id"],
                                                          ("ce-id", "a"), ("ce-id", "b")]),
-        Bad("feedback data not an object", "/", b"[1]", _ce_headers(**{"ce-type": "dev.vigil.inference.feedback"})),
-        Bad("response of strings", "/", _j({"predictions": [{"a": 1}]}),
-            _ce_headers(**{"ce-type": "dev.vigil.inference.response"})),
     ]
+    if kind == "response":  # a detector of responses (metrics) also reads feedback
+        out += [Bad("feedback data not an object", "/", b"[1]", _ce_headers(**{"ce-type": "dev.vigil.inference.feedback"})),
+                Bad("feedback truth NaN", "/", b'{"truth": NaN}',
+                    _ce_headers(**{"ce-type": "dev.vigil.inference.feedback"})),
+                Bad("response of objects", "/", _j({"predictions": [{"a": 1}]}), _ce_headers(**{"ce-type": ce_type}))]
     out += [Bad(f"event {c.name}", "/", c.body, {**_ce_headers(), **c.headers},
                 [*([(k, v) for k, v in _ce_headers().items() if k != "content-type"] if c.raw_headers else []),
                  *c.raw_headers])
@@ -214,7 +220,11 @@ def main(argv=None) -> int:
         targets.append((a.model, inference_inputs(a.model_name, a.features)))
     if a.logger:
         targets += [(a.logger, inference_inputs(a.model_name, a.features)), (a.logger, feedback_inputs())]
-    targets += [(d, detector_inputs(a.features)) for d in a.detector]
+    for d in a.detector:  # each detector gets events of a kind it consumes
+        probe_event = Bad("valid request", "/", _j({"instances": [[1.0] * a.features]}), _ce_headers())
+        with httpx.Client(timeout=30) as client:
+            kind = "response" if send(client, d, probe_event) == 204 else "request"
+        targets.append((d, detector_inputs(a.features, kind)))
     if not targets:
         p.error("give at least one of --logger, --model, --detector")
     n, fours, wrong = probe(targets)

@@ -79,9 +79,7 @@ def targets(stack) -> dict[str, tuple[str, tuple[str, ...], list[Bad]]]:
         "logger": (s["logger"], (s["logger"], s["model"]), inference_inputs("iris")),
         "feedback": (s["logger"], (s["logger"],), feedback_inputs()),
         "drift": (s["drift"], (s["drift"],), detector_inputs()),
-        "metrics": (s["metrics"], (s["metrics"],),
-                    [b for b in detector_inputs() if "event" in b.name or "structured" in b.name
-                     or "ce-" in b.name or "batch" in b.name]),
+        "metrics": (s["metrics"], (s["metrics"],), detector_inputs(kind="response")),
     }
 
 
