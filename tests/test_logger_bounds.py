@@ -156,3 +156,37 @@ def test_an_event_over_the_sink_limit_is_dropped_as_too_large(monkeypatch):
                               what="too_large drop")
     assert [e.type for e in sink.snapshot()] == ["dev.vigil.inference.request"]
     assert metric_value(text, "vigil_logger_events_sent_total", sink="s") == 1
+
+
+# -- the spec fields -----------------------------------------------------------------------------------
+
+def _plan_logger(tmp_path, logger_block: dict, metrics: dict | None = None):
+    from vigil.local import local_plan
+    from vigil.spec import monitor_from_dict
+
+    spec = {"model": {"storageUri": "model.joblib"}, "schema": {"featureNames": ["a", "b"]},
+            "reference": {"storageUri": "ref.csv"}, "logger": logger_block,
+            "detectors": {"metrics": metrics} if metrics is not None else {}}
+    monitor = monitor_from_dict({"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor",
+                                 "metadata": {"name": "m1"}, "spec": spec})
+    plan, _ = local_plan(monitor, tmp_path, tmp_path / "work", 18080)
+    return plan.get("logger").settings
+
+
+def test_logger_spec_fields_reach_its_settings(tmp_path):
+    s = _plan_logger(tmp_path, {})
+    assert (s.queue_bytes, s.upstream_timeout_seconds, s.task, s.classes) == (64 * 2**20, 30.0, None, None)
+    s = _plan_logger(tmp_path, {"queueBytes": "1Mi", "upstreamTimeout": "5s"},
+                     {"task": "classification", "classes": ["x", "y"]})
+    assert (s.queue_bytes, s.upstream_timeout_seconds, s.task, s.classes) == (2**20, 5.0, "classification", ["x", "y"])
+    assert _plan_logger(tmp_path, {"queueBytes": 5000}).queue_bytes == 5000
+
+
+@pytest.mark.parametrize("block, field", [({"queueBytes": "lots"}, "queueBytes"), ({"queueBytes": 10}, "queueBytes"),
+                                          ({"upstreamTimeout": "soon"}, "upstreamTimeout")])
+def test_bad_logger_spec_fields_name_the_field(tmp_path, block, field):
+    from vigil.spec import SpecError
+
+    with pytest.raises(SpecError) as exc:
+        _plan_logger(tmp_path, block)
+    assert f"spec.logger.{field}" in str(exc.value)
