@@ -20,7 +20,6 @@ import uuid
 
 import httpx
 import joblib
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -174,7 +173,8 @@ def test_poison_then_valid_never_502(stack):
     counts: dict[int, int] = {}
     for _ in range(100):
         with httpx.Client(timeout=30) as a:  # each client its own connection to the logger
-            poison = a.post(stack["logger"] + "/v1/models/iris:predict", content=POISON, headers={"content-type": "application/json"})
+            poison = a.post(stack["logger"] + "/v1/models/iris:predict", content=POISON,
+                            headers={"content-type": "application/json"})
         with httpx.Client(timeout=30) as b:
             valid = b.post(stack["logger"] + "/v1/models/iris:predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
         counts[poison.status_code] = counts.get(poison.status_code, 0) + 1

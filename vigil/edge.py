@@ -30,8 +30,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vigil.errors import (HeadersTooLarge, InvalidInput, PayloadTooLarge, Rejected, UnsupportedMediaType,
-                          VigilError, error_body, status_of)
+from vigil.errors import (
+    HeadersTooLarge,
+    InvalidInput,
+    PayloadTooLarge,
+    Rejected,
+    UnsupportedMediaType,
+    VigilError,
+    error_body,
+    status_of,
+)
 from vigil.telemetry import ServiceMetrics
 
 MAX_BODY_ENV = "VIGIL_MAX_BODY_BYTES"

@@ -12,8 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import prometheus_client
-from prometheus_client import (CONTENT_TYPE_LATEST, GCCollector, CollectorRegistry, Counter, Gauge, Histogram,
-                               ProcessCollector, generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 # `*_created` series double every counter's cardinality and no dashboard of ours uses them.
 prometheus_client.disable_created_metrics()

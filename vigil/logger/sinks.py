@@ -191,5 +191,5 @@ class Sink:
             log.warning("sink %s: %d queued events dropped at shutdown", self.name, left)
 
     def summary(self) -> dict[str, Any]:
-        return {"url": self.url, "types": sorted(self.types), "sent": self.sent, "queueDepth": self.depth, "queueBytes": self.bytes,
-                "dropped": dict(self.dropped)}
+        return {"url": self.url, "types": sorted(self.types), "sent": self.sent, "queueDepth": self.depth,
+                "queueBytes": self.bytes, "dropped": dict(self.dropped)}

@@ -50,12 +50,16 @@ def _label(v: Any, task: Optional[str], classes: Optional[Sequence[Any]]) -> Non
     if task != "classification":
         return
     whole = f == round(f)
-    k = len(classes) if classes is not None else None
+    if classes is None:
+        if whole or 0.0 <= f <= 1.0:  # a label, or the probability of the positive class
+            return
+        raise _bad(f"{v!r} is not a class: use a class name or a whole-number index")
+    k = len(classes)
     if whole:
-        if k is None or 0 <= f < k or str(int(f)) in {str(c) for c in classes}:
+        if 0 <= f < k or str(int(f)) in {str(c) for c in classes}:
             return
         raise _bad(f"{v!r} is neither one of the classes {list(classes)} nor an index below {k}")
-    if (k is None or k == 2) and 0.0 <= f <= 1.0:
+    if k == 2 and 0.0 <= f <= 1.0:
         return  # probability of the positive class
     raise _bad(f"{v!r} is not a class: use a class name or a whole-number index")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -31,7 +30,6 @@ from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
 from vigil.events import SOURCE_PREFIX, decode_instances, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
-
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
 _STRUCTURED = "application/cloudevents+json"
