@@ -72,8 +72,8 @@ def _json_bodies(wrap) -> list[tuple[str, bytes]]:
         ("V2 datatype object", _j({"inputs": [{"name": "x", "shape": [1, 4], "datatype": {"a": 1}, "data": [1] * 4}]})),
         ("V2 inputs of strings", _j({"inputs": ["x"]})),
         ("V2 inputs object", _j({"inputs": {"name": "x"}})),
-        ("V2 data huge int", ('{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [%s, 1, 2, 3]}]}'
-                              % huge).encode()),
+        ("V2 data huge int", ('{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT64", '
+                              f'"data": [{huge}, 1, 2, 3]}}]}}').encode()),
     ]
 
 

@@ -20,14 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from vigil.errors import VigilError
 from vigil.logger.settings import LoggerSettings
 from vigil.modelserver.settings import ModelServerSettings
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.metrics.settings import MetricsSettings
 from vigil_detectors.outlier.settings import OutlierSettings
-
-from vigil.errors import VigilError
 
 API_GROUP = "vigil.dev"
 API_VERSION = "v1alpha1"

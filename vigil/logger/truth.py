@@ -18,7 +18,8 @@ NaN, infinity, booleans, objects and nesting deeper than rows never fit.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from vigil.errors import InvalidInput
 
