@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from yarl import URL
 
 import vigil
+from vigil.auth import UNAUTHORIZED, BearerAuth, auth_header, token_from_env
 from vigil.bodies import BodyTooLarge, is_json, read_limited
 from vigil.events import (
     ATTR_ENDPOINT,
@@ -112,6 +113,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     upstream_url = settings.upstream.rstrip("/")
     st: dict[str, Any] = {"requests": 0, "received": 0, "rejected": 0, "sinks": [], "ready": (0.0, False),
                           "targets": {k: [] for k in KIND_TO_TYPE}}
+    auth = BearerAuth(token_from_env())  # /feedback only: the inference path stays open
     m_requests = {}  # code -> bound counter child (avoid label lookups per request)
 
     def count_request(code: int) -> None:
@@ -137,7 +139,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         n_workers = settings.sink_workers * max(1, len(settings.sinks))
         sink_client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=n_workers, keepalive_timeout=60.0),
-            timeout=aiohttp.ClientTimeout(total=settings.sink_timeout_seconds), trust_env=False)
+            timeout=aiohttp.ClientTimeout(total=settings.sink_timeout_seconds), trust_env=False,
+            headers=auth_header(token_from_env()))  # the shared token, when set, goes to every sink
         policy = RetryPolicy(settings.retries, settings.backoff_initial_seconds, settings.backoff_max_seconds)
         sinks = [Sink(cfg, sink_client, policy, metrics, settings.queue_size, settings.sink_workers)
                  for cfg in settings.sinks]
@@ -262,6 +265,9 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
 
     @app.post("/feedback", status_code=202)
     async def feedback(request: Request):
+        if not auth.allows(request.headers.get("authorization")):
+            count_request(401)
+            return reject(401, UNAUTHORIZED, auth.MESSAGE)
         try:
             raw = await _read_body(request, settings.max_body_bytes)
         except _Rejected as e:

@@ -276,6 +276,9 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         async def explain(request: Request) -> JSONResponse:
             edge = request.app.state.edge
             s = self.settings
+            denied = edge.unauthorized(request)
+            if denied is not None:
+                return denied
             if self._slots is None:
                 return edge.reject("not_ready", "explainer is not ready yet (loading the artifact)", 503)
             if not is_json(request.headers.get("content-type")):

@@ -25,16 +25,21 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from vigil import components
+from vigil.auth import UNAUTHORIZED, BearerAuth, token_from_env
 from vigil.bodies import BodyTooLarge, read_limited
 from vigil.events import SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
+from vigil_detectors.frame.checkpoint import CheckpointError
+from vigil_detectors.frame.dedup import RecentIds
+from vigil_detectors.frame.health import RecentHealth
 
 log = logging.getLogger("vigil.detector")
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
 REJECT_REASONS = ("too_large", "not_ready", "content_type", "bad_cloudevent", "bad_json", "unknown_type", "bad_body",
-                  "bad_shape", "non_numeric", "out_of_range", "feature_count", "internal")
+                  "bad_shape", "non_numeric", "out_of_range", "feature_count", "internal", UNAUTHORIZED,
+                  "checkpoint")
 
 
 class _Edge:
@@ -51,12 +56,25 @@ class _Edge:
         self._received = {k: self.received.labels(type=k) for k in ("request", "response", "feedback", "other")}
         for reason in REJECT_REASONS:  # series exist from the start, so rate() sees the first rejection
             self.rejected.labels(reason=reason)
-        self.counts = {"received": 0, "rejected": 0}
+        self.duplicates = metrics.counter("vigil_events_duplicate_total",
+                                          "Events dropped because this detector already processed their id.")
+        self.counts = {"received": 0, "rejected": 0, "duplicates": 0}
         self.name = name
+        self.health = RecentHealth(name)  # recent rejections for /status (Degraded)
+        self.seen = RecentIds()  # ce-ids processed recently (delivery de-duplication)
+        self.auth = BearerAuth(token_from_env())
+
+    def unauthorized(self, request: Request) -> Optional[JSONResponse]:
+        """The 401 answer when a token is configured and the request does not carry it, else None."""
+        if self.auth.allows(request.headers.get("authorization")):
+            return None
+        return self.reject(UNAUTHORIZED, self.auth.MESSAGE, 401)
 
     def reject(self, reason: str, message: str, status: int = 400) -> JSONResponse:
         self.rejected.labels(reason=reason).inc()
         self.counts["rejected"] += 1
+        if reason != "not_ready":  # loading at start-up is not a fault of the input
+            self.health.rejected(reason, message)
         return JSONResponse({"error": message, "reason": reason}, status_code=status)
 
 
@@ -164,6 +182,9 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
 
     @app.post("/")
     async def ingest(request: Request) -> Response:
+        denied = edge.unauthorized(request)
+        if denied is not None:
+            return denied
         try:
             body = await read_limited(request, settings.max_body_bytes)
         except BodyTooLarge as exc:
@@ -179,13 +200,22 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
         edge.counts["received"] += 1
         if event.kind not in detector.accepts:
             return Response(status_code=204)
+        key = edge.seen.key(event.attributes)
+        if key in edge.seen:  # a retry of an event already processed: never counted twice
+            edge.duplicates.inc()
+            edge.counts["duplicates"] += 1
+            return Response(status_code=202)
         try:
             result: Optional[dict] = await detector.process(event)
         except PayloadError as exc:
             return edge.reject(exc.reason, exc.message, exc.status)
+        except CheckpointError as exc:
+            return edge.reject("checkpoint", f"event not kept: {exc}", 503)
         except Exception as exc:
             log.exception("%s detector failed on event %s", detector.name, event.id)
             return edge.reject("internal", f"{type(exc).__name__}: {exc}", 500)
+        edge.seen.add(key)
+        edge.health.accepted()
         edge.duration.observe(time.perf_counter() - started)
         if result is None:
             return Response(status_code=202)
@@ -196,9 +226,12 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     @app.get("/status")
     async def status() -> dict:
         out = {"component": detector.name, "ready": state["ready"], "monitor": settings.monitor,
-               "namespace": settings.namespace, "events": dict(edge.counts)}
+               "namespace": settings.namespace, "events": dict(edge.counts), "recent": edge.health.snapshot()}
         if state["error"]:
             out["error"] = state["error"]
+        if detector.checkpoint.error:
+            out["ready"] = False
+            out["error"] = detector.checkpoint.error
         if state["ready"]:
             out.update(detector.status())
         return out
@@ -214,6 +247,8 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        if state["ready"] and detector.checkpoint.error:
+            return JSONResponse({"status": "checkpoint_failed", "error": detector.checkpoint.error}, status_code=503)
         if state["ready"]:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "loading" if not state["error"] else "failed", "error": state["error"]},

@@ -17,6 +17,7 @@ import numpy as np
 
 from vigil.events import decode_outputs
 from vigil.telemetry import ServiceMetrics
+from vigil_detectors.frame.checkpoint import CheckpointHealth
 from vigil_detectors.frame.settings import DetectorSettings
 
 
@@ -61,6 +62,7 @@ class Detector(ABC, Generic[SettingsT]):
     def __init__(self, settings: SettingsT, metrics: ServiceMetrics):
         self.settings = settings
         self.metrics = metrics
+        self.checkpoint = CheckpointHealth(metrics)  # a stateful detector reports its writes here
 
     @abstractmethod
     def load(self) -> None:
