@@ -179,13 +179,13 @@ def validate_file(path: str, base_port: int = DEFAULT_BASE_PORT, check_ports: bo
         monitor = load_monitor(path)
     except SpecError as exc:
         return [f"invalid ModelMonitor: {exc}"], []
-    base = Path(path).resolve().parent
-    problems, notes = validate(monitor, base, base_port, check_ports)
-    if not problems:  # the plan: values each service would refuse, named by their spec field
-        from vigil.local import local_plan
+    from vigil.local import local_plan
 
-        try:
-            local_plan(monitor, base, base / ".vigil" / monitor.name, base_port)
-        except SpecError as exc:
-            problems.append(f"invalid ModelMonitor: {exc}")
-    return problems, notes
+    base = Path(path).resolve().parent
+    plan_problems = []
+    try:  # the plan: values each service would refuse, named by their spec field
+        local_plan(monitor, base, base / ".vigil" / monitor.name, base_port)
+    except SpecError as exc:
+        plan_problems.append(f"invalid ModelMonitor: {exc}")
+    problems, notes = validate(monitor, base, base_port, check_ports)
+    return plan_problems + problems, notes
