@@ -155,8 +155,10 @@ def test_kill_9_each_detector_under_load(files):
     (d / "sup.yaml").write_text(_monitor())
     base = free_port_range(6)
     work = d / "w-sup"
+    (d / "token").write_text("tok-123\n")  # auth on, from a token file: the inference path stays open
+    env = {k: v for k, v in os.environ.items() if k != "VIGIL_TOKEN"}
     proc = subprocess.Popen([sys.executable, "-m", "vigil", "up", str(d / "sup.yaml"), "--base-port", str(base),
-                             "--workdir", str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--workdir", str(work), "--token-file", str(d / "token")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
     run_file = work / "run.json"
@@ -197,6 +199,18 @@ def test_kill_9_each_detector_under_load(files):
         load.join(15)
         assert len(load.codes) > 50
         assert set(load.codes) == {200}, {c: load.codes.count(c) for c in set(load.codes)}
+
+        # --token-file: feedback and detectors need the token, the logger sends it to its sinks
+        r = httpx.post(f"http://127.0.0.1:{base}/v2/models/iris/infer", json=v2_request(x[:1]))
+        fb = {"inferenceId": r.headers["x-inference-id"], "truth": [int(y[0])]}
+        assert httpx.post(f"http://127.0.0.1:{base}/feedback", json=fb).status_code == 401
+        assert httpx.post(f"http://127.0.0.1:{base}/feedback", json=fb,
+                          headers={"Authorization": "Bearer tok-123"}).status_code == 202
+        assert httpx.post(f"http://127.0.0.1:{base + 3}/", json={}).status_code == 401
+        deadline = time.monotonic() + 15
+        while httpx.get(f"http://127.0.0.1:{base + 4}/status").json()["metrics"]["matched"] < 1:
+            assert time.monotonic() < deadline, "the logger's events never reached metrics with the token"
+            time.sleep(0.2)
 
         # status: yaml, names the monitor; a component down makes it exit non-zero
         text = _vigil("status", str(d / "sup.yaml"), "--workdir", str(work), "-o", "yaml")

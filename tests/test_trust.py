@@ -285,3 +285,49 @@ def test_logger_feedback_auth_and_token_sent_to_sinks(ref_csv, monkeypatch, toke
             assert metric_value(det.get("/metrics").text, "vigil_events_rejected_total", reason="unauthorized") == 0
             for path in ("/metrics", "/healthz", "/readyz", "/status"):
                 assert client.get(path).status_code in (200, 503)  # open (readyz may wait for the model)
+
+
+# -- the operator: the same Degraded phase and the token from a Secret ----------------------------
+
+def _operator_example(**spec):
+    import yaml
+
+    from tests.test_operator_manifests import ROOT
+
+    doc = yaml.safe_load((ROOT / "examples" / "iris-monitor.yaml").read_text())
+    doc["spec"]["detectors"] = {"drift": {"pValue": 0.05}}
+    doc["spec"].update(spec)
+    return doc
+
+
+def test_operator_status_is_degraded_with_the_components_reason():
+    from tests.test_operator_manifests import converged, deployment_state
+    from vigil_operator.status import compose
+
+    deps = {c: deployment_state(True) for c in ("logger", "model", "drift")}
+    answers = {c: {"component": c, "ready": True} for c in deps}
+    answers["drift"]["recent"] = {"degraded": True, "events": 111, "rejected": 111, "skipped": 0,
+                                  "message": "drift rejected 111 of 111 events: expected 9 features per row, got 10"}
+    status = compose(converged(_operator_example(), deps), answers, {}, 2)
+    assert status["phase"] == "Degraded"
+    assert status["components"]["drift"] == "Degraded"
+    assert status["message"] == "drift rejected 111 of 111 events: expected 9 features per row, got 10"
+    assert status["conditions"][0]["status"] == "False"
+    assert status["conditions"][0]["reason"] == "ComponentsDegraded"
+
+
+def test_operator_puts_the_token_secret_in_every_pod():
+    from tests.test_operator_manifests import pod_spec, render
+
+    ref = {"name": "iris-token", "key": "token"}
+    plan, _, rendered = render(_operator_example(security={"tokenSecret": ref}))
+    deployments = [o for o in rendered.all() if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"].rsplit("-", 1)[-1] for d in deployments} >= {"logger", "model", "drift"}
+    for d in deployments:
+        env = {e["name"]: e for e in pod_spec(d)["containers"][0]["env"]}
+        assert env["VIGIL_TOKEN"] == {"name": "VIGIL_TOKEN", "valueFrom": {"secretKeyRef": ref}}
+    plain, _, rendered_plain = render(_operator_example())
+    for d in (o for o in rendered_plain.all() if o["kind"] == "Deployment"):
+        assert "VIGIL_TOKEN" not in {e["name"] for e in pod_spec(d)["containers"][0]["env"]}
+    # turning auth on rolls the pods (their digest changes)
+    assert {c.name: c.digest() for c in plan.components} != {c.name: c.digest() for c in plain.components}
