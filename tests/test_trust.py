@@ -331,3 +331,24 @@ def test_operator_puts_the_token_secret_in_every_pod():
         assert "VIGIL_TOKEN" not in {e["name"] for e in pod_spec(d)["containers"][0]["env"]}
     # turning auth on rolls the pods (their digest changes)
     assert {c.name: c.digest() for c in plan.components} != {c.name: c.digest() for c in plain.components}
+
+
+def test_model_server_and_logger_report_recent_rejections(tmp_path):
+    """A model server answering 4xx to most requests (featureNames one short) is Degraded, and says why."""
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    from vigil.modelserver.app import create_app as model_app
+    from vigil.modelserver.settings import ModelServerSettings
+
+    joblib.dump(LogisticRegression().fit(REF, (REF[:, 0] > 0).astype(int)), tmp_path / "model.joblib")
+    with serve_app(model_app(ModelServerSettings(uri=str(tmp_path / "model.joblib"), name="m"))) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        assert client.post("/v1/models/m:predict", json={"instances": REF[:1].tolist()}).status_code == 200
+        assert client.get("/status").json()["recent"]["degraded"] is False
+        for _ in range(12):
+            assert client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3]]}).status_code in (400, 422)
+        answer = client.get("/status").json()
+        assert answer["recent"]["degraded"] is True and answer["recent"]["rejected"] == 12
+        assert answer["recent"]["message"].startswith("model rejected 12 of 13 events: ")
+        assert summarize({"model": answer})["phase"] == "Degraded"

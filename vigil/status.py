@@ -2,7 +2,7 @@
 
 Every component answers `GET /status` with JSON. The common part is
 ``{"component": "drift", "ready": true, "events": {"received": n, "rejected": n}}``, and
-a detector adds ``"recent"`` (`vigil_detectors.frame.health`): when it rejected or skipped
+``"recent"`` (`vigil.health`; detectors, logger, model server): when it rejected or skipped
 most of what it received lately, ``recent.degraded`` is true and ``recent.message`` says
 why — the component is then ``Degraded`` and so is the monitor, with that message;
 each detector adds one block under its own key, which this module lifts into the summary:

@@ -57,6 +57,7 @@ from vigil.events import (
     KIND_TO_TYPE,
     SOURCE_PREFIX,
 )
+from vigil.health import RecentHealth
 from vigil.logger.metrics import LoggerMetrics
 from vigil.logger.settings import LoggerSettings
 from vigil.logger.sinks import Event, RetryPolicy, Sink
@@ -114,6 +115,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     st: dict[str, Any] = {"requests": 0, "received": 0, "rejected": 0, "sinks": [], "ready": (0.0, False),
                           "targets": {k: [] for k in KIND_TO_TYPE}}
     auth = BearerAuth(token_from_env())  # /feedback only: the inference path stays open
+    health = RecentHealth("logger")  # recent rejections for /status (Degraded)
     m_requests = {}  # code -> bound counter child (avoid label lookups per request)
 
     def count_request(code: int) -> None:
@@ -122,6 +124,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             child = m_requests[code] = metrics.requests.labels(code=str(code))
         child.inc()
         st["requests"] += 1
+        if code < 400:
+            health.accepted()
 
     m_received = {k: metrics.received.labels(type=k) for k in KIND_TO_TYPE}
     m_added = metrics.added_latency.labels()
@@ -170,6 +174,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     def reject(status: int, reason: str, message: str, iid: Optional[str] = None) -> Response:
         metrics.rejected.labels(reason=reason).inc()
         st["rejected"] += 1
+        if reason not in ("not_found", "method_not_allowed"):  # a stray URL is not the service failing
+            health.rejected(reason, message)
         return _json({"error": message}, status, iid)
 
     @app.exception_handler(StarletteHTTPException)
@@ -331,7 +337,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     async def status():
         sinks: list[Sink] = st["sinks"]
         return {"component": "logger", "ready": await ready(),
-                "events": {"received": st["received"], "rejected": st["rejected"]},
+                "events": {"received": st["received"], "rejected": st["rejected"]}, "recent": health.snapshot(),
                 "logger": {"requests": st["requests"], "eventsSent": sum(s.sent for s in sinks),
                            "eventsDropped": sum(sum(s.dropped.values()) for s in sinks),
                            "queueDepth": sum(s.depth for s in sinks), "upstream": upstream_url,

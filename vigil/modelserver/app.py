@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import vigil
 from vigil.bodies import BodyTooLarge, is_json, read_limited
 from vigil.events import PayloadError, decode_instances
+from vigil.health import RecentHealth
 from vigil.modelserver.loaders import LoadedModel, load_model, predict_datatype
 from vigil.modelserver.settings import ModelServerSettings
 from vigil.telemetry import ServiceMetrics
@@ -86,6 +87,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     m_rejected = metrics.counter("vigil_events_rejected_total", "Requests rejected at the edge", ("reason",))
     m_received.labels(type="request")
     state: dict[str, Any] = {"model": None, "received": 0, "rejected": 0, "instances": 0}
+    health = RecentHealth("model")  # recent rejections for /status (Degraded)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -101,6 +103,8 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     def reject(status: int, reason: str, message: str) -> Response:
         m_rejected.labels(reason=reason).inc()
         state["rejected"] += 1
+        if reason not in ("not_found", "method_not_allowed"):  # a stray URL is not the service failing
+            health.rejected(reason, message)
         return _json({"error": message}, status)
 
     @app.exception_handler(ApiError)
@@ -166,6 +170,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
         try:
             response = build(*(await score(request, name, protocol)))
             code = response.status_code
+            health.accepted()
             return response
         except ApiError as e:
             code = e.status
@@ -255,7 +260,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     async def status():
         m = state["model"]
         return {"component": "model", "ready": m is not None,
-                "events": {"received": state["received"], "rejected": state["rejected"]},
+                "events": {"received": state["received"], "rejected": state["rejected"]}, "recent": health.snapshot(),
                 "model": {"name": settings.name, "format": settings.format, "instances": state["instances"],
                           **({"platform": m.platform, "task": m.task, "features": m.n_features} if m else {})}}
 

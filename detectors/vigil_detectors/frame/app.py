@@ -32,7 +32,7 @@ from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
 from vigil_detectors.frame.dedup import RecentIds
-from vigil_detectors.frame.health import RecentHealth
+from vigil.health import RecentHealth
 
 log = logging.getLogger("vigil.detector")
 
