@@ -229,3 +229,15 @@ def test_kill_9_each_detector_under_load(files):
         proc.wait(60)
     assert proc.returncode == 0, "".join(output)
     assert not run_file.exists()
+
+
+def test_validate_never_imports_tensorflow_for_other_formats(files):
+    d, *_ = files
+    (d / "tf.yaml").write_text(_monitor(fmt="tensorflow"))
+    (d / "plain.yaml").write_text(_monitor())
+    code = ("import sys; from vigil.validate import validate_file; "
+            f"p = validate_file({str(d / 'tf.yaml')!r}, check_ports=False)[0]; "
+            f"q = validate_file({str(d / 'plain.yaml')!r}, check_ports=False)[0]; "
+            "print(len(p), len(q), 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["1", "0", "False"], out.stdout + out.stderr
