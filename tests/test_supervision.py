@@ -158,7 +158,8 @@ def test_kill_9_each_detector_under_load(files):
     (d / "token").write_text("tok-123\n")  # auth on, from a token file: the inference path stays open
     env = {k: v for k, v in os.environ.items() if k != "VIGIL_TOKEN"}
     proc = subprocess.Popen([sys.executable, "-m", "vigil", "up", str(d / "sup.yaml"), "--base-port", str(base),
-                             "--workdir", str(work), "--token-file", str(d / "token")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--workdir", str(work), "--token-file", str(d / "token")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
     run_file = work / "run.json"
@@ -175,7 +176,7 @@ def test_kill_9_each_detector_under_load(files):
 
         load = Load(f"http://127.0.0.1:{base}/v2/models/iris/infer", x)
         load.start()
-        for n, (name, port) in enumerate((("drift", base + 3), ("metrics", base + 4)), start=1):
+        for name, port in (("drift", base + 3), ("metrics", base + 4)):
             time.sleep(1.0)
             pid = json.loads(run_file.read_text())["pids"][name]
             os.kill(pid, signal.SIGKILL)

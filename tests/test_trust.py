@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,9 +21,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from cloudevents.core.bindings import http as ce_http
-from cloudevents.core.v1.event import CloudEvent
 
+from tests.conftest import cloud_event, serve_ready
 from tests.servers import metric_value, serve_app, wait_until
 from vigil.events import FEEDBACK, REQUEST, RESPONSE
 from vigil.status import summarize
@@ -46,23 +44,12 @@ def ref_csv(tmp_path_factory) -> str:
     return str(path)
 
 
-def ce(data, ce_type=REQUEST, id=None, **extra) -> tuple[dict, bytes]:
-    attrs = {"type": ce_type, "source": "/test", "id": id or str(uuid.uuid4()),
-             "datacontenttype": "application/json", **extra}
-    msg = ce_http.to_binary_event(CloudEvent(attributes=attrs, data=data))
-    return dict(msg.headers), msg.body
+def post(client, data, headers=None, ce_type=REQUEST, **attributes) -> httpx.Response:
+    msg = cloud_event(data, ce_type, **attributes)
+    return client.post("/", headers={**msg.headers, **(headers or {})}, content=msg.body)
 
 
-def post(client, data, headers=None, **kw) -> httpx.Response:
-    h, body = ce(data, **kw)
-    return client.post("/", headers={**h, **(headers or {})}, content=body)
-
-
-@contextmanager
-def service(app):
-    with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=60, what="ready")
-        yield client
+service = serve_ready
 
 
 def drift(ref_csv, **kw):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 TOKEN_ENV = "VIGIL_TOKEN"
 UNAUTHORIZED = "unauthorized"

@@ -181,7 +181,7 @@ properties:
         observedGeneration: {type: integer, format: int64}
   components:
     type: object
-    description: Component name -> Ready, NotReady, Unreachable, Deploying, Training.
+    description: Component name -> Ready, Degraded, NotReady, Unreachable, Restarting, Deploying, Training.
     additionalProperties: {type: string}
   endpoints:
     type: object
@@ -196,6 +196,7 @@ properties:
       detected: {type: boolean}
       pValue: {type: number, nullable: true}
       featuresDrifted: {type: array, items: {type: string}}
+      stale: {type: boolean, description: "The last verdict was restored from a checkpoint older than window.maxAge."}
       lastCheck: {type: string, nullable: true}
       windows: {type: integer}
   outliers:

@@ -39,7 +39,7 @@ def component_state(answer: Optional[dict]) -> str:
 
 
 def _degraded_message(answers: dict[str, Optional[dict]]) -> list[str]:
-    return [(a.get("recent") or {}).get("message") or f"{n} is degraded"
+    return [((a or {}).get("recent") or {}).get("message") or f"{n} is degraded"
             for n, a in answers.items() if component_state(a) == "Degraded"]
 
 

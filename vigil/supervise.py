@@ -14,8 +14,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0

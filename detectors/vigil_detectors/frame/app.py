@@ -28,11 +28,11 @@ from vigil import components
 from vigil.auth import UNAUTHORIZED, BearerAuth, token_from_env
 from vigil.bodies import BodyTooLarge, read_limited
 from vigil.events import SOURCE_PREFIX, PayloadError, decode_instances, event_kind, inference_id
+from vigil.health import RecentHealth
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
 from vigil_detectors.frame.dedup import RecentIds
-from vigil.health import RecentHealth
 
 log = logging.getLogger("vigil.detector")
 

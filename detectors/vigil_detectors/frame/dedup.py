@@ -13,7 +13,7 @@ events of an inference, which differ in type.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping
+from collections.abc import Mapping
 
 DEFAULT_CAPACITY = 100_000
 

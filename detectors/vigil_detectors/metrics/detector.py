@@ -150,7 +150,8 @@ class MetricsDetector(Detector[MetricsSettings]):
             "pendingResponses": self.store.pending("response"), "pendingFeedback": self.store.pending("feedback"),
             "expired": sum(c["expired"].values()), "expiredResponses": c["expired"]["response"],
             "expiredFeedback": c["expired"]["feedback"], "evicted": sum(c["evicted"].values()),
-            "duplicates": c["duplicates"], "corrections": c["corrections"], "window": {"size": self.settings.window, "instances": self.scorer.window_fill},
+            "duplicates": c["duplicates"], "corrections": c["corrections"],
+            "window": {"size": self.settings.window, "instances": self.scorer.window_fill},
         }
         recent, total = self.scorer.recent(), self.scorer.cumulative()
         if self.classification:

@@ -261,7 +261,7 @@ class ClassificationScorer:
         np.add.at(self.cm, (old_t, p), -1)
         np.add.at(self.cm, (new_t, p), 1)
         oldest = self.seq - self._filled
-        for j, (a, b, pi) in enumerate(zip(old_t.tolist(), new_t.tolist(), p.tolist())):
+        for j, (a, b, pi) in enumerate(zip(old_t.tolist(), new_t.tolist(), p.tolist(), strict=True)):
             if start + j >= oldest:
                 self.win_cm[a, pi] -= 1
                 self.win_cm[b, pi] += 1
@@ -381,7 +381,7 @@ class RegressionScorer:
         self._total.remove(old_truth, pred)
         self._total.add(new_truth, pred)
         oldest = self.seq - self._filled
-        for j, (y, yhat) in enumerate(zip(new_truth.tolist(), pred.tolist())):
+        for j, (y, yhat) in enumerate(zip(new_truth.tolist(), pred.tolist(), strict=True)):
             if start + j >= oldest:
                 self._ring[(start + j) % self.window] = (y, yhat)
 
