@@ -99,6 +99,7 @@ DESCRIPTIONS: dict[str, str] = {
     "spec.schema.categorical": ("Categorical features: feature name -> number of categories, or the list of its "
                                 "values. Drift uses chi-squared for these, KS for the rest."),
     "spec.reference": "Training / baseline data (CSV, Parquet or .npy) detectors are fitted from.",
+    "spec.security": "Optional shared bearer token for /feedback, /explain and every detector's POST / (DESIGN §11).",
     "spec.reference.storageUri": ("Where the reference data is (CSV, Parquet or .npy); same schemes as "
                                   "model.storageUri."),
     "spec.logger": "The request logger in front of the model.",
