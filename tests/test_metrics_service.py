@@ -227,16 +227,19 @@ def test_seldon_feedback_with_response_and_duplicates():
         body = {"request": {"data": {"ndarray": [[1.0, 2.0], [3.0, 4.0]]}},
                 "response": {"data": {"ndarray": [[0.9, 0.1], [0.2, 0.8]]}},
                 "truth": {"data": {"ndarray": [[1, 0], [1, 0]]}}, "reward": 0.5}
-        ok(send(client, "io.seldon.serving.feedback", "s-1", body))
+        ok(send(client, "io.seldon.serving.feedback", "s-1", body, id="fb-1"))
         status = client.get("/status").json()["metrics"]
         assert status["matched"] == 1 and status["instances"] == 2 and status["pending"] == 0
         assert status["accuracy"] == pytest.approx(0.5)
-        # the logger's own response event for the same inference, and a retried feedback: ignored
+        # the logger's own response event for the same inference, and a retried feedback (same ce-id,
+        # dropped by the frame's de-duplication): ignored. A new feedback event would be a correction.
         ok(send(client, RESPONSE, "s-1", {"predictions": [0, 1]}))
-        ok(send(client, "io.seldon.serving.feedback", "s-1", body))
+        ok(send(client, "io.seldon.serving.feedback", "s-1", body, id="fb-1"))
         status = client.get("/status").json()["metrics"]
-        assert status["instances"] == 2 and status["pending"] == 0 and status["duplicates"] == 2
+        assert status["instances"] == 2 and status["pending"] == 0 and status["duplicates"] == 1
+        assert status["corrections"] == 0
         samples = scrape(client)
+        assert metric(samples, "vigil_events_duplicate_total") == 1
         assert metric(samples, "vigil_metrics_true_positives_total", **{"class": "a"}) == 1
         assert metric(samples, "vigil_metrics_false_negatives_total", **{"class": "a"}) == 1
         assert metric(samples, "vigil_metrics_false_positives_total", **{"class": "b"}) == 1

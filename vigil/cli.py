@@ -1,4 +1,4 @@
-"""`vigil` — the one command line: demo, init, up, status, train, serve, operator.
+"""`vigil` — the one command line: demo, init, up, validate, status, train, serve, operator.
 
 Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
 never pay for (or need) TensorFlow.
@@ -34,13 +34,42 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    from vigil.validate import validate_file
+
+    problems, notes = validate_file(args.monitor, base_port=args.base_port, check_ports=not args.no_ports)
+    for line in notes:
+        print(f"note: {line}")
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    if problems:
+        return 2
+    print(f"{args.monitor}: ok")
+    return 0
+
+
 def cmd_up(args) -> int:
+    from vigil.auth import TOKEN_ENV, read_token_file
     from vigil.local import LocalError, LocalStack, local_plan
     from vigil.spec import load_monitor
+    from vigil.validate import validate_file
 
+    problems, notes = validate_file(args.monitor, base_port=args.base_port)  # before training or starting
+    for line in notes:
+        print(f"note: {line}")
+    if problems:
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     monitor = load_monitor(args.monitor)
     plan, placement = local_plan(monitor, Path(args.monitor).parent, _workdir(args, monitor.name), args.base_port)
     stack = LocalStack(plan, placement, serve_args=logs.child_args(args))
+    if args.token_file:
+        try:
+            stack.extra_env[TOKEN_ENV] = read_token_file(args.token_file)
+        except (OSError, ValueError) as exc:
+            print(f"error: --token-file: {exc}", file=sys.stderr)
+            return 2
     print(f"vigil up: {monitor.name} ({', '.join(plan.names)}) — work dir {placement.workdir}")
     try:
         stack.train(retrain=args.retrain)
@@ -62,15 +91,18 @@ def cmd_up(args) -> int:
     return 0
 
 
-def _status_target(args) -> tuple[dict[str, str], dict[str, str]]:
-    """(component urls, endpoints) from a monitor file or from a running `vigil up`'s run file."""
-    from vigil.local import RUN_FILE, local_endpoints, local_plan
+def _status_target(args) -> dict:
+    """The run file of a running `vigil up`: of the monitor file's work dir, of --workdir, or the one here."""
+    from vigil.local import RUN_FILE
     from vigil.spec import load_monitor
 
     if args.monitor:
         monitor = load_monitor(args.monitor)
-        plan, placement = local_plan(monitor, Path(args.monitor).parent, _workdir(args, monitor.name), args.base_port)
-        return {c.name: placement.url(c.name) for c in plan.components}, local_endpoints(plan, placement)
+        run_file = _workdir(args, monitor.name) / RUN_FILE
+        if not run_file.exists():
+            raise SystemExit(f"error: monitor {monitor.name} is not running (no {run_file}); start it with "
+                             f"vigil up {args.monitor}")
+        return json.loads(run_file.read_text())
     candidates = ([Path(args.workdir) / RUN_FILE] if args.workdir else
                   sorted(Path(".").glob(f".vigil/*/{RUN_FILE}")) + sorted(Path(".").glob(f"*/.vigil/*/{RUN_FILE}")))
     candidates = [c for c in candidates if c.exists()]
@@ -78,16 +110,29 @@ def _status_target(args) -> tuple[dict[str, str], dict[str, str]]:
         raise SystemExit("error: no running `vigil up` found here; pass the monitor file "
                          "(vigil status monitor.yaml) or --workdir" if not candidates else
                          f"error: several runs found ({', '.join(map(str, candidates))}); pass --workdir")
-    doc = json.loads(candidates[0].read_text())
-    return doc["components"], doc["endpoints"]
+    return json.loads(candidates[0].read_text())
 
 
 def cmd_status(args) -> int:
     from vigil.status import format_table, poll, summarize
 
-    urls, endpoints = _status_target(args)
-    status = summarize(asyncio.run(poll(urls)), endpoints)
-    print(json.dumps(status, indent=2) if args.output == "json" else format_table(status))
+    run = _status_target(args)
+    status = {"monitor": run.get("monitor"), "namespace": run.get("namespace"),
+              **summarize(asyncio.run(poll(run["components"])), run["endpoints"])}
+    for name, state in (run.get("states") or {}).items():  # the supervisor knows a restarting one
+        if state == "Restarting" and status["components"].get(name) == "Unreachable":
+            status["components"][name] = "Restarting"
+    status["restarts"] = run.get("restarts") or {n: 0 for n in run["components"]}
+    if run.get("lastExit"):
+        status["lastExit"] = run["lastExit"]
+    if args.output == "json":
+        print(json.dumps(status, indent=2))
+    elif args.output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(status, sort_keys=False), end="")
+    else:
+        print(format_table(status))
     return 0 if status["phase"] == "Ready" else 3
 
 
@@ -172,14 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", help="artifacts, state and logs (default: .vigil/<monitor name> beside the file)")
     s.add_argument("--retrain", action="store_true", help="train detectors again even if artifacts exist")
     logs.add_arguments(s)
+    s.add_argument("--token-file", help="file holding the shared bearer token (else $VIGIL_TOKEN; none: no auth)")
     s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("validate", help="check a ModelMonitor before running it: files, model, widths, ports")
+    s.add_argument("monitor", help="ModelMonitor YAML file")
+    s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, help="ports vigil up would use (N, N+1, …)")
+    s.add_argument("--no-ports", action="store_true", help="do not check that the ports are free")
+    s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("status", help="print the monitor summary (what the operator writes to .status)")
     s.add_argument("monitor", nargs="?", help="ModelMonitor YAML file (default: the running vigil up)")
     s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
                    help="with a monitor file: the base port it runs on (as given to vigil up)")
-    s.add_argument("--workdir", help="the work dir of a running vigil up (default: found under ./.vigil)")
-    s.add_argument("--output", "-o", choices=("text", "json"), default="text", help="table (default) or JSON")
+    s.add_argument("--workdir", help="the work dir of a running vigil up (default: the monitor file's, or found under ./.vigil)")
+    s.add_argument("--output", "-o", choices=("text", "json", "yaml"), default="text",
+                   help="table (default), JSON or YAML")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("train", help="fit and save detector artifacts from reference data")

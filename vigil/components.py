@@ -189,7 +189,7 @@ def _builtin() -> None:
     register(ComponentType("drift", 3, "vigil_detectors.drift.settings:DriftSettings",
                        "vigil_detectors.drift.service:create_app", _drift, spec_block=_spec.DriftSpec,
                        consumes=("request",), reply_type=f"{P}.drift", status_key="drift",
-                       status_fields=("detected", "pValue", "featuresDrifted", "lastCheck", "windows"),
+                       status_fields=("detected", "pValue", "featuresDrifted", "lastCheck", "windows", "stale"),
                        trainable=True))
     register(ComponentType("metrics", 4, "vigil_detectors.metrics.settings:MetricsSettings",
                        "vigil_detectors.metrics.service:create_app", _metrics, spec_block=_spec.MetricsSpec,

@@ -100,6 +100,7 @@ DESCRIPTIONS: dict[str, str] = {
     "spec.schema.categorical": ("Categorical features: feature name -> number of categories, or the list of its "
                                 "values. Drift uses chi-squared for these, KS for the rest."),
     "spec.reference": "Training / baseline data (CSV, Parquet or .npy) detectors are fitted from.",
+    "spec.security": "Optional shared bearer token for /feedback, /explain and every detector's POST / (DESIGN §11).",
     "spec.reference.storageUri": ("Where the reference data is (CSV, Parquet or .npy); same schemes as "
                                   "model.storageUri."),
     "spec.logger": "The request logger in front of the model.",
@@ -182,7 +183,7 @@ properties:
         observedGeneration: {type: integer, format: int64}
   components:
     type: object
-    description: Component name -> Ready, NotReady, Unreachable, Deploying, Training.
+    description: Component name -> Ready, Degraded, NotReady, Unreachable, Restarting, Deploying, Training.
     additionalProperties: {type: string}
   endpoints:
     type: object
@@ -197,6 +198,7 @@ properties:
       detected: {type: boolean}
       pValue: {type: number, nullable: true}
       featuresDrifted: {type: array, items: {type: string}}
+      stale: {type: boolean, description: "The last verdict was restored from a checkpoint older than window.maxAge."}
       lastCheck: {type: string, nullable: true}
       windows: {type: integer}
   outliers:

@@ -31,16 +31,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vigil.auth import UNAUTHORIZED, BearerAuth, token_from_env
 from vigil.errors import (
     HeadersTooLarge,
     InvalidInput,
     PayloadTooLarge,
     Rejected,
+    Unauthorized,
     UnsupportedMediaType,
     VigilError,
     error_body,
     status_of,
 )
+from vigil.health import RecentHealth
 from vigil.telemetry import ServiceMetrics
 
 MAX_BODY_ENV = "VIGIL_MAX_BODY_BYTES"
@@ -142,6 +145,10 @@ def _http_reason(status: int) -> str:
     return {404: "not_found", 405: "method_not_allowed"}.get(status, "http")
 
 
+#: Refusals that say nothing about the input stream's health (loading at start-up, a stray URL).
+_NOT_INPUT_FAULTS = frozenset({"not_ready", "not_found", "method_not_allowed"})
+
+
 class Edge:
     """The edge counters of one service and the one way it answers a refusal.
 
@@ -164,6 +171,17 @@ class Edge:
         self.counts = {"received": 0, "rejected": 0}
         self.max_body_bytes = max_body_bytes()
         self.on_reject = on_reject
+        self.health = RecentHealth(component)  # recent rejections for /status (Degraded)
+        self.auth = BearerAuth(token_from_env())  # the optional shared token (DESIGN §11)
+
+    def check_auth(self, request: Request) -> None:
+        """Raise `Unauthorized` when a token is configured and `request` does not carry it."""
+        if not self.auth.allows(request.headers.get("authorization")):
+            raise Unauthorized(UNAUTHORIZED, self.auth.MESSAGE)
+
+    def accepted(self) -> None:
+        """One input handled: it counts toward the service's recent health."""
+        self.health.accepted()
 
     def count_received(self, kind: str, n: int = 1) -> None:
         child = self.m_received.get(kind)
@@ -176,6 +194,8 @@ class Edge:
         """Count `exc` and answer it."""
         self.rejected.labels(reason=exc.reason).inc()
         self.counts["rejected"] += 1
+        if exc.reason not in _NOT_INPUT_FAULTS:
+            self.health.rejected(exc.reason, exc.message)
         if self.on_reject is not None:
             self.on_reject(exc.status)
         return error_response(exc, headers)

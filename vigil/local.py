@@ -4,7 +4,10 @@
 port, file paths for storage URIs, a work directory for trained artifacts and detector
 state). `LocalStack` trains what must be trained (each `TrainStep` in a `vigil train`
 subprocess, so this process never imports TensorFlow), starts every component as
-`vigil serve NAME`, waits until each is ready, and stops them all on Ctrl-C / SIGTERM.
+`vigil serve NAME`, waits until each is ready, supervises them (a component that exits is
+restarted with backoff and its exit reason printed, `vigil.supervise`), and stops them all
+on Ctrl-C / SIGTERM. The run file (``run.json`` in the work dir) says what runs where, with
+each component's state and restart count, for `vigil status`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vigil import components as registry
 from vigil.errors import VigilError
 from vigil.plan import DEFAULT_BASE_PORT, Component, Plan, build_plan, endpoints, train_argv
 from vigil.spec import ModelMonitor, SpecError
+from vigil.supervise import Supervised
 
 RUN_FILE = "run.json"
 
@@ -109,6 +113,8 @@ class LocalStack:
         self.workdir = placement.workdir
         self.say = say
         self.procs: dict[str, subprocess.Popen] = {}
+        self.supervised: dict[str, Supervised] = {}
+        self.extra_env: dict[str, str] = {}  # for every component (VIGIL_TOKEN from --token-file)
         self._ready: set[str] = set()
         self.logs = self.workdir / "logs"
 
@@ -151,12 +157,19 @@ class LocalStack:
         # Sinks and the model first, the logger (the entry point) last.
         order = sorted(self.plan.components, key=lambda c: c.name == "logger")
         for c in order:
-            log = open(self.logs / f"{c.name}.log", "ab")
-            self.procs[c.name] = subprocess.Popen(
-                _vigil_cmd("serve", c.name, "--host", "127.0.0.1", "--port", str(c.port), *self.serve_args),
-                env=child_env(c.env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.procs[c.name] = self._spawn(c)
+            self.supervised[c.name] = Supervised(c.name, self.procs[c.name])
         self.wait_ready([c.name for c in self.plan.components], timeout)
+        for sup in self.supervised.values():
+            sup.state = "Running"
         self._write_run_file()
+
+    def _spawn(self, c: Component) -> subprocess.Popen:
+        with open(self.logs / f"{c.name}.log", "ab") as log:  # the child keeps its own copy of the fd
+            return subprocess.Popen(
+                _vigil_cmd("serve", c.name, "--host", "127.0.0.1", "--port", str(c.port), *self.serve_args),
+                env=child_env({**self.extra_env, **c.env}), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
 
     def wait_ready(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -210,11 +223,40 @@ class LocalStack:
     def _write_run_file(self) -> None:
         doc = {"monitor": self.plan.monitor.name, "namespace": self.plan.monitor.namespace,
                "components": self.component_urls(), "endpoints": self.endpoints(),
-               "pids": {n: p.pid for n, p in self.procs.items()}}
-        (self.workdir / RUN_FILE).write_text(json.dumps(doc, indent=2))
+               "pids": {n: p.pid for n, p in self.procs.items()},
+               "states": {n: s.state for n, s in self.supervised.items()},
+               "restarts": {n: s.restarts for n, s in self.supervised.items()},
+               "lastExit": {n: s.last_exit for n, s in self.supervised.items() if s.last_exit}}
+        tmp = self.workdir / f".{RUN_FILE}.tmp"
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, self.workdir / RUN_FILE)  # `vigil status` never reads half a file
+
+    def supervise_once(self, client: httpx.Client) -> None:
+        """One round of supervision: notice exits, restart what is due, mark restarted ones ready."""
+        changed = False
+        for name, sup in self.supervised.items():
+            reason = sup.exited()
+            if reason:
+                self.say(f"! {name} {reason}; restarting in {sup.delay:g}s. Last log lines:\n{self.tail(name, 10)}")
+                changed = True
+            elif sup.due():
+                self.procs[name] = self._spawn(self.plan.get(name))
+                sup.restarted(self.procs[name])
+                changed = True
+            elif sup.state == "Starting":
+                try:
+                    url = self.placement.url(name) + registry.get(name).ready_path
+                    if client.get(url).status_code == 200:
+                        sup.state = "Running"
+                        self.say(f"• {name:<9} ready again on {self.placement.url(name)} (restart {sup.restarts})")
+                        changed = True
+                except httpx.HTTPError:
+                    pass
+        if changed:
+            self._write_run_file()
 
     def wait(self) -> None:
-        """Block until Ctrl-C / SIGTERM or until a component dies."""
+        """Supervise the components until Ctrl-C / SIGTERM (a component that exits is restarted)."""
         stop = {"flag": False}
 
         def _handler(signum, frame):
@@ -222,11 +264,10 @@ class LocalStack:
 
         old = signal.signal(signal.SIGTERM, _handler)
         try:
-            while not stop["flag"]:
-                for name, proc in self.procs.items():
-                    if proc.poll() is not None:
-                        raise LocalError(f"{name} exited with code {proc.returncode}:\n{self.tail(name)}")
-                time.sleep(0.5)
+            with httpx.Client(timeout=1.0) as client:
+                while not stop["flag"]:
+                    self.supervise_once(client)
+                    time.sleep(0.25)
         except KeyboardInterrupt:
             pass
         finally:

@@ -96,6 +96,7 @@ class Component:
     storage: tuple[str, ...] = ()  # storage URIs the component reads
     train: Optional[TrainStep] = None
     needs_tensorflow: bool = False
+    token_secret: Optional[tuple[str, str]] = None  # spec.security.tokenSecret (name, key): VIGIL_TOKEN in pods
     settings: Any = field(default=None, compare=False, repr=False)  # the service's settings object
 
     @property
@@ -109,6 +110,8 @@ class Component:
             "image": self.image, "image_role": self.image_role, "storage": self.storage,
             "train": self.train and self.train.__dict__, "port": self.port,
         }
+        if self.token_secret:  # only when set, so digests of monitors without auth stay as they were
+            doc["tokenSecret"] = list(self.token_secret)
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -277,7 +280,8 @@ def _component(row: registry.ComponentType, monitor: ModelMonitor, placement: Pl
         name=row.name, port=placement.port(row.name), env=settings_env(settings),
         replicas=getattr(block, "replicas", 1), resources=getattr(block, "resources", {}),
         image_role=row.image_role, storage=tuple(dict.fromkeys(ctx.storage)), train=ctx.train,
-        needs_tensorflow=row.needs_tensorflow(monitor), settings=settings)
+        needs_tensorflow=row.needs_tensorflow(monitor), settings=settings,
+        token_secret=(ref.name, ref.key) if (ref := monitor.spec.security.token_secret) else None)
 
 
 def build_plan(monitor: ModelMonitor, placement: Placement) -> Plan:

@@ -166,6 +166,21 @@ class ReferenceSpec(_Block):
     _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
 
 
+class SecretKeyRef(_Block):
+    """A key of a Kubernetes Secret in the monitor's namespace."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class SecuritySpec(_Block):
+    """``spec.security``: the optional shared bearer token (DESIGN §11, `vigil.auth`). The operator
+    puts the Secret's key into every pod as ``VIGIL_TOKEN``; locally `vigil up` takes ``VIGIL_TOKEN``
+    or ``--token-file`` instead."""
+
+    token_secret: Optional[SecretKeyRef] = None
+
+
 class LoggerSpec(_Block):
     mode: Literal["all", "request", "response"] = inherit(LoggerSettings, "mode")
     sample_rate: float = inherit(LoggerSettings, "sample_rate")
@@ -272,6 +287,7 @@ class ModelMonitorSpec(_Block):
     model: ModelSpec
     schema_: SchemaSpec = Field(alias="schema")
     reference: Optional[ReferenceSpec] = None
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
     logger: LoggerSpec = Field(default_factory=LoggerSpec)
     detectors: Any = Field(default_factory=DetectorsSpec)  # the registry's DetectorsSpec (set_detector_blocks)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)

@@ -1,7 +1,10 @@
 """The monitor summary: what `vigil status` prints and the operator writes to `.status`.
 
 Every component answers `GET /status` with JSON. The common part is
-``{"component": "drift", "ready": true, "events": {"received": n, "rejected": n}}``;
+``{"component": "drift", "ready": true, "events": {"received": n, "rejected": n}}``, and
+``"recent"`` (`vigil.health`; detectors, logger, model server): when it rejected or skipped
+most of what it received lately, ``recent.degraded`` is true and ``recent.message`` says
+why — the component is then ``Degraded`` and so is the monitor, with that message;
 each detector adds one block under its own key, which this module lifts into the summary:
 
 - drift:    ``"drift": {"detected", "pValue", "featuresDrifted", "lastCheck", "windows", ...}``
@@ -30,7 +33,14 @@ _METRICS_SHOWN = ("accuracy", "accuracyCumulative", "mae", "rmse", "r2", "feedba
 def component_state(answer: Optional[dict]) -> str:
     if answer is None:
         return "Unreachable"
-    return "Ready" if answer.get("ready") else "NotReady"
+    if not answer.get("ready"):
+        return "NotReady"
+    return "Degraded" if (answer.get("recent") or {}).get("degraded") else "Ready"
+
+
+def _degraded_message(answers: dict[str, Optional[dict]]) -> list[str]:
+    return [((a or {}).get("recent") or {}).get("message") or f"{n} is degraded"
+            for n, a in answers.items() if component_state(a) == "Degraded"]
 
 
 def summarize(answers: dict[str, Optional[dict]], endpoints: Optional[dict[str, str]] = None) -> dict[str, Any]:
@@ -40,18 +50,22 @@ def summarize(answers: dict[str, Optional[dict]], endpoints: Optional[dict[str, 
         phase = "Pending"
     elif all(s == "Ready" for s in components.values()):
         phase = "Ready"
-    elif any(s == "Ready" for s in components.values()):
+    elif any(s in ("Ready", "Degraded") for s in components.values()):
         phase = "Degraded"
     else:
         phase = "Progressing"
-    not_ready = sorted(n for n, s in components.items() if s != "Ready")
+    not_ready = sorted(n for n, s in components.items() if s not in ("Ready", "Degraded"))
+    problems = ([f"not ready: {', '.join(not_ready)}"] if not_ready else []) + _degraded_message(answers)
+    message = "; ".join(problems) or "all components ready"
     status: dict[str, Any] = {
         "phase": phase,
+        "message": message,
         "components": components,
         "conditions": [{
             "type": "Ready", "status": "True" if phase == "Ready" else "False",
-            "reason": "AllComponentsReady" if phase == "Ready" else "ComponentsNotReady",
-            "message": "all components ready" if phase == "Ready" else f"not ready: {', '.join(not_ready)}",
+            "reason": "AllComponentsReady" if phase == "Ready" else
+            "ComponentsNotReady" if not_ready else "ComponentsDegraded",
+            "message": message,
         }],
     }
     if endpoints:
@@ -82,13 +96,18 @@ async def poll(urls: dict[str, str], timeout: float = 2.0,
 
 def format_table(status: dict[str, Any]) -> str:
     """Human summary for `vigil status`, in the spirit of `kubectl get monitors`."""
-    lines = [f"PHASE      {status['phase']}"]
+    head = f"MONITOR    {status['monitor']}\n" if status.get("monitor") else ""
+    lines = [f"{head}PHASE      {status['phase']}"]
+    if status["phase"] != "Ready" and status.get("message"):
+        lines.append(f"MESSAGE    {status['message']}")
+    restarts = status.get("restarts") or {}
     for name, state in status.get("components", {}).items():
-        lines.append(f"  {name:<10} {state}")
+        extra = f"  restarts={restarts[name]}" if restarts.get(name) else ""
+        lines.append(f"  {name:<10} {state}{extra}")
     if "drift" in status:
         d = status["drift"]
         p = d.get("pValue")
-        lines.append(f"DRIFT      {'DETECTED' if d.get('detected') else 'no'}  "
+        lines.append(f"DRIFT      {'DETECTED' if d.get('detected') else 'no'}{' (stale)' if d.get('stale') else ''}  "
                      f"p={p if p is None else f'{p:.4g}'}  windows={d.get('windows', 0)}  "
                      f"features={','.join(d.get('featuresDrifted') or []) or '-'}")
     if "outliers" in status:

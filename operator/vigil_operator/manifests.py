@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from vigil.auth import TOKEN_ENV
 from vigil.plan import Component, Plan, TrainStep, train_argv
 from vigil_operator.config import OperatorConfig
 from vigil_operator.placement import MOUNT_ROOT, PORT, KubePlacement, Storage, resolve
@@ -223,6 +224,14 @@ def component_image(component: Component, config: OperatorConfig) -> str:
     return config.image(component.image_role)
 
 
+def token_env(component: Component) -> list[dict]:
+    """``VIGIL_TOKEN`` from ``spec.security.tokenSecret`` (DESIGN §11), for every pod of the monitor."""
+    if component.token_secret is None:
+        return []
+    name, key = component.token_secret
+    return [{"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}]
+
+
 def deployment(component: Component, plan: Plan, placement: KubePlacement, config: OperatorConfig) -> dict:
     m = plan.monitor
     name = component_name(m.name, component.name)
@@ -234,6 +243,7 @@ def deployment(component: Component, plan: Plan, placement: KubePlacement, confi
     env = [{"name": "HOME", "value": "/tmp"}]
     if component.image_role == "detectors" or tensorflow:
         env.append({"name": "TF_USE_LEGACY_KERAS", "value": "1"})
+    env += token_env(component)
     container: dict = {
         "name": component.name,
         "image": component_image(component, config),

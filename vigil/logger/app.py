@@ -45,6 +45,7 @@ from fastapi.responses import Response
 from yarl import URL
 
 import vigil
+from vigil.auth import auth_header, token_from_env
 from vigil.edge import Edge, is_json
 from vigil.errors import InvalidInput, Rejected, error_body
 from vigil.events import (
@@ -100,7 +101,7 @@ _RETRY_ON_FRESH = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 #: Why the logger refuses a request (series exist from the start).
 REJECT_REASONS = ("too_large", "content_type", "content_encoding", "duplicate_header", "headers_too_large",
                   "bad_json", "too_deep", "empty_body", "bad_body", "missing_truth", "bad_truth",
-                  "missing_inference_id", "not_found", "method_not_allowed")
+                  "missing_inference_id", "not_found", "method_not_allowed", "unauthorized")
 
 
 def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
@@ -118,6 +119,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             child = m_requests[code] = metrics.requests.labels(code=str(code))
         child.inc()
         st["requests"] += 1
+        if code < 400:
+            edge.accepted()
 
     edge = Edge(metrics.service, "logger", kinds=KIND_TO_TYPE, reasons=REJECT_REASONS, on_reject=count_request)
     m_retries = metrics.upstream_retries.labels()
@@ -141,7 +144,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         n_workers = settings.sink_workers * max(1, len(settings.sinks))
         sink_client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=n_workers, keepalive_timeout=60.0),
-            timeout=aiohttp.ClientTimeout(total=settings.sink_timeout_seconds), trust_env=False)
+            timeout=aiohttp.ClientTimeout(total=settings.sink_timeout_seconds), trust_env=False,
+            headers=auth_header(token_from_env()))  # the shared token, when set, goes to every sink
         policy = RetryPolicy(settings.retries, settings.backoff_initial_seconds, settings.backoff_max_seconds)
         sinks = [Sink(cfg, sink_client, policy, metrics, settings.queue_size, settings.sink_workers,
                       queue_bytes=settings.queue_bytes, max_event_bytes=edge.max_body_bytes)
@@ -266,6 +270,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     @app.post("/feedback", status_code=202)
     async def feedback(request: Request):
         try:
+            edge.check_auth(request)  # /feedback only: the inference path stays open
             return accept_feedback(request, await edge.read_json(request, "feedback"))
         except Rejected as e:
             return edge.reject(e)
@@ -325,7 +330,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     async def status():
         sinks: list[Sink] = st["sinks"]
         return {"component": "logger", "ready": await ready(),
-                "events": dict(edge.counts),
+                "events": dict(edge.counts), "recent": edge.health.snapshot(),
                 "logger": {"requests": st["requests"], "eventsSent": sum(s.sent for s in sinks),
                            "eventsDropped": sum(sum(s.dropped.values()) for s in sinks),
                            "queueDepth": sum(s.depth for s in sinks), "upstream": upstream_url,

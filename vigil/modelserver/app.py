@@ -125,6 +125,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
         try:
             response = build(*(await score(request, name, protocol)))
             code = response.status_code
+            edge.accepted()
             return response
         except Rejected as e:
             code = e.status
@@ -214,7 +215,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     async def status():
         m = state["model"]
         return {"component": "model", "ready": m is not None,
-                "events": dict(edge.counts),
+                "events": dict(edge.counts), "recent": edge.health.snapshot(),
                 "model": {"name": settings.name, "format": settings.format, "instances": state["instances"],
                           **({"platform": m.platform, "task": m.task, "features": m.n_features} if m else {})}}
 

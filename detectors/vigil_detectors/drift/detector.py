@@ -43,6 +43,7 @@ from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_st
 from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
+from vigil_detectors.frame.checkpoint import CheckpointError
 
 log = logging.getLogger("vigil.drift")
 
@@ -78,6 +79,7 @@ class DriftDetector(Detector[DriftSettings]):
         self.feature_names: list[str] = list(settings.feature_names or [])
         self.windows = 0
         self.last: Optional[dict[str, Any]] = None
+        self.stale = False  # the last verdict was restored from a checkpoint older than maxAge
         self._lock = asyncio.Lock()
         self._timer: Optional[asyncio.Task] = None
 
@@ -149,6 +151,8 @@ class DriftDetector(Detector[DriftSettings]):
                 self._instances.inc(self.window.seen)
             if self.last:
                 self._publish(self.last)
+                age = time.time() - float(self.last.get("lastCheckTimestamp") or 0)
+                self.stale = 0 < s.max_age_seconds < age  # a verdict older than maxAge is not current
             for rows in due:  # windows the log replay completed: check them now
                 self._record(self.statistic.check(rows), "restore", rows.shape[0], 0.0)
             if due:
@@ -181,7 +185,12 @@ class DriftDetector(Detector[DriftSettings]):
         async with self._lock:
             now = time.time()
             if self.store:
-                self.store.append(rows, now)  # in the checkpoint before the event is acknowledged
+                try:
+                    self.store.append(rows, now)  # in the checkpoint before the event is acknowledged
+                except OSError as exc:
+                    self.checkpoint.failed("event log", exc)
+                    raise CheckpointError(str(exc)) from None
+                self.checkpoint.ok()
             due = self.window.add(rows, now)
             self._instances.inc(rows.shape[0])
             if not due:
@@ -240,6 +249,7 @@ class DriftDetector(Detector[DriftSettings]):
         }
         self.windows += 1
         self.last = block
+        self.stale = False
         self._windows.inc()
         self._checks.labels(trigger=trigger, result="drift" if result.detected else "no_drift").inc()
         self._duration.observe(seconds)
@@ -265,7 +275,10 @@ class DriftDetector(Detector[DriftSettings]):
                 self._threshold.labels(feature=name, statistic=test).set(f["threshold"])
 
     def _snapshot(self) -> None:
-        self.store.snapshot(self.window, {"windows": self.windows, "last": self.last})
+        try:  # a failed snapshot loses nothing: the current log still holds every kept event
+            self.store.snapshot(self.window, {"windows": self.windows, "last": self.last})
+        except OSError as exc:
+            self.checkpoint.failed("snapshot", exc)
 
     # -- status --
     def status(self) -> dict[str, Any]:
@@ -290,6 +303,7 @@ class DriftDetector(Detector[DriftSettings]):
             "trigger": last.get("trigger"),
             "features": last.get("features", {}),
             "persisted": self.store is not None,
+            "stale": self.stale,
         }
         block.update(self.statistic.describe())
         return {"drift": block}

@@ -172,8 +172,12 @@ class DriftWindow:
 
 def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk keeps the previous generation intact
+        raise
     os.replace(tmp, path)
 
 
@@ -259,12 +263,18 @@ class WindowStore:
         return extra, due
 
     def append(self, rows: np.ndarray, now: float) -> None:
-        """Log a batch (call before acknowledging it). rows: C-contiguous float64 (n, features)."""
+        """Log a batch (call before acknowledging it). rows: C-contiguous float64 (n, features).
+        Raises OSError (disk full, read-only) with the log cut back to its last whole record."""
         view = memoryview(_HEADER.pack(now, rows.shape[0]) + rows.tobytes())
         if self._fd is None:
             raise OSError("the window log is not open (restore() first, not after close())")
-        while view:
-            view = view[os.write(self._fd, view):]
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            os.ftruncate(self._fd, start)  # no torn record: later appends stay readable
+            raise
 
     def snapshot(self, window: DriftWindow, extra: dict[str, Any]) -> None:
         """Write the whole window and `extra` as generation gen+1, start its log, drop the old files."""
@@ -273,8 +283,12 @@ class WindowStore:
         _write_atomic(self._npy(gen), lambda f: np.save(f, rows, allow_pickle=False))
         meta = {"version": 1, "gen": gen, "nFeatures": self.n_features, "window": wmeta, "extra": extra,
                 "savedAt": time.time()}
-        _write_atomic(self.dir / _META, lambda f: f.write(json.dumps(meta).encode()))
         fd = os.open(self._log(gen), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:  # the commit point last: until it lands, the old generation (and its log) stays current
+            _write_atomic(self.dir / _META, lambda f: f.write(json.dumps(meta).encode()))
+        except OSError:
+            os.close(fd)
+            raise
         old, self._fd, self.gen = self._fd, fd, gen
         if old is not None:
             os.close(old)

@@ -270,6 +270,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
 
     async def _explain_request(self, request: Request, edge) -> dict[str, Any]:
         s = self.settings
+        edge.check_auth(request)
         if self._slots is None:
             raise NotReady("not_ready", "explainer is not ready yet (loading the artifact)")
         doc = await edge.read_json(request)

@@ -30,6 +30,8 @@ from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
 from vigil.events import SOURCE_PREFIX, decode_instances, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
+from vigil_detectors.frame.checkpoint import CheckpointError
+from vigil_detectors.frame.dedup import RecentIds
 
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
 _STRUCTURED = "application/cloudevents+json"
@@ -38,7 +40,7 @@ REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
 REJECT_REASONS = ("too_large", "not_ready", "content_type", "content_encoding", "duplicate_header",
                   "headers_too_large", "bad_cloudevent", "bad_json", "too_deep", "unknown_type", "bad_body",
                   "bad_shape", "non_numeric", "out_of_range", "feature_count", "not_found", "method_not_allowed",
-                  "internal")
+                  "internal", "unauthorized", "checkpoint")
 
 
 class _Edge(Edge):
@@ -50,7 +52,11 @@ class _Edge(Edge):
                                           "Time to process one accepted event.",
                                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
         self.ready = metrics.gauge("vigil_detector_ready", "1 once the detector artifact is loaded.")
+        self.duplicates = metrics.counter("vigil_events_duplicate_total",
+                                          "Events dropped because this detector already processed their id.")
+        self.counts["duplicates"] = 0
         self.name = name
+        self.seen = RecentIds()  # ce-ids processed recently (delivery de-duplication)
 
 
 def _header_dict(headers) -> dict[str, str]:
@@ -177,6 +183,7 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     @app.post("/")
     async def ingest(request: Request) -> Response:
         try:
+            edge.check_auth(request)
             body = await edge.read(request)
             if not state["ready"]:
                 raise NotReady("not_ready", "detector is not ready yet (artifact loading)")
@@ -187,13 +194,22 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
         edge.count_received(event.kind if event.kind in ("request", "response", "feedback") else "other")
         if event.kind not in detector.accepts:
             return Response(status_code=204)
+        key = edge.seen.key(event.attributes)
+        if key in edge.seen:  # a retry of an event already processed: never counted twice
+            edge.duplicates.inc()
+            edge.counts["duplicates"] += 1
+            return Response(status_code=202)
         try:
             result: Optional[dict] = await detector.process(event)
         except Rejected as exc:
             return edge.reject(exc)
+        except CheckpointError as exc:
+            return edge.reject(Rejected(503, "checkpoint", f"event not kept: {exc}"))
         except Exception as exc:
             log.exception("%s detector failed on event %s", detector.name, event.id)
             return edge.reject(Rejected(500, "internal", f"{type(exc).__name__}: {exc}"))
+        edge.seen.add(key)
+        edge.accepted()
         edge.duration.observe(time.perf_counter() - started)
         if result is None:
             return Response(status_code=202)
@@ -204,9 +220,12 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     @app.get("/status")
     async def status() -> dict:
         out = {"component": detector.name, "ready": state["ready"], "monitor": settings.monitor,
-               "namespace": settings.namespace, "events": dict(edge.counts)}
+               "namespace": settings.namespace, "events": dict(edge.counts), "recent": edge.health.snapshot()}
         if state["error"]:
             out["error"] = state["error"]
+        if detector.checkpoint.error:
+            out["ready"] = False
+            out["error"] = detector.checkpoint.error
         if state["ready"]:
             out.update(detector.status())
         return out
@@ -222,6 +241,8 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        if state["ready"] and detector.checkpoint.error:
+            return JSONResponse({"status": "checkpoint_failed", "error": detector.checkpoint.error}, status_code=503)
         if state["ready"]:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "loading" if not state["error"] else "failed", "error": state["error"]},

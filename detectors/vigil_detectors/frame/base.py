@@ -18,6 +18,7 @@ import numpy as np
 from vigil.errors import VigilError
 from vigil.events import decode_outputs
 from vigil.telemetry import ServiceMetrics
+from vigil_detectors.frame.checkpoint import CheckpointHealth
 from vigil_detectors.frame.settings import DetectorSettings
 
 
@@ -62,6 +63,7 @@ class Detector(ABC, Generic[SettingsT]):
     def __init__(self, settings: SettingsT, metrics: ServiceMetrics):
         self.settings = settings
         self.metrics = metrics
+        self.checkpoint = CheckpointHealth(metrics)  # a stateful detector reports its writes here
 
     @abstractmethod
     def load(self) -> None:

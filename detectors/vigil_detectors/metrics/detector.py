@@ -12,9 +12,11 @@ Exported (all with `monitor`/`namespace`):
   ``vigil_metrics_instances_total`` (instances scored), ``vigil_metrics_expired_total{kind}``
   (responses/feedback that left the store unmatched: TTL or capacity),
   ``vigil_metrics_evicted_total{kind}`` (the capacity part of those),
-  ``vigil_metrics_duplicates_total`` (events for an inference already scored, ignored);
+  ``vigil_metrics_duplicates_total`` (responses for an inference already scored, ignored),
+  ``vigil_metrics_feedback_corrections_total`` (later feedback for a scored inference: its truth
+  replaces the earlier one in every metric, in the recent window too while the instances are in it);
   classification: ``vigil_metrics_{true,false}_{positives,negatives}_total{class}`` (cumulative,
-  one-vs-rest).
+  one-vs-rest; counters never go down, so a correction shows in the gauges, not in them).
 - gauges with ``window="cumulative"|"recent"`` (recent = the last `window` joined instances):
   ``vigil_metrics_accuracy``, ``vigil_metrics_precision{class}``, ``vigil_metrics_recall{class}``,
   ``vigil_metrics_f1{class}``; regression ``vigil_metrics_mae``, ``_mse``, ``_rmse``, ``_r2``.
@@ -59,9 +61,11 @@ class MetricsDetector(Detector[MetricsSettings]):
                                    "The part of expired_total evicted because the store was full.", ["kind"])
         self.m_duplicates = m.counter("vigil_metrics_duplicates_total",
                                       "Events for an inference id already scored (e.g. retried), ignored.")
+        self.m_corrections = m.counter("vigil_metrics_feedback_corrections_total",
+                                       "Feedback for an inference already scored that replaced its earlier truth.")
         self.m_pending = m.gauge("vigil_metrics_pending", "Entries waiting in the join store.", ["kind"])
         self.m_window = m.gauge("vigil_metrics_window_instances", "Joined instances in the recent window.")
-        self.counts = {"feedback": 0, "matched": 0, "instances": 0, "duplicates": 0,
+        self.counts = {"feedback": 0, "matched": 0, "instances": 0, "duplicates": 0, "corrections": 0,
                        "expired": {k: 0 for k in KINDS}, "evicted": {k: 0 for k in KINDS}}
         for kind in KINDS:
             self.m_expired.labels(kind=kind)
@@ -81,7 +85,8 @@ class MetricsDetector(Detector[MetricsSettings]):
                 ("rmse", "Root mean squared error."), ("r2", "Coefficient of determination R²."))}
         self.scorer = None
         self.store: Optional[JoinStore] = None
-        self._done: OrderedDict[str, float] = OrderedDict()  # inference ids already scored
+        # inference ids already scored -> (when, truth, prediction, first sequence number in the scorer)
+        self._done: OrderedDict[str, tuple[float, np.ndarray, np.ndarray, int]] = OrderedDict()
         self._sweeper: Optional[asyncio.Task] = None
 
     # -- frame contract -------------------------------------------------------------------
@@ -117,7 +122,9 @@ class MetricsDetector(Detector[MetricsSettings]):
             truth = self.scorer.decode(data["truth"], "truth")
             pred = self.scorer.decode(data["response"], "feedback response") if data.get("response") is not None \
                 else None
-            if self._is_done(key):
+            if key in self._done:  # later feedback for a scored inference corrects it
+                self._correct(key, truth)
+                self._refresh_pending()
                 return None
             self.m_feedback.inc()
             self.counts["feedback"] += 1
@@ -143,7 +150,8 @@ class MetricsDetector(Detector[MetricsSettings]):
             "pendingResponses": self.store.pending("response"), "pendingFeedback": self.store.pending("feedback"),
             "expired": sum(c["expired"].values()), "expiredResponses": c["expired"]["response"],
             "expiredFeedback": c["expired"]["feedback"], "evicted": sum(c["evicted"].values()),
-            "duplicates": c["duplicates"], "window": {"size": self.settings.window, "instances": self.scorer.window_fill},
+            "duplicates": c["duplicates"], "corrections": c["corrections"],
+            "window": {"size": self.settings.window, "instances": self.scorer.window_fill},
         }
         recent, total = self.scorer.recent(), self.scorer.cumulative()
         if self.classification:
@@ -165,20 +173,29 @@ class MetricsDetector(Detector[MetricsSettings]):
         return False
 
     def _score(self, key: str, truth: np.ndarray, pred: np.ndarray) -> None:
-        self._mark_done(key)
+        start = self.scorer.seq
         n = self.scorer.update(truth, pred)
+        self._mark_done(key, truth, pred, start)
         self.m_matched.inc()
         self.m_instances.inc(n)
         self.counts["matched"] += 1
         self.counts["instances"] += n
         self._refresh()
 
-    def _mark_done(self, key: str) -> None:
+    def _correct(self, key: str, truth: np.ndarray) -> None:
+        _, old, pred, start = self._done[key]
+        self.scorer.correct(start, old, truth, pred)
+        self._done[key] = (self._done[key][0], truth, pred, start)
+        self.m_corrections.inc()
+        self.counts["corrections"] += 1
+        self._refresh()
+
+    def _mark_done(self, key: str, truth: np.ndarray, pred: np.ndarray, start: int) -> None:
         now = time.monotonic()
-        self._done[key] = now
+        self._done[key] = (now, truth, pred, start)
         self._done.move_to_end(key)
         cutoff = now - self.settings.feedback_ttl_seconds
-        while self._done and (len(self._done) > self.settings.max_pending or next(iter(self._done.values())) < cutoff):
+        while self._done and (len(self._done) > self.settings.max_pending or next(iter(self._done.values()))[0] < cutoff):
             self._done.popitem(last=False)
 
     def _on_expire(self, kind: str, reason: str) -> None:
@@ -210,11 +227,11 @@ class MetricsDetector(Detector[MetricsSettings]):
             before = self._exported[k]
             if len(before) < len(now):
                 before = np.concatenate([before, np.zeros(len(now) - len(before), dtype=np.int64)])
-            for i in np.flatnonzero(now != before).tolist():
+            for i in np.flatnonzero(now > before).tolist():  # a correction may lower a count: counters stay
                 self.m_counts[k].labels(**{"class": names[i]}).inc(int(now[i] - before[i]))
             for i in range(len(self._exported[k]), len(now)):
                 self.m_counts[k].labels(**{"class": names[i]})  # a new class shows up at 0 for every count
-            self._exported[k] = now.copy()
+            self._exported[k] = np.maximum(now, before[:len(now)])
         for window, scores in zip(WINDOWS, (total, self.scorer.recent()), strict=True):
             if scores.accuracy is not None:
                 self.m_accuracy.labels(window=window).set(scores.accuracy)

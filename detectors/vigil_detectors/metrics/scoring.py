@@ -151,6 +151,7 @@ class ClassificationScorer:
         self._ring = np.zeros((self.window, 2), dtype=np.int64)
         self._filled = 0
         self._pos = 0
+        self.seq = 0  # instances ever scored: instance s sits in ring slot s % window while s >= seq - filled
 
     @property
     def n_classes(self) -> int:
@@ -243,7 +244,28 @@ class ClassificationScorer:
             self._ring[self._pos] = (ti, pi)
             self.win_cm[ti, pi] += 1
             self._pos = (self._pos + 1) % self.window
+        self.seq += len(t)
         return len(t)
+
+    def correct(self, start: int, old_truth: np.ndarray, new_truth: np.ndarray, pred: np.ndarray) -> None:
+        """Replace the truth of instances scored from sequence number `start` (later feedback
+        for the same inference): cumulative counts and, where still in it, the recent window."""
+        if len(new_truth) != len(pred):
+            raise PayloadError("row_mismatch", f"feedback has {len(new_truth)} truth values but the response has "
+                                               f"{len(pred)} rows", status=422)
+        old_t, new_t, p = self._resolve(old_truth), self._resolve(new_truth), self._resolve(pred)
+        k = self.n_classes
+        if self.cm.shape[0] < k:
+            self.cm = _grow(self.cm, k)
+            self.win_cm = _grow(self.win_cm, k)
+        np.add.at(self.cm, (old_t, p), -1)
+        np.add.at(self.cm, (new_t, p), 1)
+        oldest = self.seq - self._filled
+        for j, (a, b, pi) in enumerate(zip(old_t.tolist(), new_t.tolist(), p.tolist(), strict=True)):
+            if start + j >= oldest:
+                self.win_cm[a, pi] -= 1
+                self.win_cm[b, pi] += 1
+                self._ring[(start + j) % self.window] = (b, pi)
 
     def cumulative(self) -> ClassScores:
         return ClassScores.from_confusion(self.cm)
@@ -304,6 +326,23 @@ class _Running:
         self.m2 += m2_b + delta * delta * self.n * nb / n
         self.n = n
 
+    def remove(self, y: np.ndarray, yhat: np.ndarray) -> None:
+        """Undo `add` of these values (the reverse of the merge above)."""
+        err = y - yhat
+        self.abs_sum -= float(np.abs(err).sum())
+        self.sse -= float((err * err).sum())
+        nb = len(y)
+        n_a = self.n - nb
+        if n_a <= 0:
+            self.n, self.mean, self.m2 = 0, 0.0, 0.0
+            return
+        mean_b = float(y.mean())
+        m2_b = float(((y - mean_b) ** 2).sum())
+        mean_a = (self.n * self.mean - nb * mean_b) / n_a
+        delta = mean_b - mean_a
+        self.m2 = max(0.0, self.m2 - m2_b - delta * delta * n_a * nb / self.n)
+        self.mean, self.n = mean_a, n_a
+
 
 class RegressionScorer:
     def __init__(self, window: int):
@@ -312,6 +351,7 @@ class RegressionScorer:
         self._ring = np.zeros((self.window, 2), dtype=np.float64)
         self._filled = 0
         self._pos = 0
+        self.seq = 0  # instances ever scored (see ClassificationScorer.seq)
 
     def decode(self, value: Any, what: str) -> np.ndarray:
         arr = values_of(value, what)
@@ -330,7 +370,20 @@ class RegressionScorer:
             self._ring[self._pos] = (y, yhat)
             self._pos = (self._pos + 1) % self.window
             self._filled = min(self._filled + 1, self.window)
+        self.seq += len(truth)
         return len(truth)
+
+    def correct(self, start: int, old_truth: np.ndarray, new_truth: np.ndarray, pred: np.ndarray) -> None:
+        """Replace the truth of instances scored from sequence number `start` (see the classifier's)."""
+        if len(new_truth) != len(pred):
+            raise PayloadError("row_mismatch", f"feedback has {len(new_truth)} truth values but the response has "
+                                               f"{len(pred)} rows", status=422)
+        self._total.remove(old_truth, pred)
+        self._total.add(new_truth, pred)
+        oldest = self.seq - self._filled
+        for j, (y, yhat) in enumerate(zip(new_truth.tolist(), pred.tolist(), strict=True)):
+            if start + j >= oldest:
+                self._ring[(start + j) % self.window] = (y, yhat)
 
     def cumulative(self) -> RegressionScores:
         t = self._total
