@@ -414,3 +414,24 @@ async def test_two_peered_replicas_one_acts(tmp_path, monkeypatch):
             acted = [r for r in (first, second) if r.metrics.reconciles.labels("success")._value.get() > 0]
             assert len(acted) == 1, [r.metrics.reconciles.labels("success")._value.get() for r in (first, second)]
             assert not c.forbidden(), c.forbidden()
+
+
+async def test_autoscaling_pdb_and_network_policy_under_the_operators_rbac(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch, network_policy=True,
+                                                        operator_namespace="vigil-system"):
+        doc = iris()
+        doc["spec"]["logger"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 4}
+        doc["spec"]["pod"] = {"imagePullSecrets": [{"name": "team-registry"}]}
+        await c.create_monitor(doc)
+        await started(c)
+        hpa = await eventually(lambda: c.objects("HorizontalPodAutoscaler").get("iris-logger"), what="an HPA")
+        assert hpa["spec"]["maxReplicas"] == 4
+        assert set(c.objects("PodDisruptionBudget")) == {"iris-logger"}
+        assert set(c.objects("NetworkPolicy")) == {"iris-detectors"}
+        assert c.objects("Deployment")["iris-logger"]["spec"]["template"]["spec"]["imagePullSecrets"] == \
+            [{"name": "team-registry"}]
+        # removing autoscaling removes the HPA and the PDB
+        await c.patch_monitor("iris", {"spec": {"logger": {"autoscaling": None}}})
+        await eventually(lambda: not c.objects("HorizontalPodAutoscaler") and not c.objects("PodDisruptionBudget"),
+                         what="HPA and PDB deleted")
+        assert not c.forbidden(), c.forbidden()

@@ -246,3 +246,86 @@ def test_pod_controls_merge_rules():
     assert podcontrols.merge({}, {}) == {}
     assert podcontrols.merge({"imagePullSecrets": [{"name": "p"}]}, {"imagePullSecrets": [{"name": "p"}]}) == \
         {"imagePullSecrets": [{"name": "p"}]}
+
+
+# ----------------------------------------------------------------------------- spec fields
+
+def test_spec_pod_and_component_pod_blocks():
+    doc = monitors()["iris"]
+    doc["spec"]["pod"] = {"nodeSelector": {"zone": "a"}, "tolerations": [{"key": "all"}],
+                          "annotations": {"a": "monitor"}, "imagePullSecrets": [{"name": "team"}],
+                          "serviceAccountAnnotations": {"iam.gke.io/gcp-service-account": "m@p.iam.gserviceaccount.com"}}
+    doc["spec"]["detectors"]["outlier"]["pod"] = {"nodeSelector": {"gpu": "yes"}, "tolerations": [{"key": "gpu"}],
+                                                  "priorityClassName": "high", "labels": {"x": "1"}}
+    rendered = render(doc, CONFIGS["platform"])
+    outlier = rendered.deployments["outlier"]["spec"]["template"]
+    assert outlier["spec"]["nodeSelector"] == {"pool": "ml", "zone": "a", "gpu": "yes"}  # maps merge
+    assert outlier["spec"]["tolerations"] == [{"key": "gpu"}]  # the component's replaces
+    assert outlier["spec"]["priorityClassName"] == "high" and outlier["metadata"]["labels"]["x"] == "1"
+    assert outlier["spec"]["imagePullSecrets"] == [{"name": "team"}, {"name": "platform-regcred"}]
+    job = rendered.jobs["outlier"]["spec"]["template"]  # the training Job runs where its detector runs
+    assert job["spec"]["nodeSelector"] == outlier["spec"]["nodeSelector"]
+    drift = rendered.deployments["drift"]["spec"]["template"]
+    assert drift["spec"]["tolerations"] == [{"key": "all"}] and drift["metadata"]["annotations"]["a"] == "monitor"
+    (sa,) = [o for o in rendered.objects if o["kind"] == "ServiceAccount"]
+    assert sa["metadata"]["annotations"] == {**DEFAULTS["serviceAccountAnnotations"],
+                                             "iam.gke.io/gcp-service-account": "m@p.iam.gserviceaccount.com"}
+    # pod controls shape pods, not services: training options (and so Job names) ignore them
+    assert rendered.jobs["outlier"]["metadata"]["name"] == render(monitors()["iris"], CONFIGS["platform"]).jobs[
+        "outlier"]["metadata"]["name"]
+
+
+def test_storage_secret_and_artifacts_uri_from_the_spec():
+    from vigil_operator.reconcile import load
+
+    doc = monitors()["iris"]
+    doc["spec"]["storage"] = {"secretName": "iris-s3", "artifactsUri": "s3://bucket/vigil/iris"}
+    monitor = load(doc)
+    rendered = render(doc, OperatorConfig(), artifacts_uri=monitor.spec.storage.artifacts_uri)
+    for template in templates(rendered).values():
+        for c in containers(template["spec"]):
+            if c["command"][:2] == ["vigil", "fetch"]:
+                assert c["envFrom"] == [{"secretRef": {"name": "iris-s3", "optional": True}}]
+    (upload,) = rendered.jobs["outlier"]["spec"]["template"]["spec"]["containers"]
+    assert upload["command"][-1] == "s3://bucket/vigil/iris/outlier"
+    assert "iris-artifacts" not in {o["metadata"]["name"] for o in rendered.objects}
+    for bad, why in (("https://h/x", "(pvc|s3|gs)"), ("s3://b/a.tar.gz", "directory")):
+        doc["spec"]["storage"]["artifactsUri"] = bad
+        with pytest.raises(Exception) as err:
+            load(doc)
+        assert err.value.field == "spec.storage.artifactsUri" and why in str(err.value)
+
+
+def test_autoscaling_renders_an_hpa_and_a_pdb():
+    import kubernetes_validate
+
+    doc = monitors()["iris"]
+    doc["spec"]["logger"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 70}
+    doc["spec"]["detectors"]["outlier"]["autoscaling"] = {"maxReplicas": 3}
+    doc["spec"]["model"]["replicas"] = 3
+    rendered = render(doc, OperatorConfig())
+    by = {(o["kind"], o["metadata"]["name"]): o for o in rendered.objects}
+    hpa = by[("HorizontalPodAutoscaler", "iris-logger")]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris-logger"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    assert "replicas" not in rendered.deployments["logger"]["spec"]  # the HPA owns it
+    assert ("HorizontalPodAutoscaler", "iris-outlier") in by
+    # PDBs where more than one pod runs: the logger (min 2) and the model (3 replicas), not the outlier (min 1)
+    pdbs = {n: o for (k, n), o in by.items() if k == "PodDisruptionBudget"}
+    assert set(pdbs) == {"iris-logger", "iris-model"}
+    assert pdbs["iris-model"]["spec"] == {"minAvailable": 1, "selector": {"matchLabels": manifests.selector("iris", "model")}}
+    for obj in rendered.all():
+        kubernetes_validate.validate(obj, "1.32", strict=True)
+
+
+@pytest.mark.parametrize("block, where", [({"drift": {"replicas": 2}}, "detectors.drift.replicas"),
+                                          ({"metrics": {"replicas": 2}}, "detectors.metrics.replicas")])
+def test_stateful_detectors_are_capped_at_one_replica(block, where):
+    from vigil.spec import SpecError
+
+    doc = monitors()["iris"]
+    doc["spec"]["detectors"].update(block)
+    with pytest.raises(SpecError) as err:
+        monitor_from_dict(doc)
+    assert err.value.field == f"spec.{where}"

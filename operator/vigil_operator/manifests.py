@@ -6,7 +6,10 @@ Per monitor: a ServiceAccount (no API token mounted: components never call the
 Kubernetes API; the pull secrets and annotations of the pod controls), the artifacts
 claim when Vigil trains something into it, a state claim per stateful component, one
 training Job per detector Vigil must train, a NetworkPolicy when the operator is asked
-to, and a ServiceMonitor when the monitor asks.
+to, and a ServiceMonitor when the monitor asks. A component with ``autoscaling`` gets a
+HorizontalPodAutoscaler (which then owns its replicas); one running more than one pod a
+PodDisruptionBudget (minAvailable 1). Pod controls (`podcontrols`): the chart's
+componentDefaults, then ``spec.pod``, then the component's ``pod`` block.
 
 Storage (`vigil_operator.placement`): a pod's ``fetch`` init container (`vigil fetch`)
 copies everything the component reads into the pod's own ``data`` volume, which the
@@ -344,18 +347,51 @@ def deployment(component: Component, plan: Plan, placement: KubePlacement, confi
         },
         "spec": spec,
     }, pod_controls(plan, component.name, config))
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _meta(name, m.namespace, pod_labels, {A_DIGEST: component.digest()}),
-        "spec": {
-            "replicas": component.replicas,
-            "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector(m.name, component.name)},
-            # A component with a (ReadWriteOnce) state claim must never run in two pods.
-            "strategy": {"type": "Recreate"} if stateful else {"type": "RollingUpdate"},
-            "template": pod,
-        },
+    spec = {
+        "replicas": component.replicas,
+        "revisionHistoryLimit": 3,
+        "selector": {"matchLabels": selector(m.name, component.name)},
+        # A component with a (ReadWriteOnce) state claim must never run in two pods.
+        "strategy": {"type": "Recreate"} if stateful else {"type": "RollingUpdate"},
+        "template": pod,
     }
+    if autoscaling(plan, component.name):
+        del spec["replicas"]  # the HorizontalPodAutoscaler owns it
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": _meta(name, m.namespace, pod_labels, {A_DIGEST: component.digest()}), "spec": spec}
+
+
+def autoscaling(plan: Plan, component: str):
+    """The component's ``autoscaling`` block (logger, model, outlier), or None."""
+    return getattr(component_block(plan, component), "autoscaling", None)
+
+
+def horizontal_pod_autoscaler(component: Component, plan: Plan, config: OperatorConfig) -> Optional[dict]:
+    block = autoscaling(plan, component.name)
+    if block is None:
+        return None
+    m = plan.monitor
+    name = component_name(m.name, component.name)
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": _meta(name, m.namespace, labels(m.name, component.name, role="scale", version=config.image_tag)),
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "minReplicas": block.min_replicas, "maxReplicas": block.max_replicas,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": block.target_cpu_utilization_percentage}}}]}}
+
+
+def pod_disruption_budget(component: Component, plan: Plan, config: OperatorConfig) -> Optional[dict]:
+    """minAvailable 1 for a component that runs more than one pod (replicas, or autoscaling's
+    minReplicas, above 1): a drain never takes all of them at once, and never blocks on one."""
+    block = autoscaling(plan, component.name)
+    least = block.min_replicas if block is not None else component.replicas
+    if least <= 1:
+        return None
+    m = plan.monitor
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(component_name(m.name, component.name), m.namespace,
+                              labels(m.name, component.name, role="disruption", version=config.image_tag)),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": selector(m.name, component.name)}}}
 
 
 def train_command(step: TrainStep, plan: Plan) -> list[str]:
@@ -446,7 +482,7 @@ def service_monitor(plan: Plan, config: OperatorConfig) -> dict:
 class Rendered:
     """Everything one monitor wants to exist; deployments and jobs keyed by component."""
 
-    objects: list[dict]  # ServiceAccount, PVCs, ConfigMaps, Services, NetworkPolicy, ServiceMonitor
+    objects: list[dict]  # ServiceAccount, PVCs, ConfigMaps, Services, HPAs, PDBs, NetworkPolicy, ServiceMonitor
     deployments: dict[str, dict]
     jobs: dict[str, dict]
 
@@ -460,6 +496,7 @@ def render(plan: Plan, placement: KubePlacement, config: OperatorConfig) -> Rend
     for c in plan.components:
         objects.append(config_map(c, plan, config))
         objects.append(service(c, plan, config))
+        objects += [o for o in (horizontal_pod_autoscaler(c, plan, config), pod_disruption_budget(c, plan, config)) if o]
     if config.network_policy:
         policy = network_policy(plan, config)
         if policy:

@@ -36,8 +36,8 @@ from vigil_operator.placement import ARTIFACT_SCHEMES, KubePlacement, resolve
 
 #: Kinds the operator lists (by label) to find what it made; PVCs are never pruned (they
 #: hold trained artifacts and go with the monitor), ServiceMonitors only if the CRD exists.
-MANAGED_KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "Job", "NetworkPolicy", "ServiceMonitor",
-                 "PersistentVolumeClaim")
+MANAGED_KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "Job", "NetworkPolicy",
+                 "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim")
 CREATE_ONLY = ("PersistentVolumeClaim", "Job")  # immutable specs
 NEVER_PRUNE = ("PersistentVolumeClaim",)
 
