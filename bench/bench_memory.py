@@ -4,7 +4,7 @@ limits (operator/vigil_operator/resources.yaml) are set from.
 On 127.0.0.1, for the iris monitor of `vigil demo` (all four detectors):
 
 - one-shot processes, as the pods' init containers and the training Jobs run them:
-  `vigil fetch` (copying the model into a pod volume) and `vigil train` for each detector
+  ``python -m vigil.storage`` (`vigil fetch` copying and unpacking the model into a pod volume) and `vigil train` for each detector
   Vigil trains — peak RSS from `wait4` (``ru_maxrss``);
 - every service (`vigil serve NAME`, as `vigil up` starts it): RSS at ready
   (``/proc/PID/status`` ``VmRSS``), then the peak RSS (``VmHWM``) after traffic through
@@ -81,8 +81,9 @@ def main(argv=None) -> int:
         env = child_env({})
 
         # -- init container: copy the model (and an archive of it, unpacked) into a pod volume
-        fetch = [sys.executable, "-m", "vigil", "fetch"]
-        if "fetch" in subprocess.run(_vigil_cmd("--help"), capture_output=True, text=True).stdout:
+        # what the init containers run (vigil_operator.manifests.FETCH_COMMAND)
+        fetch = [sys.executable, "-m", "vigil.storage"]
+        if (ROOT / "vigil" / "storage.py").exists():
             shutil.make_archive(str(work / "model"), "gztar", work, "model.joblib")
             peak, secs = run_peak(fetch + [f"file://{work}/model.tar.gz", str(work / "fetched")], env)
             results["fetch"] = {"peak": peak, "seconds": round(secs, 1)}

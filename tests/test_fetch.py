@@ -152,3 +152,19 @@ async def test_allowed_hosts(url, monkeypatch):
 async def test_the_operators_own_api_server_is_refused():
     hosts = addresses.api_server_hosts("https://203.0.113.7:6443")
     assert "the Kubernetes API server" in await addresses.check_url("https://203.0.113.7:443/x", hosts)
+
+
+def test_the_pods_command_is_vigil_fetch_without_the_cli(tmp_path):
+    """The init containers run `python -m vigil.storage` (manifests.FETCH_COMMAND): the same
+    copy as `vigil fetch`, without importing the CLI's component registry."""
+    from vigil_operator.manifests import FETCH_COMMAND
+
+    (tmp_path / "a.csv").write_text("x\n")
+    result = subprocess.run([sys.executable, *FETCH_COMMAND[1:], str(tmp_path / "a.csv"), str(tmp_path / "d" / "a.csv")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d" / "a.csv").read_text() == "x\n"
+    check = subprocess.run([sys.executable, "-c", "import sys, vigil.storage; "
+                            "print(sorted(m for m in ('vigil.spec', 'vigil.components', 'numpy') if m in sys.modules))"],
+                           capture_output=True, text=True)
+    assert check.stdout.strip() == "[]", check.stdout + check.stderr

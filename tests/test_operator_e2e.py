@@ -100,7 +100,7 @@ async def test_training_job_then_detector_deployment(tmp_path, monkeypatch):
         await eventually(lambda: c.objects("Deployment").get("iris-explainer"), what="explainer Deployment")
         fetch = dep["spec"]["template"]["spec"]["initContainers"][0]
         artifact = resolve("pvc://iris-artifacts/outlier")
-        assert fetch["command"] == ["vigil", "fetch", artifact.source, artifact.path]  # reads what the Job wrote
+        assert fetch["command"] == [*manifests.FETCH_COMMAND, artifact.source, artifact.path]  # reads what the Job wrote
         cm = c.objects("ConfigMap")["iris-outlier"]
         assert cm["data"]["VIGIL_OUTLIER_ARTIFACT"] == artifact.path
         await eventually(lambda: c.status("iris").get("phase") == "Progressing", what="phase Progressing")

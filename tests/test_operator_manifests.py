@@ -230,7 +230,7 @@ def test_pvc_storage_is_copied_by_the_init_container_from_a_read_only_claim():
     dep = rendered.deployments["model"]
     fetch = _init(dep, "fetch")
     uri = "pvc://models/iris/model.joblib"
-    assert fetch["command"] == ["vigil", "fetch", resolve(uri).source, resolve(uri).path]
+    assert fetch["command"] == [*manifests.FETCH_COMMAND, resolve(uri).source, resolve(uri).path]
     assert _claims(_mounts(dep, fetch)) == {"models": True}  # read-only, and only in the init container
     volume = next(v for v in pod_spec(dep)["volumes"] if "persistentVolumeClaim" in v)
     assert volume["persistentVolumeClaim"]["readOnly"] is True
@@ -268,7 +268,7 @@ def test_remote_storage_is_fetched_by_vigil_fetch(uri):
     dep = rendered.deployments["model"]
     fetch = _init(dep, "fetch")
     assert fetch["image"] == pod_spec(dep)["containers"][0]["image"]  # no other image to pull
-    assert fetch["command"] == ["vigil", "fetch", uri, resolve(uri).path]
+    assert fetch["command"] == [*manifests.FETCH_COMMAND, uri, resolve(uri).path]
     assert fetch["envFrom"] == [{"secretRef": {"name": "vigil-storage", "optional": True}}]
     assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
     assert _claims(_mounts(dep, fetch)) == {}
@@ -292,7 +292,7 @@ def test_trained_artifacts_and_state_claims():
     assert cmd[cmd.index("--reference") + 1] == resolve("pvc://models/iris/reference.csv").path
     assert json.loads(cmd[cmd.index("--options") + 1])["thresholdPercentile"] == 95
     assert _claims(_mounts(job, train)) == {}
-    assert upload["command"] == ["vigil", "fetch", "/mnt/vigil/out/outlier", "/mnt/vigil/sources/pvc/iris-artifacts/outlier"]
+    assert upload["command"] == [*manifests.FETCH_COMMAND, "/mnt/vigil/out/outlier", "/mnt/vigil/sources/pvc/iris-artifacts/outlier"]
     assert _claims(_mounts(job, upload)) == {"iris-artifacts": False}
     assert _mounts(job, upload)["/mnt/vigil/out"][1] is True
     # the outlier detector fetches what the Job wrote; its main container mounts no claim
@@ -314,10 +314,10 @@ def test_trained_artifacts_to_an_artifacts_uri():
     plan, placement, rendered = render(doc, artifacts_uri="s3://bucket/vigil/iris")
     assert not [o for o in rendered.objects if o["metadata"]["name"] == "iris-artifacts"]
     (upload,) = pod_spec(rendered.jobs["outlier"])["containers"]
-    assert upload["command"] == ["vigil", "fetch", "/mnt/vigil/out/outlier", "s3://bucket/vigil/iris/outlier"]
+    assert upload["command"] == [*manifests.FETCH_COMMAND, "/mnt/vigil/out/outlier", "s3://bucket/vigil/iris/outlier"]
     assert upload["envFrom"] == [{"secretRef": {"name": "vigil-storage", "optional": True}}]
     fetch = _init(rendered.deployments["outlier"], "fetch")
-    assert fetch["command"][2] == "s3://bucket/vigil/iris/outlier"
+    assert fetch["command"][len(manifests.FETCH_COMMAND)] == "s3://bucket/vigil/iris/outlier"
 
 
 def test_no_claims_when_nothing_is_trained_or_stateful():

@@ -48,8 +48,10 @@ def rooted(value: str, root: Path) -> str:
 
 def run(container: dict, root: Path) -> None:
     argv = [rooted(a, root) for a in container["command"]]
-    assert argv[0] == "vigil"
-    result = subprocess.run([sys.executable, "-m", "vigil", *argv[1:]], capture_output=True, text=True,
+    # the images' `vigil` and `python` are this interpreter's
+    argv = [sys.executable, "-m", "vigil", *argv[1:]] if argv[0] == "vigil" else [sys.executable, *argv[1:]]
+    assert argv[1] == "-m"
+    result = subprocess.run(argv, capture_output=True, text=True,
                             env={**os.environ, "TF_USE_LEGACY_KERAS": "1"}, timeout=600)
     assert result.returncode == 0, f"{container['name']}: {result.stderr[-3000:]}"
 
@@ -87,7 +89,8 @@ def test_job_then_pods_run_their_rendered_commands(tmp_path):
         for container in rendered.deployments[name]["spec"]["template"]["spec"]["initContainers"]:
             # a pod sees the claims at the same paths as the Job did
             argv = [rooted(a, tmp_path) if "/sources/" in a else rooted(a, pod_root) for a in container["command"]]
-            result = subprocess.run([sys.executable, "-m", "vigil", *argv[1:]], capture_output=True, text=True)
+            assert argv[:3] == list(manifests.FETCH_COMMAND)
+            result = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True)
             assert result.returncode == 0, result.stderr
         envs[name] = {k: rooted(v, pod_root) for k, v in configmaps[f"iris-{name}"].items()}
     ports = {"model": free_port(), "explainer": free_port()}

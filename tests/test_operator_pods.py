@@ -138,7 +138,7 @@ def test_artifacts_are_read_only_where_they_are_only_read(name, config):
                 assert ro, f"{where}/{c['name']} mounts {claim} writable"
         if where.startswith("Job/"):
             (upload,) = spec["containers"]
-            assert upload["command"][:2] == ["vigil", "fetch"]
+            assert upload["command"][:3] == list(manifests.FETCH_COMMAND)
             writable = [c for c, ro in claim_mounts(spec, upload).items() if not ro]
             assert writable in ([], ["iris-artifacts"]), writable
 
@@ -284,7 +284,7 @@ def test_storage_secret_and_artifacts_uri_from_the_spec():
     rendered = render(doc, OperatorConfig(), artifacts_uri=monitor.spec.storage.artifacts_uri)
     for template in templates(rendered).values():
         for c in containers(template["spec"]):
-            if c["command"][:2] == ["vigil", "fetch"]:
+            if c["command"][:3] == list(manifests.FETCH_COMMAND):
                 assert c["envFrom"] == [{"secretRef": {"name": "iris-s3", "optional": True}}]
     (upload,) = rendered.jobs["outlier"]["spec"]["template"]["spec"]["containers"]
     assert upload["command"][-1] == "s3://bucket/vigil/iris/outlier"

@@ -150,20 +150,9 @@ def cmd_operator(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from vigil.storage import StorageError, copy
+    from vigil.storage import main as fetch_main
 
-    pairs = args.pairs
-    if not pairs or len(pairs) % 2:
-        print("error: vigil fetch takes pairs: SRC DEST [SRC DEST ...]", file=sys.stderr)
-        return 2
-    for src, dest in zip(pairs[::2], pairs[1::2]):
-        try:
-            copy(src, dest)
-        except (StorageError, OSError) as e:
-            print(f"error: {src} -> {dest}: {e}", file=sys.stderr)
-            return 1
-        print(f"{src} -> {dest}", file=sys.stderr)
-    return 0
+    return fetch_main(args.pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,8 @@ L_PART_OF, L_MANAGED_BY, L_VERSION = "app.kubernetes.io/part-of", "app.kubernete
 L_MONITOR, L_ROLE = "vigil.dev/monitor", "vigil.dev/role"
 A_DIGEST = "vigil.dev/digest"  # Component.digest(): what shapes the component's pods
 A_APPLIED = "vigil.dev/applied"  # hash of the whole rendered object: patch only when it changes
+#: `vigil fetch` without the CLI's imports (13 MiB RSS for a local copy instead of 56; resources.yaml).
+FETCH_COMMAND = ("python", "-m", "vigil.storage")
 #: Detectors only the monitor's logger (and the operator, polling /status) need to reach.
 PROTECTED = ("outlier", "drift", "quality", "metrics")
 
@@ -202,7 +204,7 @@ def fetch_container(pairs: list[str], mounts: list[dict], image: str, plan: Plan
     """`vigil fetch` with the given SRC/DEST pairs."""
     return {
         "name": name, "image": image, "imagePullPolicy": config.image_pull_policy,
-        "command": ["vigil", "fetch", *pairs],
+        "command": [*FETCH_COMMAND, *pairs],
         "env": [{"name": "HOME", "value": "/tmp"}],
         "envFrom": [storage_secret(plan, config)],
         "resources": config.resources("fetch"),
