@@ -256,7 +256,8 @@ def test_spec_pod_and_component_pod_blocks():
                           "annotations": {"a": "monitor"}, "imagePullSecrets": [{"name": "team"}],
                           "serviceAccountAnnotations": {"iam.gke.io/gcp-service-account": "m@p.iam.gserviceaccount.com"}}
     doc["spec"]["detectors"]["outlier"]["pod"] = {"nodeSelector": {"gpu": "yes"}, "tolerations": [{"key": "gpu"}],
-                                                  "priorityClassName": "high", "labels": {"x": "1"}}
+                                                  "priorityClassName": "high", "labels": {"x": "1"},
+                                                  "serviceAccountAnnotations": {"outlier": "yes"}}
     rendered = render(doc, CONFIGS["platform"])
     outlier = rendered.deployments["outlier"]["spec"]["template"]
     assert outlier["spec"]["nodeSelector"] == {"pool": "ml", "zone": "a", "gpu": "yes"}  # maps merge
@@ -268,7 +269,7 @@ def test_spec_pod_and_component_pod_blocks():
     drift = rendered.deployments["drift"]["spec"]["template"]
     assert drift["spec"]["tolerations"] == [{"key": "all"}] and drift["metadata"]["annotations"]["a"] == "monitor"
     (sa,) = [o for o in rendered.objects if o["kind"] == "ServiceAccount"]
-    assert sa["metadata"]["annotations"] == {**DEFAULTS["serviceAccountAnnotations"],
+    assert sa["metadata"]["annotations"] == {**DEFAULTS["serviceAccountAnnotations"], "outlier": "yes",
                                              "iam.gke.io/gcp-service-account": "m@p.iam.gserviceaccount.com"}
     # pod controls shape pods, not services: training options (and so Job names) ignore them
     assert rendered.jobs["outlier"]["metadata"]["name"] == render(monitors()["iris"], CONFIGS["platform"]).jobs[

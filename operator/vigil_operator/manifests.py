@@ -236,9 +236,13 @@ def _pod_spec(plan: Plan, config: OperatorConfig, containers: list, volumes: lis
 
 def service_account(plan: Plan, config: OperatorConfig) -> dict:
     m = plan.monitor
-    controls = pod_controls(plan, None, config)
+    # One ServiceAccount serves every component of the monitor: its annotations are those of
+    # the defaults and spec.pod, then of each component's pod block (in port order).
+    annotations = dict(pod_controls(plan, None, config).get("serviceAccountAnnotations") or {})
+    for c in plan.components:
+        annotations.update(pod_controls(plan, c.name, config).get("serviceAccountAnnotations") or {})
     meta = _meta(service_account_name(m.name), m.namespace, labels(m.name, version=config.image_tag),
-                 controls.get("serviceAccountAnnotations"))
+                 annotations or None)
     out = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False}
     # Every pull secret any component's pods use (the pods name theirs too: this is for tools
     # that look only at the service account).
