@@ -4,8 +4,8 @@ limits (operator/vigil_operator/resources.yaml) are set from.
 On 127.0.0.1, for the iris monitor of `vigil demo` (all four detectors):
 
 - one-shot processes, as the pods' init containers and the training Jobs run them:
-  ``python -m vigil.storage`` (`vigil fetch` copying and unpacking the model into a pod volume) and `vigil train` for each detector
-  Vigil trains — peak RSS from `wait4` (``ru_maxrss``);
+  ``python -m vigil.storage`` (`vigil fetch` copying and unpacking the model into a pod
+  volume) and `vigil train` for each detector Vigil trains — peak RSS from `wait4` (``ru_maxrss``);
 - every service (`vigil serve NAME`, as `vigil up` starts it): RSS at ready
   (``/proc/PID/status`` ``VmRSS``), then the peak RSS (``VmHWM``) after traffic through
   the logger — normal, drifted and outlier phases with feedback for every inference, a
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import traffic
+
     from tests.prom import free_port_range
     from vigil.demo import prepare
     from vigil.local import LocalStack, _vigil_cmd, child_env, local_plan

@@ -292,7 +292,8 @@ def test_trained_artifacts_and_state_claims():
     assert cmd[cmd.index("--reference") + 1] == resolve("pvc://models/iris/reference.csv").path
     assert json.loads(cmd[cmd.index("--options") + 1])["thresholdPercentile"] == 95
     assert _claims(_mounts(job, train)) == {}
-    assert upload["command"] == [*manifests.FETCH_COMMAND, "/mnt/vigil/out/outlier", "/mnt/vigil/sources/pvc/iris-artifacts/outlier"]
+    assert upload["command"] == [*manifests.FETCH_COMMAND, "/mnt/vigil/out/outlier",
+                                 "/mnt/vigil/sources/pvc/iris-artifacts/outlier"]
     assert _claims(_mounts(job, upload)) == {"iris-artifacts": False}
     assert _mounts(job, upload)["/mnt/vigil/out"][1] is True
     # the outlier detector fetches what the Job wrote; its main container mounts no claim

@@ -177,7 +177,7 @@ def test_names_do_not_change_with_the_operator_image(name):
     assert [j["spec"]["template"]["spec"]["containers"][0]["image"] for j in new.jobs.values()] == \
         ["registry.example.com/vigil/vigil-detectors:0.2.0"] * len(new.jobs)
     # the selectors (immutable) do not carry the version either
-    for a, b in zip(old.deployments.values(), new.deployments.values()):
+    for a, b in zip(old.deployments.values(), new.deployments.values(), strict=True):
         assert a["spec"]["selector"] == b["spec"]["selector"]
 
 

@@ -143,9 +143,10 @@ def cmd_operator(args) -> int:
     from vigil_operator import run
     from vigil_operator.config import OperatorConfig
 
-    overrides = {"allow_host_path": True} if args.allow_host_path else {}
+    # the flag turns host paths on; without it VIGIL_OPERATOR_ALLOW_HOST_PATH decides
+    config = OperatorConfig(allow_host_path=True) if args.allow_host_path else OperatorConfig()
     run(namespace=args.namespace, all_namespaces=args.all_namespaces, liveness_port=args.liveness_port,
-        metrics_port=args.metrics_port, peering=args.peering, config=OperatorConfig(**overrides))
+        metrics_port=args.metrics_port, peering=args.peering, config=config)
     return 0
 
 

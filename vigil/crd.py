@@ -90,9 +90,10 @@ DESCRIPTIONS: dict[str, str] = {
          "detectors, and reports drift, outliers and accuracy in its status."),
     "spec": "What to serve, what one instance looks like, and which detectors watch it.",
     "spec.model": "The model to serve, or an existing endpoint to monitor. Exactly one of storageUri or endpoint.",
-    "spec.model.storageUri": ("Where the model is: pvc://CLAIM/PATH (the claim is mounted), file:///PATH (a hostPath, "
-                              "for kind), s3://, gs://, https:// (fetched by an init container; credentials from the "
-                              "operator's storage Secret)."),
+    "spec.model.storageUri": ("Where the model is: pvc://CLAIM/PATH, s3://, gs://, https:// (a .tar.gz/.zip is "
+                              "unpacked), or file:///PATH (a node path; only when the operator runs with "
+                              "--allow-host-path). Each pod copies it with an init container; credentials from "
+                              "spec.storage.secretName."),
     "spec.model.endpoint": "An existing V2/V1 inference server to monitor instead of deploying one.",
     "spec.model.format": "Model format of storageUri (scikit-learn joblib, XGBoost JSON, TensorFlow/Keras).",
     "spec.model.name": "Model name on the V2 path /v2/models/{name}/infer (default the monitor's name).",

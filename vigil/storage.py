@@ -2,11 +2,11 @@
 
 `vigil fetch SRC DEST [SRC DEST ...]`, or ``python -m vigil.storage SRC DEST ...`` (the
 same, without loading the CLI's imports: what every pod's ``fetch`` init container and
-every training Job's upload step runs, in about a sixth of the memory), copies storage
-into a pod (the operator renders the pairs; KServe's storage initializer does the same job). Each side is a local path or an fsspec URL: ``s3://``
-(needs s3fs), ``gs://`` (gcsfs), ``https://``/``http://``, ``file://``. Credentials come
-from the environment the usual way (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``,
-``GOOGLE_APPLICATION_CREDENTIALS``, IRSA / Workload Identity), i.e. the monitor's
+every training Job's upload step runs, in a fraction of the memory), copies storage into
+a pod (the operator renders the pairs; KServe's storage initializer does the same job).
+Each side is a local path or an fsspec URL: ``s3://`` (needs s3fs), ``gs://`` (gcsfs),
+``https://``/``http://``, ``file://``. Credentials come from the environment the usual way
+(``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, IRSA / Workload Identity), i.e. the monitor's
 storage Secret and service account.
 
 - A file is copied, a directory recursively.
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     if not pairs or len(pairs) % 2:
         print("usage: vigil fetch SRC DEST [SRC DEST ...]", file=sys.stderr)
         return 2
-    for src, dest in zip(pairs[::2], pairs[1::2]):
+    for src, dest in zip(pairs[::2], pairs[1::2], strict=True):
         try:
             copy(src, dest)
         except (StorageError, OSError) as e:

@@ -23,7 +23,8 @@ import ipaddress
 import os
 import socket
 import time
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 from urllib.parse import urlsplit
 
 API_SERVER_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc")
@@ -41,7 +42,7 @@ async def resolve(host: str) -> list[str]:
         return hit[1]
     try:
         infos = await asyncio.wait_for(asyncio.to_thread(socket.getaddrinfo, host, None), RESOLVE_TIMEOUT)
-        found = sorted({info[4][0] for info in infos})
+        found = sorted({str(info[4][0]) for info in infos})
     except (OSError, asyncio.TimeoutError, UnicodeError):
         found = []
     _cache[host] = (now, found)
@@ -73,7 +74,7 @@ def refused_address(address: str, api_hosts: Iterable[str] = ()) -> Optional[str
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return None
-    if getattr(ip, "ipv4_mapped", None):
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_link_local or ip in EXTRA_REFUSED:
         return "a link-local address (cloud metadata services live there)"

@@ -40,8 +40,17 @@ from typing import Any, Optional
 from vigil.plan import Component, Plan, TrainStep, train_argv
 from vigil_operator import podcontrols
 from vigil_operator.config import OperatorConfig
-from vigil_operator.placement import (DATA_DIR, OUT_DIR, PORT, STATE_DIR, KubePlacement, Storage, claim_path,
-                                      host_mount, resolve)
+from vigil_operator.placement import (
+    DATA_DIR,
+    OUT_DIR,
+    PORT,
+    STATE_DIR,
+    KubePlacement,
+    Storage,
+    claim_path,
+    host_mount,
+    resolve,
+)
 
 MANAGED_BY = "vigil-operator"
 L_NAME, L_INSTANCE, L_COMPONENT = "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"

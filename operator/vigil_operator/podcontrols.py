@@ -14,7 +14,8 @@ over a user's of the same key (selectors and the digest must stay Vigil's).
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
 FIELDS = ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints", "priorityClassName",
           "annotations", "labels", "imagePullSecrets", "serviceAccountAnnotations")
