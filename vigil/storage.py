@@ -49,7 +49,7 @@ def _filesystem(url: str):
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except ImportError as e:  # s3fs / gcsfs not installed
-        raise StorageError(f"{url}: {e} (pip install 'vigil-monitor[storage]')") from None
+        raise StorageError(f"{url}: {e} (pip install 'vigil-ml[storage]')") from None
     return fs, path
 
 
