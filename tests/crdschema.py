@@ -103,7 +103,10 @@ def _unknown(doc: Any, schema: Optional[dict], path: str, out: list, prune: bool
         result = {}
         for k, v in doc.items():
             here = f"{path}.{k}" if path else k
-            if props is not None and k not in props and not isinstance(extra, dict) and path != "metadata":
+            # the API server never prunes an object's apiVersion, kind and metadata
+            root = path == "" and k in ("apiVersion", "kind", "metadata")
+            if props is not None and k not in props and not isinstance(extra, dict) and path != "metadata" \
+                    and not root:
                 out.append((path, k))
                 if prune:
                     continue

@@ -28,11 +28,15 @@ from tests import kubeemu
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "crds" / "modelmonitors.vigil.dev.yaml"
+PEERING_CRDS = [ROOT / "charts" / "vigil" / "crds" / f for f in ("kopfpeerings.kopf.dev.yaml",
+                                                                  "clusterkopfpeerings.kopf.dev.yaml")]
 RBAC_RULES = yaml.safe_load((ROOT / "operator" / "vigil_operator" / "rbac.yaml").read_text())["rules"]
 MM = "vigil.dev/v1alpha1/modelmonitors"
 KINDS = {"ConfigMap": "v1/configmaps", "Service": "v1/services", "ServiceAccount": "v1/serviceaccounts",
          "PersistentVolumeClaim": "v1/persistentvolumeclaims", "Deployment": "apps/v1/deployments",
-         "Job": "batch/v1/jobs", "Event": "v1/events"}
+         "Job": "batch/v1/jobs", "Event": "v1/events", "NetworkPolicy": "networking.k8s.io/v1/networkpolicies",
+         "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
+         "PodDisruptionBudget": "policy/v1/poddisruptionbudgets"}
 OPERATOR_TOKEN = "operator"
 
 
@@ -135,14 +139,14 @@ class Cluster:
 @contextlib.asynccontextmanager
 async def cluster(workdir: Path, **emu_kwargs) -> AsyncIterator[Cluster]:
     emu_kwargs.setdefault("rbac", {OPERATOR_TOKEN: RBAC_RULES})
-    async with kubeemu.KubeEmulator(crds=[CRD], **emu_kwargs) as emu, kmock.Server(emu) as server:
+    async with kubeemu.KubeEmulator(crds=[CRD, *PEERING_CRDS], **emu_kwargs) as emu, kmock.Server(emu) as server:
         async with aiohttp.ClientSession() as session:
             yield Cluster(emu, str(server.url).rstrip("/"), session, workdir)
 
 
 @contextlib.asynccontextmanager
 async def running_operator(c: Cluster, monkeypatch, *, namespace="default", runtime=None, liveness_port=None,
-                           metrics_port=None, host="127.0.0.1", **config):
+                           metrics_port=None, host="127.0.0.1", peering=None, **config):
     """Run the operator against `c` as its RBAC-limited identity until the block ends.
 
     It runs in its own thread and event loop, as in a process of its own: kopf's shutdown
@@ -167,7 +171,8 @@ async def running_operator(c: Cluster, monkeypatch, *, namespace="default", runt
     def main():
         try:
             asyncio.run(operate(namespace, config=runtime.config, runtime=runtime, liveness_port=liveness_port,
-                                metrics_port=metrics_port, host=host, stop_flag=stop, ready_flag=ready))
+                                metrics_port=metrics_port, host=host, stop_flag=stop, ready_flag=ready,
+                                peering=peering))
         except BaseException as e:  # noqa: BLE001 - reported to the test below
             failure.append(e)
 

@@ -26,7 +26,8 @@ KUBE_VERSION = "1.32.0"
 CRD_NAME = "modelmonitors.vigil.dev.yaml"
 OPERATOR_RBAC = ROOT / "operator" / "vigil_operator" / "rbac.yaml"
 #: Kinds from CRDs (Prometheus Operator); checked by the tests below, not by kubernetes-validate.
-CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KopfPeering", "ClusterKopfPeering"}
+PEERING_CRDS = ["clusterkopfpeerings.kopf.dev.yaml", "kopfpeerings.kopf.dev.yaml"]
 
 pytestmark = pytest.mark.helm
 
@@ -75,7 +76,7 @@ def test_rendered_objects_are_valid(args):
     assert {"CustomResourceDefinition", "Deployment", "Service", "Pod"} <= kinds
     for doc in docs:
         if doc["kind"] in CUSTOM_KINDS:
-            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            assert doc["apiVersion"] == ("kopf.dev/v1" if "Peering" in doc["kind"] else "monitoring.coreos.com/v1")
             continue
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
@@ -98,9 +99,9 @@ def test_chart_crd_is_the_crd_in_crds_dir():
     copy = CHART / "crds" / CRD_NAME
     assert copy.read_bytes() == source.read_bytes(), \
         f"charts/vigil/crds/{CRD_NAME} differs from crds/{CRD_NAME}: python -m vigil.crd"
-    assert [p.name for p in (CHART / "crds").iterdir()] == [CRD_NAME]
-    rendered = one(template(), "CustomResourceDefinition")
-    assert rendered == yaml.safe_load(source.read_text())
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted([CRD_NAME, *PEERING_CRDS])
+    rendered = [d for d in by_kind(template(), "CustomResourceDefinition") if d["spec"]["group"] == "vigil.dev"]
+    assert rendered == [yaml.safe_load(source.read_text())]
 
 
 def test_crds_are_installed_but_not_templated():
@@ -123,9 +124,10 @@ def _rules(doc: dict) -> list[dict]:
 
 def test_cluster_wide_rbac():
     rbac = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
-    docs = template()
+    docs = template("--set", "operator.clusterWide=true")
     role = one(docs, "ClusterRole")
-    assert _rules(role) == _rules(rbac) and rbac["rules"]
+    peering = {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "patch", "watch"]}
+    assert _rules(role) == _rules(rbac) + [peering] and rbac["rules"]
     binding = one(docs, "ClusterRoleBinding")
     sa = one(docs, "ServiceAccount")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -135,6 +137,22 @@ def test_cluster_wide_rbac():
     assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and not any(a.startswith("--namespace") for a in args)
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "vigil-operator"
+    assert "--peering=vigil-operator" in args and not by_kind(docs, "KopfPeering")
+
+
+def test_rbac_is_namespaced_by_default():
+    """No value set: a Role in the release namespace only, nothing cluster-wide."""
+    rbac = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
+    docs = template()
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    role, binding = one(docs, "Role"), one(docs, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "vigil-system"
+    assert _rules(role) == _rules(rbac)
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=vigil-system" in args and "--all-namespaces" not in args
+    peering = one(docs, "KopfPeering")
+    assert (peering["metadata"]["namespace"], peering["metadata"]["name"]) == ("vigil-system", "vigil-operator")
 
 
 def test_namespaced_rbac():
@@ -150,11 +168,12 @@ def test_namespaced_rbac():
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding"), "nothing cluster-wide"
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=ml-prod" in args and "--namespace=ml-staging" in args and "--all-namespaces" not in args
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["ml-prod", "ml-staging"]
 
 
 def test_least_privilege():
     """No wildcards, no secrets, no cluster-wide writes beyond the operator's own kinds."""
-    for args in ([], ["--set", "operator.watchNamespaces={a}"]):
+    for args in ([], ["--set", "operator.watchNamespaces={a}"], ["--set", "operator.clusterWide=true"]):
         for doc in template(*args):
             if doc["kind"] not in ("Role", "ClusterRole"):
                 continue
@@ -183,14 +202,21 @@ def test_operator_pod_is_locked_down():
     assert "limits" in container["resources"] and "requests" in container["resources"]
 
 
-def test_operator_never_runs_twice():
-    spec = one(template(), "Deployment")["spec"]
-    assert spec["strategy"] == {"type": "Recreate"} and spec["replicas"] == 1
-    result = helm("template", "vigil", str(CHART), "--set", "operator.replicas=2", check=False)
-    assert result.returncode != 0 and "operator.replicas" in result.stderr
+def test_operator_runs_two_peered_replicas():
+    """Two replicas by default; they share a kopf peering object (one acts), so a rolling
+    update may replace them one at a time."""
+    docs = template()
+    spec = one(docs, "Deployment")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert f"--peering={one(docs, 'KopfPeering')['metadata']['name']}" in args
+    crds = {d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition")}
+    assert {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds
 
 
-@pytest.mark.parametrize("args", VALUE_SETS + [pytest.param(["--set", "operator.watchNamespaces={a,b}"], id="ns")])
+@pytest.mark.parametrize("args", VALUE_SETS + [pytest.param(["--set", "operator.watchNamespaces={a,b}"], id="ns"),
+                                  pytest.param(["--set", "operator.clusterWide=true"], id="cluster")])
 def test_operator_command_is_what_the_cli_accepts(args):
     """The container's command and args parse with `vigil`'s own parser, with the ports and
     namespaces the chart's values say."""
@@ -203,6 +229,7 @@ def test_operator_command_is_what_the_cli_accepts(args):
     assert parsed.command == "operator"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert parsed.liveness_port == ports["health"] and parsed.metrics_port == ports["metrics"]
+    assert parsed.peering and parsed.allow_host_path == ("--allow-host-path" in container["args"])
     namespaces = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--namespace=")]
     if namespaces:
         assert parsed.namespace == namespaces and not parsed.all_namespaces
@@ -217,7 +244,7 @@ def test_operator_env_is_what_the_operator_reads(monkeypatch):
 
     docs = template("--set", "images.registry=registry.example.com/ml", "--set", "images.tag=1.2.3",
                     "--set", "images.server=vigil-server-tf", "--set", "components.runAsUser=4242",
-                    "--set", "artifacts.storageClass=fast")
+                    "--set", "artifacts.storageClass=fast", "-f", str(CHART / "ci" / "cluster-wide-values.yaml"))
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example.com/ml/vigil-operator:1.2.3"
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
@@ -231,6 +258,29 @@ def test_operator_env_is_what_the_operator_reads(monkeypatch):
     assert config.image("server") == "registry.example.com/ml/vigil-server-tf:1.2.3"
     assert config.image("detectors") == "registry.example.com/ml/vigil-detectors:1.2.3"
     assert config.run_as_user == 4242 and config.artifacts_storage_class == "fast"
+    values = yaml.safe_load((CHART / "ci" / "cluster-wide-values.yaml").read_text())
+    assert config.component_defaults["imagePullSecrets"] == [{"name": "regcred"}]
+    assert config.component_defaults["serviceAccountAnnotations"] == values["componentDefaults"]["serviceAccountAnnotations"]
+    assert config.resources("drift") == values["componentDefaults"]["resources"]["drift"]
+    assert config.network_policy is True and config.network_policy_from == values["networkPolicy"]["allowFrom"]
+    assert config.operator_namespace == "vigil-system" and config.allow_host_path is False
+
+
+def test_kind_values_allow_host_paths_on_one_node():
+    docs = template("-f", str(CHART / "ci" / "kind-values.yaml"))
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--allow-host-path" in container["args"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["VIGIL_OPERATOR_ARTIFACTS_ACCESS_MODE"] == "ReadWriteOnce"
+    default = one(template(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--allow-host-path" not in default["args"]
+    assert {"name": "VIGIL_OPERATOR_ARTIFACTS_ACCESS_MODE", "value": "ReadWriteMany"} in default["env"]
+
+
+def test_chart_documents_the_measured_resources():
+    copy = CHART / "files" / "resources.yaml"
+    assert copy.read_bytes() == (ROOT / "operator" / "vigil_operator" / "resources.yaml").read_bytes(), \
+        "charts/vigil/files/resources.yaml differs from operator/vigil_operator/resources.yaml: copy it over"
 
 
 def test_default_images_follow_app_version():
@@ -241,7 +291,7 @@ def test_default_images_follow_app_version():
 
 
 def test_monitoring_objects_only_on_request():
-    assert not [d for d in template() if d["kind"] in CUSTOM_KINDS]
+    assert not [d for d in template() if d["apiVersion"] == "monitoring.coreos.com/v1"]
     docs = template("-f", str(CHART / "ci" / "prometheus-operator-values.yaml"))
     service_monitor, pod_monitor, rule = (one(docs, k) for k in ("ServiceMonitor", "PodMonitor", "PrometheusRule"))
     for doc in (service_monitor, pod_monitor, rule):
@@ -252,7 +302,7 @@ def test_monitoring_objects_only_on_request():
     assert service_monitor["spec"]["endpoints"][0]["port"] in [p["name"] for p in service["spec"]["ports"]]
     # the PodMonitor selects the operator's component pods and labels targets for the alerts
     endpoint = pod_monitor["spec"]["podMetricsEndpoints"][0]
-    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": ["vigil-system"]}  # namespaced by default
     assert endpoint["honorLabels"] is True
     assert {"targetLabel": "job", "replacement": "vigil"} in endpoint["relabelings"]
     assert {r["targetLabel"] for r in endpoint["relabelings"]} == {"job", "component", "monitor"}

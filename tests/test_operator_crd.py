@@ -231,6 +231,21 @@ CASES = [
     ("empty features", _edit("spec.schema.featureNames", []), "spec.schema.featureNames"),
     ("negative replicas", _edit("spec.logger", {"replicas": -1}), "spec.logger.replicas"),
     ("bad scheme", _edit("spec.model.storageUri", "ftp://x/m"), "spec.model.storageUri"),
+    # DESIGN §12: one pod holds a drift window or a metrics join
+    ("two drift replicas", _edit("spec.detectors.drift", {"replicas": 2}), "spec.detectors.drift.replicas"),
+    ("two metrics replicas", _edit("spec.detectors.metrics", {"replicas": 2}), "spec.detectors.metrics.replicas"),
+    ("one drift replica", _edit("spec.detectors.drift", {"replicas": 1}), None),
+    ("autoscaling", _edit("spec.logger", {"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}), None),
+    ("autoscaling min > max", _edit("spec.detectors.outlier", {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}),
+     "spec.detectors.outlier.autoscaling"),
+    ("autoscaling without max", _edit("spec.model", {"storageUri": "pvc://x/m", "autoscaling": {}}),
+     "spec.model.autoscaling"),
+    ("autoscaling on drift", _edit("spec.detectors.drift", {"autoscaling": {"maxReplicas": 2}}),
+     "spec.detectors.drift"),
+    ("pod controls", _edit("spec.pod", {"nodeSelector": {"a": "b"}, "tolerations": [{"key": "k"}],
+                                        "imagePullSecrets": [{"name": "r"}]}), None),
+    ("pull secret without name", _edit("spec.pod", {"imagePullSecrets": [{}]}), "spec.pod.imagePullSecrets"),
+    ("artifacts on https", _edit("spec.storage", {"artifactsUri": "https://h/a"}), "spec.storage.artifactsUri"),
 ]
 
 

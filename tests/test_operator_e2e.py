@@ -20,6 +20,7 @@ import pytest
 from tests.operator_harness import Cluster, cluster, deep, eventually, load_example, running_operator, snapshot
 from tests.servers import free_port
 from vigil_operator import manifests
+from vigil_operator.placement import resolve
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,6 +54,7 @@ async def test_apply_creates_children_owned_by_the_monitor(tmp_path, monkeypatch
         assert len(jobs) == 2 and jobs[0].startswith("iris-explainer-train-") and jobs[1].startswith("iris-outlier-train-")
         assert ("ServiceAccount", "iris-vigil") in names
         assert ("PersistentVolumeClaim", "iris-artifacts") in names
+        assert ("PersistentVolumeClaim", "iris-drift-state") in names
 
         # every child is owned by the monitor (the cluster's garbage collector relies on it)
         for (kind, name), obj in children.items():
@@ -63,15 +65,15 @@ async def test_apply_creates_children_owned_by_the_monitor(tmp_path, monkeypatch
         # the ConfigMap holds exactly the plan's env; the Deployment runs the plan's command
         cm = children[("ConfigMap", "iris-drift")]
         assert cm["data"]["VIGIL_DRIFT_P_VALUE"] == "0.05"
-        assert cm["data"]["VIGIL_DRIFT_REFERENCE"] == "/mnt/vigil/pvc/models/iris/reference.csv"
+        assert cm["data"]["VIGIL_DRIFT_REFERENCE"] == resolve("pvc://models/iris/reference.csv").path
         dep = children[("Deployment", "iris-drift")]
         container = dep["spec"]["template"]["spec"]["containers"][0]
         assert container["command"] == ["vigil", "serve", "drift", "--port", "8080"]
         assert container["image"] == "ghcr.io/vigil-monitor/vigil-detectors:0.1.0"
         job = children[("Job", jobs[1])]
-        assert job["spec"]["template"]["spec"]["containers"][0]["command"][:4] == \
+        assert job["spec"]["template"]["spec"]["initContainers"][1]["command"][:4] == \
             ["vigil", "train", "--component", "outlier"]
-        assert _arg(children[("Job", jobs[0])], "--model") == "/mnt/vigil/pvc/models/iris/model.joblib"
+        assert _arg(children[("Job", jobs[0])], "--model") == resolve("pvc://models/iris/model.joblib").path
 
         status = c.status("iris")
         assert status["phase"] == "Training"
@@ -96,10 +98,11 @@ async def test_training_job_then_detector_deployment(tmp_path, monkeypatch):
         assert c.status("iris")["phase"] == "Training"  # the explainer is still training
         await c.finish_job(explainer_job)
         await eventually(lambda: c.objects("Deployment").get("iris-explainer"), what="explainer Deployment")
-        mounts = {m["mountPath"]: m.get("readOnly") for m in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
-        assert mounts["/mnt/vigil/pvc/iris-artifacts"] is True  # reads what the Job wrote
+        fetch = dep["spec"]["template"]["spec"]["initContainers"][0]
+        artifact = resolve("pvc://iris-artifacts/outlier")
+        assert fetch["command"] == [*manifests.FETCH_COMMAND, artifact.source, artifact.path]  # reads what the Job wrote
         cm = c.objects("ConfigMap")["iris-outlier"]
-        assert cm["data"]["VIGIL_OUTLIER_ARTIFACT"] == "/mnt/vigil/pvc/iris-artifacts/outlier"
+        assert cm["data"]["VIGIL_OUTLIER_ARTIFACT"] == artifact.path
         await eventually(lambda: c.status("iris").get("phase") == "Progressing", what="phase Progressing")
         assert c.status("iris")["training"] == {"outlier": "Succeeded", "explainer": "Succeeded"}
         trained = next(x for x in c.status("iris")["conditions"] if x["type"] == "Trained")
@@ -130,7 +133,8 @@ async def test_training_job_then_detector_deployment(tmp_path, monkeypatch):
 
 
 def _arg(job: dict, flag: str) -> str:
-    cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    train = next(c for c in job["spec"]["template"]["spec"]["initContainers"] if c["name"] == "train")
+    cmd = train["command"]
     return cmd[cmd.index(flag) + 1]
 
 
@@ -331,3 +335,103 @@ async def _get(http: httpx.AsyncClient, url: str):
         return r if r.status_code == 200 else None
     except httpx.HTTPError:
         return None
+
+
+async def test_host_paths_and_metadata_addresses_are_refused_naming_the_field(tmp_path, monkeypatch):
+    """Safe by default (DESIGN §12): file:// fails the monitor unless the operator allows host
+    paths; an endpoint or https:// storage at a link-local, loopback or API-server address
+    fails it too; fixing the field recovers."""
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
+        doc = iris()
+        doc["spec"]["model"]["storageUri"] = "file:///etc/vigil/model.joblib"
+        await c.create_monitor(doc)
+        status = await eventually(lambda: c.status("iris").get("phase") == "Failed" and c.status("iris"),
+                                  what="phase Failed")
+        assert status["message"].startswith("spec.model.storageUri:") and "--allow-host-path" in status["message"]
+        assert c.children("iris") == {}
+
+        await c.patch_monitor("iris", {"spec": {"model": {"storageUri": None,
+                                                          "endpoint": "http://169.254.169.254/latest"}}})
+        status = await eventually(lambda: "endpoint" in c.status("iris").get("message", "") and c.status("iris"),
+                                  what="endpoint refused")
+        assert status["phase"] == "Failed" and "link-local" in status["message"]
+
+        await c.patch_monitor("iris", {"spec": {"model": {"endpoint": None,
+                                                          "storageUri": "https://localhost/model.joblib"}}})
+        status = await eventually(lambda: "resolves to" in c.status("iris").get("message", "") and c.status("iris"),
+                                  what="https storage refused")
+        assert status["message"].startswith("spec.model.storageUri:") and "loopback" in status["message"]
+
+        await c.patch_monitor("iris", {"spec": {"model": {"storageUri": "pvc://models/iris/model.joblib"}}})
+        await eventually(lambda: c.status("iris").get("phase") == "Training", what="recovered")
+        assert not c.forbidden(), c.forbidden()
+
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch, allow_host_path=True):
+        doc = iris()
+        doc["spec"]["model"]["storageUri"] = "file:///vigil-data/iris/model.joblib"
+        await c.create_monitor(doc)
+        await eventually(lambda: c.status("iris").get("phase") == "Training", what="allowed with --allow-host-path")
+        spec = c.objects("Deployment")["iris-model"]["spec"]["template"]["spec"]
+        assert [v["hostPath"] for v in spec["volumes"] if "hostPath" in v] == [{"path": "/vigil-data/iris/model.joblib"}]
+
+
+async def test_a_deployment_from_an_older_selector_is_replaced(tmp_path, monkeypatch):
+    """Deployment selectors are immutable: one made by an operator without `vigil.dev/role`
+    in its selector is replaced, not patched (which the API server would refuse)."""
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch):
+        await c.create_monitor(iris())
+        await started(c)
+        old = c.objects("Deployment")["iris-logger"]
+        selector = dict(old["spec"]["selector"]["matchLabels"])
+        selector.pop(manifests.L_ROLE)
+        key = next(k for k in c.emu.objects if k[2] == "iris-logger" and "deployments" in str(k[0]))
+        c.emu.objects[key].raw["spec"]["selector"]["matchLabels"] = selector
+        c.emu.objects[key].raw["metadata"]["annotations"][manifests.A_APPLIED] = "old"
+        new = await eventually(lambda: c.objects("Deployment").get("iris-logger", {}).get("metadata", {}).get("uid")
+                               not in (None, old["metadata"]["uid"]) and c.objects("Deployment")["iris-logger"],
+                               what="the Deployment replaced")
+        assert new["spec"]["selector"]["matchLabels"][manifests.L_ROLE] == "serve"
+
+
+async def test_two_peered_replicas_one_acts(tmp_path, monkeypatch):
+    """The chart's two operator replicas share a KopfPeering (kopf's peering): both keep
+    themselves alive in it, only the higher-priority one handles monitors."""
+    async with cluster(tmp_path) as c:
+        await c._call("POST", "/apis/kopf.dev/v1/namespaces/default/kopfpeerings",
+                      {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                       "metadata": {"name": "vigil-operator", "namespace": "default"}})
+        async with running_operator(c, monkeypatch, peering="vigil-operator") as first, \
+                running_operator(c, monkeypatch, peering="vigil-operator") as second:
+            peers = await eventually(
+                lambda: len((c.emu.get("kopf.dev/v1/kopfpeerings", "default", "vigil-operator") or {})
+                            .get("status") or {}) == 2 and c.emu.get("kopf.dev/v1/kopfpeerings", "default",
+                                                                     "vigil-operator")["status"],
+                what="both replicas in the peering object")
+            assert len({p["priority"] for p in peers.values()}) == 2  # distinct: one of them acts
+            await c.create_monitor(iris())
+            await started(c)
+            await asyncio.sleep(1.5)  # several status intervals
+            acted = [r for r in (first, second) if r.metrics.reconciles.labels("success")._value.get() > 0]
+            assert len(acted) == 1, [r.metrics.reconciles.labels("success")._value.get() for r in (first, second)]
+            assert not c.forbidden(), c.forbidden()
+
+
+async def test_autoscaling_pdb_and_network_policy_under_the_operators_rbac(tmp_path, monkeypatch):
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch, network_policy=True,
+                                                        operator_namespace="vigil-system"):
+        doc = iris()
+        doc["spec"]["logger"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 4}
+        doc["spec"]["pod"] = {"imagePullSecrets": [{"name": "team-registry"}]}
+        await c.create_monitor(doc)
+        await started(c)
+        hpa = await eventually(lambda: c.objects("HorizontalPodAutoscaler").get("iris-logger"), what="an HPA")
+        assert hpa["spec"]["maxReplicas"] == 4
+        assert set(c.objects("PodDisruptionBudget")) == {"iris-logger"}
+        assert set(c.objects("NetworkPolicy")) == {"iris-detectors"}
+        assert c.objects("Deployment")["iris-logger"]["spec"]["template"]["spec"]["imagePullSecrets"] == \
+            [{"name": "team-registry"}]
+        # removing autoscaling removes the HPA and the PDB
+        await c.patch_monitor("iris", {"spec": {"logger": {"autoscaling": None}}})
+        await eventually(lambda: not c.objects("HorizontalPodAutoscaler") and not c.objects("PodDisruptionBudget"),
+                         what="HPA and PDB deleted")
+        assert not c.forbidden(), c.forbidden()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import kopf
 import kubernetes_validate
@@ -17,9 +18,9 @@ import pytest
 import yaml
 
 from vigil.plan import build_plan
-from vigil.spec import monitor_from_dict
+from vigil.spec import SpecError, monitor_from_dict
 from vigil_operator import manifests
-from vigil_operator.config import OperatorConfig
+from vigil_operator.config import OperatorConfig, measured_resources
 from vigil_operator.kube import ROUTES
 from vigil_operator.placement import KubePlacement, resolve
 from vigil_operator.reconcile import CREATE_ONLY, NEVER_PRUNE, Converged, job_state, load, merge_patch
@@ -33,9 +34,9 @@ def example(name: str = "iris-monitor.yaml") -> dict:
     return yaml.safe_load((ROOT / "examples" / name).read_text())
 
 
-def render(doc: dict, config: OperatorConfig = CONFIG):
+def render(doc: dict, config: OperatorConfig = CONFIG, artifacts_uri=None):
     monitor = monitor_from_dict(doc)
-    placement = KubePlacement(monitor.name, monitor.namespace)
+    placement = KubePlacement(monitor.name, monitor.namespace, artifacts_uri=artifacts_uri)
     plan = build_plan(monitor, placement)
     return plan, placement, manifests.render(plan, placement, config)
 
@@ -61,20 +62,30 @@ def test_placement_addresses_and_paths():
     p = KubePlacement("iris", "ml")
     assert p.port("drift") == 8080
     assert p.url("drift") == "http://iris-drift.ml.svc:8080"
-    assert p.path("pvc://models/iris/model.joblib") == "/mnt/vigil/pvc/models/iris/model.joblib"
-    assert p.path("file:///data/iris/model.joblib") == "/mnt/vigil/host/data/iris/model.joblib"
-    assert p.path("/data/x.csv") == "/mnt/vigil/host/data/x.csv"  # a bare absolute path is a host path
+    # every URI is read from the pod's own data volume, in a directory of its own
+    model = p.path("pvc://models/iris/model.joblib")
+    assert model.startswith("/mnt/vigil/data/") and model.endswith("/model.joblib")
+    assert resolve("pvc://models/iris/model.joblib").source == "/mnt/vigil/sources/pvc/models/iris/model.joblib"
+    host = resolve("file:///data/iris/model.joblib")
+    assert host.host_path == "/data/iris/model.joblib" and host.path.endswith("/model.joblib")
+    assert resolve("/data/x.csv").scheme == "file"  # a bare absolute path is a host path
     s3 = resolve("s3://bucket/iris/reference.csv")
-    assert s3.path.startswith("/mnt/vigil/fetch/") and s3.path.endswith("/reference.csv")
+    assert s3.path.startswith("/mnt/vigil/data/") and s3.path.endswith("/reference.csv") and s3.source == s3.uri
     assert resolve("s3://bucket/other/reference.csv").path != s3.path  # same basename, own directory
+    archive = resolve("gs://b/models/iris.tar.gz")
+    assert archive.archive and archive.path.endswith("/iris")  # unpacked into a directory
+    assert resolve("https://h/m.zip").path.endswith("/m")
     assert p.artifact_uri("outlier") == "pvc://iris-artifacts/outlier"
+    assert KubePlacement("iris", "ml", artifacts_uri="s3://b/vigil/").artifact_uri("outlier") == "s3://b/vigil/outlier"
     assert not p.stateful
-    assert p.state_dir("drift") == "/mnt/vigil/pvc/iris-artifacts/state/drift"
-    assert p.stateful == {"drift"}
+    assert p.state_dir("drift") == "/mnt/vigil/state"
+    assert p.stateful == {"drift"} and p.state_claim("drift") == "iris-drift-state"
     with pytest.raises(ValueError, match="relative"):
         p.path("models/model.joblib")
     with pytest.raises(ValueError):
         p.path("pvc:///no-claim")
+    with pytest.raises(ValueError, match="leaves"):
+        p.path("pvc://models/../../etc/passwd")
 
 
 def test_relative_storage_uri_is_a_spec_error_naming_the_field():
@@ -102,11 +113,12 @@ def test_storage_variants_pass_kubernetes_validate_strict():
     doc = with_storage(model="https://models.example.com/iris/model.joblib", reference="gs://b/iris/ref.csv")
     doc["spec"]["detectors"]["explainer"]["storageUri"] = "file:///srv/explainer"
     doc["spec"]["prometheus"]["serviceMonitor"] = True
-    _, _, rendered = render(doc)
+    _, _, rendered = render(doc, OperatorConfig(allow_host_path=True, network_policy=True))
     for obj in rendered.all():
         if obj["kind"] != "ServiceMonitor":
             kubernetes_validate.validate(obj, "1.32", strict=True)
     assert any(o["kind"] == "ServiceMonitor" for o in rendered.objects)
+    assert any(o["kind"] == "NetworkPolicy" for o in rendered.objects)
 
 
 def test_security_context_probes_and_resources():
@@ -130,11 +142,16 @@ def test_security_context_probes_and_resources():
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
         assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    # resources from the spec, verbatim; defaults where the spec gives none
+    # resources from the spec, verbatim; the measured defaults (resources.yaml) where the spec gives none
     model = pod_spec(rendered.deployments["model"])["containers"][0]
     assert model["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
     logger = pod_spec(rendered.deployments["logger"])["containers"][0]
-    assert logger["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"}}
+    assert logger["resources"] == measured_resources()["logger"]
+    # the chart's componentDefaults.resources replaces a row
+    custom = OperatorConfig(component_defaults={"resources": {"logger": {"requests": {"memory": "1Gi"},
+                                                                         "limits": {"memory": "2Gi"}}}})
+    _, _, rendered = render(example(), custom)
+    assert pod_spec(rendered.deployments["logger"])["containers"][0]["resources"]["limits"] == {"memory": "2Gi"}
 
 
 def test_objects_carry_the_plan():
@@ -192,71 +209,119 @@ def test_owner_references_from_kopf_adopt():
         assert obj["metadata"]["labels"]["team"] == "fraud"
 
 
-def _mounts(obj: dict) -> dict:
+def _mounts(obj: dict, container: Optional[dict] = None) -> dict:
+    """mountPath -> (volume, readOnly) of a container (default: the first main container)."""
     spec = pod_spec(obj)
     volumes = {v["name"]: v for v in spec["volumes"]}
-    return {m["mountPath"]: (volumes[m["name"]], m.get("readOnly", False)) for m in spec["containers"][0]["volumeMounts"]}
+    c = container or spec["containers"][0]
+    return {m["mountPath"]: (volumes[m["name"]], m.get("readOnly", False)) for m in c["volumeMounts"]}
 
 
-def test_pvc_storage_mounts_the_claim_read_only():
+def _init(obj: dict, name: str) -> dict:
+    return next(c for c in pod_spec(obj).get("initContainers", []) if c["name"] == name)
+
+
+def _claims(mounts: dict) -> dict:
+    return {v["persistentVolumeClaim"]["claimName"]: ro for v, ro in mounts.values() if "persistentVolumeClaim" in v}
+
+
+def test_pvc_storage_is_copied_by_the_init_container_from_a_read_only_claim():
     _, _, rendered = render(example())
-    mounts = _mounts(rendered.deployments["model"])
-    volume, ro = mounts["/mnt/vigil/pvc/models"]
-    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True} and ro is True
-    assert "initContainers" not in pod_spec(rendered.deployments["model"])
-
-
-def test_file_storage_is_a_host_path():
-    _, _, rendered = render(with_storage(model="file:///srv/models/iris/model.joblib"))
-    mounts = _mounts(rendered.deployments["model"])
-    volume, ro = mounts["/mnt/vigil/host/srv/models/iris/model.joblib"]
-    assert volume["hostPath"] == {"path": "/srv/models/iris/model.joblib"} and ro is True
+    dep = rendered.deployments["model"]
+    fetch = _init(dep, "fetch")
+    uri = "pvc://models/iris/model.joblib"
+    assert fetch["command"] == [*manifests.FETCH_COMMAND, resolve(uri).source, resolve(uri).path]
+    assert _claims(_mounts(dep, fetch)) == {"models": True}  # read-only, and only in the init container
+    volume = next(v for v in pod_spec(dep)["volumes"] if "persistentVolumeClaim" in v)
+    assert volume["persistentVolumeClaim"]["readOnly"] is True
+    assert _claims(_mounts(dep)) == {}  # the server never mounts the claim
+    volume, ro = _mounts(dep)["/mnt/vigil/data"]
+    assert volume == {"name": "data", "emptyDir": {}} and ro is True
+    assert _mounts(dep, fetch)["/mnt/vigil/data"][1] is False  # the fetcher fills it
     env = next(o for o in rendered.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "iris-model")["data"]
-    assert env["VIGIL_MODEL_URI"] == "/mnt/vigil/host/srv/models/iris/model.joblib"
+    assert env["VIGIL_MODEL_URI"] == resolve(uri).path
 
 
-@pytest.mark.parametrize("uri,image,tool", [
-    ("s3://bucket/iris/model.joblib", CONFIG.s3_fetch_image, "aws s3 cp"),
-    ("gs://bucket/iris/model.joblib", CONFIG.gs_fetch_image, "gcloud storage cp"),
-    ("https://models.example.com/iris/model.joblib", CONFIG.http_fetch_image, "curl"),
-])
-def test_remote_storage_is_fetched_by_an_init_container(uri, image, tool):
+def test_file_storage_is_refused_unless_the_operator_allows_host_paths():
+    doc = with_storage(model="file:///srv/models/iris/model.joblib")
+    with pytest.raises(SpecError) as err:
+        load(doc, CONFIG)
+    assert err.value.field == "spec.model.storageUri" and "--allow-host-path" in str(err.value)
+    doc["spec"]["model"]["storageUri"] = "/srv/models/iris/model.joblib"  # a bare path is a host path too
+    with pytest.raises(SpecError, match="allow-host-path"):
+        load(doc, CONFIG)
+    allowed = OperatorConfig(allow_host_path=True)
+    load(with_storage(model="file:///srv/models/iris/model.joblib"), allowed)
+    _, _, rendered = render(with_storage(model="file:///srv/models/iris/model.joblib"), allowed)
+    dep = rendered.deployments["model"]
+    fetch = _init(dep, "fetch")
+    (host,) = [(v, ro) for v, ro in _mounts(dep, fetch).values() if "hostPath" in v]
+    assert host == ({"name": host[0]["name"], "hostPath": {"path": "/srv/models/iris/model.joblib"}}, True)
+    assert not [v for v, _ in _mounts(dep).values() if "hostPath" in v]  # the server reads its own copy
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/iris/model.joblib", "gs://bucket/iris/model.joblib",
+                                 "https://models.example.com/iris/model.joblib",
+                                 "s3://bucket/iris/model.tar.gz"])
+def test_remote_storage_is_fetched_by_vigil_fetch(uri):
     _, _, rendered = render(with_storage(model=uri))
-    spec = pod_spec(rendered.deployments["model"])
-    (init,) = spec["initContainers"]
-    assert init["image"] == image and tool in init["command"][-1]
-    env = {e["name"]: e["value"] for e in init["env"]}
-    assert env["SRC"] == uri and env["DEST"] == resolve(uri).path
-    assert init["envFrom"] == [{"secretRef": {"name": "vigil-storage", "optional": True}}]
-    assert init["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {"name": "fetch", "mountPath": "/mnt/vigil/fetch"} in init["volumeMounts"]  # writable for the fetcher
-    mounts = _mounts(rendered.deployments["model"])
-    volume, ro = mounts["/mnt/vigil/fetch"]
-    assert volume["emptyDir"] == {} and ro is True  # read-only for the server
+    dep = rendered.deployments["model"]
+    fetch = _init(dep, "fetch")
+    assert fetch["image"] == pod_spec(dep)["containers"][0]["image"]  # no other image to pull
+    assert fetch["command"] == [*manifests.FETCH_COMMAND, uri, resolve(uri).path]
+    assert fetch["envFrom"] == [{"secretRef": {"name": "vigil-storage", "optional": True}}]
+    assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
+    assert _claims(_mounts(dep, fetch)) == {}
 
 
-def test_trained_artifacts_and_state_on_the_monitors_claim():
+def test_trained_artifacts_and_state_claims():
     plan, placement, rendered = render(example())
-    pvc = next(o for o in rendered.objects if o["kind"] == "PersistentVolumeClaim")
-    assert pvc["metadata"]["name"] == "iris-artifacts"
-    assert pvc["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    pvcs = {o["metadata"]["name"]: o for o in rendered.objects if o["kind"] == "PersistentVolumeClaim"}
+    assert set(pvcs) == {"iris-artifacts", "iris-drift-state"}
+    assert pvcs["iris-artifacts"]["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}
+    assert pvcs["iris-drift-state"]["spec"]["accessModes"] == ["ReadWriteOnce"]
     job = rendered.jobs["outlier"]
-    assert _mounts(job)["/mnt/vigil/pvc/iris-artifacts"][1] is False  # the Job writes the artifact
+    # inputs fetched, trained into the Job's own volume, then uploaded by the one writer
+    fetch, train = pod_spec(job)["initContainers"]
+    (upload,) = pod_spec(job)["containers"]
+    assert (fetch["name"], train["name"], upload["name"]) == ("fetch", "train", "upload")
     assert pod_spec(job)["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 2
-    cmd = pod_spec(job)["containers"][0]["command"]
+    cmd = train["command"]
     assert cmd[:4] == ["vigil", "train", "--component", "outlier"]
-    assert cmd[cmd.index("--output") + 1] == "/mnt/vigil/pvc/iris-artifacts/outlier"
+    assert cmd[cmd.index("--output") + 1] == "/mnt/vigil/out/outlier"
+    assert cmd[cmd.index("--reference") + 1] == resolve("pvc://models/iris/reference.csv").path
     assert json.loads(cmd[cmd.index("--options") + 1])["thresholdPercentile"] == 95
-    # the drift detector keeps its window on the claim: writable, and never two pods at once
+    assert _claims(_mounts(job, train)) == {}
+    assert upload["command"] == [*manifests.FETCH_COMMAND, "/mnt/vigil/out/outlier",
+                                 "/mnt/vigil/sources/pvc/iris-artifacts/outlier"]
+    assert _claims(_mounts(job, upload)) == {"iris-artifacts": False}
+    assert _mounts(job, upload)["/mnt/vigil/out"][1] is True
+    # the outlier detector fetches what the Job wrote; its main container mounts no claim
+    outlier = rendered.deployments["outlier"]
+    assert _claims(_mounts(outlier, _init(outlier, "fetch"))) == {"iris-artifacts": True}
+    assert _claims(_mounts(outlier)) == {}
+    cm = next(o for o in rendered.objects if o["metadata"]["name"] == "iris-outlier" and o["kind"] == "ConfigMap")
+    assert cm["data"]["VIGIL_OUTLIER_ARTIFACT"] == resolve("pvc://iris-artifacts/outlier").path
+    # the drift detector keeps its window on its own claim: writable, one pod, never two at once
     drift = rendered.deployments["drift"]
-    assert _mounts(drift)["/mnt/vigil/pvc/iris-artifacts"][1] is False
+    assert _claims(_mounts(drift)) == {"iris-drift-state": False}
+    assert _mounts(drift)["/mnt/vigil/state"][1] is False
     assert drift["spec"]["strategy"] == {"type": "Recreate"}
     assert rendered.deployments["logger"]["spec"]["strategy"] == {"type": "RollingUpdate"}
-    # the outlier detector only reads it
-    assert _mounts(rendered.deployments["outlier"])["/mnt/vigil/pvc/iris-artifacts"][1] is True
 
 
-def test_no_artifacts_claim_when_nothing_is_trained_or_stateful():
+def test_trained_artifacts_to_an_artifacts_uri():
+    doc = example()
+    plan, placement, rendered = render(doc, artifacts_uri="s3://bucket/vigil/iris")
+    assert not [o for o in rendered.objects if o["metadata"]["name"] == "iris-artifacts"]
+    (upload,) = pod_spec(rendered.jobs["outlier"])["containers"]
+    assert upload["command"] == [*manifests.FETCH_COMMAND, "/mnt/vigil/out/outlier", "s3://bucket/vigil/iris/outlier"]
+    assert upload["envFrom"] == [{"secretRef": {"name": "vigil-storage", "optional": True}}]
+    fetch = _init(rendered.deployments["outlier"], "fetch")
+    assert fetch["command"][len(manifests.FETCH_COMMAND)] == "s3://bucket/vigil/iris/outlier"
+
+
+def test_no_claims_when_nothing_is_trained_or_stateful():
     doc = example()
     doc["spec"]["detectors"] = {"metrics": {"task": "regression"}}
     _, _, rendered = render(doc)
@@ -264,7 +329,7 @@ def test_no_artifacts_claim_when_nothing_is_trained_or_stateful():
     assert rendered.jobs == {}
 
 
-def test_training_job_name_follows_its_inputs():
+def test_training_job_name_follows_its_inputs_and_never_the_operator_image():
     plan, placement, rendered = render(example())
     doc = example()
     doc["spec"]["detectors"]["outlier"]["epochs"] = 3
@@ -459,6 +524,7 @@ def test_rbac_covers_every_kind_the_operator_manages_and_no_more():
     assert allowed("vigil.dev", "modelmonitors") == {"get", "list", "watch", "patch"}
     assert allowed("vigil.dev", "modelmonitors/status") == {"get", "patch"}
     assert allowed("", "events") == {"create"}
+    assert allowed("kopf.dev", "kopfpeerings") == {"get", "list", "watch", "patch"}  # peering of the replicas
     for rule in RBAC:  # no wildcards, no secrets, nothing cluster-scoped
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         assert not {"secrets", "namespaces", "customresourcedefinitions", "pods"} & set(rule["resources"])

@@ -28,6 +28,7 @@ from tests.operator_harness import cluster, eventually, running_operator
 from tests.servers import serve_component
 from tests.tools import kubectl_path
 from vigil.events import v2_request
+from vigil_operator.placement import resolve
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.tensorflow]  # the drift detector imports alibi-detect
 
@@ -46,8 +47,10 @@ def monitor_doc(tmp_path) -> dict:
 def local_env(configmap: dict, tmp_path, urls: dict) -> dict:
     """A component's env from its ConfigMap, with cluster paths and addresses made local."""
     env = dict(configmap["data"])
+    # each pod reads its own copy of a file (fetched by its init container): here, the file itself
+    copies = {resolve(f"file://{tmp_path}/{f}").path: str(tmp_path / f) for f in ("model.joblib", "reference.csv")}
     for key, value in env.items():
-        env[key] = value.replace(f"/mnt/vigil/host{tmp_path}", str(tmp_path))
+        env[key] = copies.get(value, value)
     if "VIGIL_DRIFT_STATE_DIR" in env:
         env["VIGIL_DRIFT_STATE_DIR"] = str(tmp_path / "drift-state")
     if "VIGIL_LOGGER_UPSTREAM" in env:
@@ -79,7 +82,8 @@ async def test_status_columns_follow_real_detector_processes(tmp_path, monkeypat
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     status_urls = {f"default/iris/{name}": url for name, url in urls.items()}
 
-    async with cluster(tmp_path) as c, running_operator(c, monkeypatch, status_urls=status_urls) as runtime:
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch, status_urls=status_urls,
+                                                        allow_host_path=True) as runtime:
         await c.create_monitor(monitor_doc(tmp_path))
         await eventually(lambda: len(c.objects("Deployment")) == 3, what="Deployments")
         for name in c.objects("Deployment"):

@@ -130,10 +130,12 @@ def test_the_train_command_line_is_one(tmp_path):
     plan = build_plan(monitor, KubePlacement("ep", "default"))
     [step] = plan.training
     job = manifests.train_command(step, plan)
-    assert job == ["vigil", *train_argv(step, lambda u: resolve(u).path)]
+    # the Job trains into its own out volume (then uploads it); it reads the fetched copies
+    out = f"/mnt/vigil/out/{step.component}"
+    assert job == ["vigil", *train_argv(step, lambda u: out if u == step.output_uri else resolve(u).path)]
     args = dict(zip(job[2::2], job[3::2], strict=False))
     assert args["--model"] == "http://iris.prod.svc:8080" and args["--model-name"] == "iris"
-    assert args["--reference"] == "/mnt/vigil/pvc/data/reference.csv"
+    assert args["--reference"] == resolve("pvc://data/reference.csv").path
     assert args["--feature-names"] == '["sepal_length", "sepal_width", "petal_length", "petal_width"]'
 
 

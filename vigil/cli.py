@@ -1,4 +1,4 @@
-"""`vigil` — the one command line: demo, init, up, validate, status, train, serve, operator.
+"""`vigil` — the one command line: demo, init, up, validate, status, train, serve, fetch, operator.
 
 Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
 never pay for (or need) TensorFlow.
@@ -187,10 +187,19 @@ def cmd_demo(args) -> int:
 
 def cmd_operator(args) -> int:
     from vigil_operator import run
+    from vigil_operator.config import OperatorConfig
 
+    # the flag turns host paths on; without it VIGIL_OPERATOR_ALLOW_HOST_PATH decides
+    config = OperatorConfig(allow_host_path=True) if args.allow_host_path else OperatorConfig()
     run(namespace=args.namespace, all_namespaces=args.all_namespaces, liveness_port=args.liveness_port,
-        metrics_port=args.metrics_port)
+        metrics_port=args.metrics_port, peering=args.peering, config=config)
     return 0
+
+
+def cmd_fetch(args) -> int:
+    from vigil.storage import main as fetch_main
+
+    return fetch_main(args.pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
     s.add_argument("--liveness-port", type=int, default=8081, help="kopf liveness probe port (default 8081)")
     s.add_argument("--metrics-port", type=int, default=9090, help="operator /metrics port (default 9090)")
+    s.add_argument("--allow-host-path", action="store_true",
+                   help="let file:// storage mount host paths (off: such monitors fail; for kind and one-node tests)")
+    s.add_argument("--peering", metavar="NAME",
+                   help="run as one of several replicas: kopf peering through the KopfPeering (or, with "
+                        "--all-namespaces, ClusterKopfPeering) NAME; only one replica acts at a time")
     s.set_defaults(func=cmd_operator)
+
+    s = sub.add_parser("fetch", help="copy storage into a pod's volume, or upload an artifact (init containers, Jobs)")
+    s.add_argument("pairs", nargs="*", metavar="SRC DEST",
+                   help="local paths or s3://, gs://, https:// URLs; archives (.tar.gz, .zip) unpack into DEST")
+    s.set_defaults(func=cmd_fetch)
     return p
 
 

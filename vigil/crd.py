@@ -80,6 +80,9 @@ VALIDATIONS: dict[str, list[dict[str, str]]] = {
     }],
     "spec.model": [{"rule": "has(self.storageUri) != has(self.endpoint)",
                     "message": "set exactly one of model.storageUri or model.endpoint"}],
+    **{f"{block}.autoscaling": [{"rule": "self.minReplicas <= self.maxReplicas",
+                                 "message": "minReplicas must not exceed maxReplicas"}]
+       for block in ("spec.model", "spec.logger", "spec.detectors.outlier")},
 }
 #: `kubectl explain` text for fields whose model has no description. A field the model
 #: describes must not be listed here (the generator refuses: one place per fact).
@@ -88,9 +91,10 @@ DESCRIPTIONS: dict[str, str] = {
          "detectors, and reports drift, outliers and accuracy in its status."),
     "spec": "What to serve, what one instance looks like, and which detectors watch it.",
     "spec.model": "The model to serve, or an existing endpoint to monitor. Exactly one of storageUri or endpoint.",
-    "spec.model.storageUri": ("Where the model is: pvc://CLAIM/PATH (the claim is mounted), file:///PATH (a hostPath, "
-                              "for kind), s3://, gs://, https:// (fetched by an init container; credentials from the "
-                              "operator's storage Secret)."),
+    "spec.model.storageUri": ("Where the model is: pvc://CLAIM/PATH, s3://, gs://, https:// (a .tar.gz/.zip is "
+                              "unpacked), or file:///PATH (a node path; only when the operator runs with "
+                              "--allow-host-path). Each pod copies it with an init container; credentials from "
+                              "spec.storage.secretName."),
     "spec.model.endpoint": "An existing V2/V1 inference server to monitor instead of deploying one.",
     "spec.model.format": "Model format of storageUri (scikit-learn joblib, XGBoost JSON, TensorFlow/Keras).",
     "spec.model.name": "Model name on the V2 path /v2/models/{name}/infer (default the monitor's name).",
@@ -137,9 +141,21 @@ DESCRIPTIONS: dict[str, str] = {
     "spec.detectors.explainer.sampleRate": ("Share of inference events explained in the background (0 = only on "
                                             "POST /explain)."),
     "spec.prometheus": "Prometheus Operator objects for this monitor (the chart installs the dashboards).",
+    "spec.storage": "Storage credentials and where trained artifacts go.",
+    "spec.storage.secretName": ("Secret (this namespace) whose keys become the environment of every init container "
+                                "and training Job (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)."),
+    "spec.storage.artifactsUri": ("Where training Jobs write trained artifacts (s3://, gs://, pvc://CLAIM/path); "
+                                  "default a claim of the monitor's own, <monitor>-artifacts."),
 }
 #: Fields named this way mean the same in every block.
-DESCRIPTIONS_BY_NAME: dict[str, str] = {"replicas": "Pod replicas of this component."}
+DESCRIPTIONS_BY_NAME: dict[str, str] = {
+    "replicas": "Pod replicas of this component.",
+    "pod": ("Where and how pods run (nodeSelector, tolerations, affinity, topologySpreadConstraints, "
+            "priorityClassName, annotations, labels, imagePullSecrets, serviceAccountAnnotations): spec.pod for every "
+            "component; a component's pod block over it replaces a field, maps merge key by key."),
+    "autoscaling": ("A HorizontalPodAutoscaler on CPU for this component (it owns the replicas; with minReplicas > 1, "
+                    "a PodDisruptionBudget)."),
+}
 
 PRINTER_COLUMNS = yaml.safe_load("""
 - {name: Model, type: string, jsonPath: .status.model, description: Model name on the inference path.}
@@ -256,8 +272,14 @@ def _leaf(node: dict, defs: dict) -> dict:
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
         elif key == "items":
             out[key] = _leaf(value, defs)
+        elif key == "properties":  # a nested model inside a list (imagePullSecrets' items)
+            out[key] = {name: _leaf(sub, defs) for name, sub in value.items()}
         elif key == "additionalProperties" and isinstance(value, dict):
             out[key] = _leaf(value, defs)
+        elif key == "additionalProperties" and value is True:  # dict[str, Any]: Kubernetes objects (affinity, ...)
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        elif key == "additionalProperties" and value is False:  # a nested model (extra=forbid): its properties say it
+            continue
         else:
             out[key] = value
     return out

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from vigil import components as registry
-from vigil.spec import ModelMonitor, SpecError, categorical_index, categorical_indices
+from vigil.spec import POD_FIELDS, ModelMonitor, SpecError, categorical_index, categorical_indices
 
 DEFAULT_BASE_PORT = 8080
 
@@ -244,7 +244,7 @@ class BuildContext:
                          model_endpoint=spec.model.endpoint.rstrip("/") if spec.model.endpoint else None)
         self.train = TrainStep(
             self.name, self.reference, out, **model,
-            options=block.model_dump(by_alias=True, exclude={"resources", "replicas", "storage_uri"}),
+            options=block.model_dump(by_alias=True, exclude=POD_FIELDS),
             feature_names=tuple(spec.schema_.feature_names), categorical=dict(spec.schema_.categorical))
         return self.placement.path(self._reads(out))
 

@@ -125,6 +125,52 @@ def _check_uri(uri: Optional[str]) -> Optional[str]:
 Resources = dict[str, Any]
 
 
+class LocalObjectReference(_Block):
+    name: str = Field(min_length=1)
+
+
+class PodSpec(_Block):
+    """Where and how a component's pods run (DESIGN §12): ``spec.pod`` for all components, a
+    component's own ``pod`` block over it (a field replaces, maps merge key by key)."""
+
+    node_selector: Optional[dict[str, str]] = None
+    tolerations: Optional[list[dict[str, Any]]] = None
+    affinity: Optional[dict[str, Any]] = None
+    topology_spread_constraints: Optional[list[dict[str, Any]]] = None
+    priority_class_name: Optional[str] = None
+    annotations: Optional[dict[str, str]] = None
+    labels: Optional[dict[str, str]] = None
+    image_pull_secrets: Optional[list[LocalObjectReference]] = None
+    service_account_annotations: Optional[dict[str, str]] = None
+
+
+class AutoscalingSpec(_Block):
+    """A HorizontalPodAutoscaler on CPU for a component that may scale (logger, model, outlier)."""
+
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(ge=1)
+    target_cpu_utilization_percentage: int = Field(80, ge=1, le=100, alias="targetCPUUtilizationPercentage")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
+
+
+class StorageSpec(_Block):
+    """Where Vigil's pods read and write storage: the Secret whose keys become the environment of
+    every init container and training Job (AWS_ACCESS_KEY_ID, ...), and where trained artifacts go
+    (s3://, gs:// or pvc://CLAIM/path; default: a claim of the monitor's own)."""
+
+    secret_name: Optional[str] = Field(None, min_length=1)
+    artifacts_uri: Optional[str] = Field(None, min_length=1, pattern=r"^(pvc|s3|gs)://.+")
+
+
+#: Fields of a component block that shape its pods, not its service (kept out of training options).
+POD_FIELDS = {"resources", "replicas", "storage_uri", "pod", "autoscaling"}
+
+
 class ModelSpec(_Block):
     storage_uri: Optional[str] = None
     endpoint: Optional[str] = None
@@ -133,6 +179,8 @@ class ModelSpec(_Block):
     image: Optional[str] = None
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
+    pod: Optional[PodSpec] = None
+    autoscaling: Optional[AutoscalingSpec] = None
 
     _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
 
@@ -192,6 +240,8 @@ class LoggerSpec(_Block):
                                   description="How long the logger waits for the model server's answer (then 504).")
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
+    pod: Optional[PodSpec] = None
+    autoscaling: Optional[AutoscalingSpec] = None
 
     @field_validator("queue_bytes")
     @classmethod
@@ -210,6 +260,7 @@ class _Detector(_Block):
     storage_uri: Optional[str] = None
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
+    pod: Optional[PodSpec] = None
     _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
 
 
@@ -224,6 +275,7 @@ class OutlierSpec(_Detector):
     max_batch_delay_ms: float = inherit(OutlierSettings, "max_batch_delay_ms")
     latent_dim: int = Field(2, ge=1)
     epochs: int = Field(30, ge=1)
+    autoscaling: Optional[AutoscalingSpec] = None
 
 
 class WindowSpec(_Block):
@@ -244,6 +296,7 @@ class WindowSpec(_Block):
 
 
 class DriftSpec(_Detector):
+    replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod holds the window (its state claim)")
     type: str = inherit(DriftSettings, "statistic")
     statistics: dict[str, str] = inherit(DriftSettings, "statistics")
     p_value: float = inherit(DriftSettings, "p_value")
@@ -252,6 +305,7 @@ class DriftSpec(_Detector):
 
 
 class MetricsSpec(_Detector):
+    replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod joins responses with their feedback")
     task: Literal["classification", "regression"] = inherit(MetricsSettings, "task")
     classes: Optional[list[Union[str, int]]] = inherit(MetricsSettings, "classes")
     window: int = inherit(MetricsSettings, "window")
@@ -291,6 +345,8 @@ class ModelMonitorSpec(_Block):
     logger: LoggerSpec = Field(default_factory=LoggerSpec)
     detectors: Any = Field(default_factory=DetectorsSpec)  # the registry's DetectorsSpec (set_detector_blocks)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
+    pod: Optional[PodSpec] = None
+    storage: Optional[StorageSpec] = None
 
     @model_validator(mode="after")
     def _reference_when_training(self):

@@ -65,17 +65,26 @@ class Runtime:
                 for c in result.plan.components if c.image_role != "custom"}
 
 
-def configure_settings(settings: kopf.OperatorSettings) -> kopf.OperatorSettings:
+def configure_settings(settings: kopf.OperatorSettings, peering: Optional[str] = None,
+                       priority: int = 0) -> kopf.OperatorSettings:
     """kopf's bookkeeping lives in annotations under vigil.dev/ (never in .status, which the CRD
-    schema prunes); only warnings are posted as Events besides our own; one operator replica
-    (no peering objects)."""
+    schema prunes); only warnings are posted as Events besides our own; standalone unless
+    `peering` names the peering object the replicas share (then it must exist)."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="vigil.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="vigil.dev", key="last-handled-configuration")
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "vigil-operator"
-    settings.peering.standalone = True
+    if peering:
+        settings.peering.standalone = False
+        settings.peering.mandatory = True
+        settings.peering.name = peering
+        settings.peering.priority = priority
+        settings.peering.stealth = True  # no log line per keep-alive
+        settings.peering.lifetime = 30  # a standby takes over at most this long after the active one dies
+    else:
+        settings.peering.standalone = True
     # No watching of namespaces and CRDs: the operator serves the namespaces it is given and
     # the CRD installed before it starts, so RBAC needs neither (least privilege).
     settings.scanning.disabled = True

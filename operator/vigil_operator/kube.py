@@ -24,6 +24,9 @@ ROUTES = {
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "Job": ("/apis/batch/v1", "jobs"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
 }
 
@@ -112,6 +115,11 @@ class Kube:
             if e.status == 404:
                 return False
             raise
+
+    @property
+    def host(self) -> Optional[str]:
+        """The API server's URL as this client reaches it."""
+        return getattr(self.api.configuration, "host", None)
 
     def close(self) -> None:
         self.api.close()

@@ -2,22 +2,31 @@
 
 - Every component listens on port 8080 in its own pod; its address is its Service,
   ``http://{monitor}-{component}.{namespace}.svc:8080``.
-- A storage URI becomes a path under ``/mnt/vigil`` inside the pod, and a volume that
-  puts the file there (`vigil_operator.manifests` renders the volumes):
+- **Artifacts per pod** (DESIGN §12). Each pod reads its files from its own volume,
+  ``/mnt/vigil/data`` (an emptyDir, read-only to the component), which a ``fetch`` init
+  container (`vigil fetch`) fills before the component starts, like KServe's storage
+  initializer. A storage URI therefore has one in-pod path whatever its scheme,
+  ``/mnt/vigil/data/<hash of the URI>/<name>`` (an archive, ``.tar.gz``/``.tgz``/``.zip``,
+  is unpacked into a directory ``<name>`` without the suffix). Where the init container
+  reads it from:
 
-  ========================  ==========================================  =====================
-  URI                       path in the pod                             volume
-  ========================  ==========================================  =====================
-  ``pvc://CLAIM/sub/path``  ``/mnt/vigil/pvc/CLAIM/sub/path``           the claim, read-only
-  ``file:///abs/path``      ``/mnt/vigil/host/abs/path``                hostPath (for kind)
-  ``s3://``, ``gs://``,     ``/mnt/vigil/fetch/<hash>/<basename>``      emptyDir, filled by an
-  ``http(s)://``                                                        init container
-  ========================  ==========================================  =====================
+  ========================  ==================================================
+  URI                       source of the init container
+  ========================  ==================================================
+  ``pvc://CLAIM/sub/path``  the claim, mounted read-only in the init container only
+  ``file:///abs/path``      a hostPath, read-only (refused unless the operator
+                            runs with ``--allow-host-path``)
+  ``s3://``, ``gs://``,     fsspec (s3fs, gcsfs), credentials from the monitor's
+  ``https://``              storage Secret
+  ========================  ==================================================
 
-- Detectors Vigil trains (``storageUri`` null) are written by a training Job to the
-  monitor's own PVC ``{monitor}-artifacts`` (owned by the monitor, so deleting the monitor
-  deletes it) at ``pvc://{monitor}-artifacts/{component}``; the drift detector's window
-  checkpoints go to the same claim under ``state/drift`` so they survive pod restarts.
+- **Trained artifacts** (``storageUri`` null) are written by the detector's training Job
+  to ``{artifactsUri}/{component}`` (``spec.storage.artifactsUri``) or, by default, the
+  monitor's claim ``{monitor}-artifacts`` at ``pvc://{monitor}-artifacts/{component}``;
+  the detector pods fetch them from there like any other URI.
+- **State** (``state_dir``): a stateful detector (drift) keeps its checkpoints on a
+  ReadWriteOnce claim of its own, ``{monitor}-{component}-state``, mounted only by that
+  component's single pod at ``/mnt/vigil/state``.
 """
 
 from __future__ import annotations
@@ -29,11 +38,30 @@ from typing import Optional
 
 PORT = 8080
 MOUNT_ROOT = "/mnt/vigil"
+DATA_DIR = f"{MOUNT_ROOT}/data"  # each pod's own copy of what it reads (emptyDir)
+SOURCES_DIR = f"{MOUNT_ROOT}/sources"  # claims and host paths, in init containers only
+OUT_DIR = f"{MOUNT_ROOT}/out"  # what a training Job wrote, before it is uploaded
+STATE_DIR = f"{MOUNT_ROOT}/state"  # a stateful component's own claim
 REMOTE_SCHEMES = ("s3", "gs", "https", "http")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+#: Where trained artifacts may be uploaded (https has no standard upload).
+ARTIFACT_SCHEMES = ("pvc", "s3", "gs")
 
 
 def artifacts_claim(monitor: str) -> str:
     return f"{monitor}-artifacts"
+
+
+def state_claim(monitor: str, component: str) -> str:
+    return f"{monitor}-{component}-state"
+
+
+def _digest(text: str, n: int = 10) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def archive_suffix(name: str) -> Optional[str]:
+    return next((s for s in ARCHIVE_SUFFIXES if name.lower().endswith(s)), None)
 
 
 @dataclass(frozen=True)
@@ -42,40 +70,61 @@ class Storage:
 
     uri: str
     scheme: str
-    path: str  # where the pod reads it
+    path: str  # where the component reads it (its pod's data volume)
     claim: Optional[str] = None  # pvc
+    sub: str = ""  # pvc: the path inside the claim
     host_path: Optional[str] = None  # file
-    fetch_dir: Optional[str] = None  # remote: the directory the init container fills
+    archive: bool = False
 
     @property
     def remote(self) -> bool:
         return self.scheme in REMOTE_SCHEMES
 
+    @property
+    def source(self) -> str:
+        """What the init container copies from: a path under its mounts, or the remote URI."""
+        if self.claim:
+            return claim_path(self.claim, self.sub)
+        if self.host_path:
+            return host_mount(self.host_path)
+        return self.uri
+
+
+def claim_path(claim: str, sub: str = "") -> str:
+    base = f"{SOURCES_DIR}/pvc/{claim}"
+    return f"{base}/{sub}".rstrip("/") if sub else base
+
+
+def host_mount(host_path: str) -> str:
+    return f"{SOURCES_DIR}/host/{_digest(host_path)}/{posixpath.basename(host_path) or 'root'}"
+
 
 def resolve(uri: str) -> Storage:
-    """Map a storage URI to its in-pod path and volume source; ValueError if unusable."""
+    """Map a storage URI to its in-pod path and source; ValueError if unusable."""
     if "://" not in uri:
         if uri.startswith("/"):
             uri = "file://" + uri
         else:
-            raise ValueError(f"{uri!r} is a relative path; in Kubernetes use pvc://, file:///, s3://, gs:// or https://")
+            raise ValueError(f"{uri!r} is a relative path; in Kubernetes use pvc://, s3://, gs:// or https://")
     scheme, rest = uri.split("://", 1)
+    name = posixpath.basename(rest.split("?", 1)[0].rstrip("/")) or "data"
+    suffix = archive_suffix(name)
+    local = name[: -len(suffix)] if suffix else name
+    path = f"{DATA_DIR}/{_digest(uri)}/{local or 'data'}"
     if scheme == "pvc":
         claim, _, sub = rest.partition("/")
         if not claim:
             raise ValueError(f"{uri!r} names no claim: use pvc://CLAIM/path")
-        base = f"{MOUNT_ROOT}/pvc/{claim}"
-        return Storage(uri, scheme, f"{base}/{sub}".rstrip("/") if sub else base, claim=claim)
+        sub = posixpath.normpath(sub).lstrip("/") if sub else ""
+        if sub.startswith(".."):
+            raise ValueError(f"{uri!r} leaves its claim")
+        return Storage(uri, scheme, path, claim=claim, sub="" if sub == "." else sub, archive=bool(suffix))
     if scheme == "file":
         if not rest.startswith("/"):
             raise ValueError(f"{uri!r} must be absolute: file:///path")
-        host = posixpath.normpath(rest)
-        return Storage(uri, scheme, f"{MOUNT_ROOT}/host{host}", host_path=host)
+        return Storage(uri, scheme, path, host_path=posixpath.normpath(rest), archive=bool(suffix))
     if scheme in REMOTE_SCHEMES:
-        digest = hashlib.sha256(uri.encode()).hexdigest()[:10]
-        base = posixpath.basename(rest.split("?", 1)[0].rstrip("/")) or "data"
-        fetch_dir = f"{MOUNT_ROOT}/fetch/{digest}"
-        return Storage(uri, scheme, f"{fetch_dir}/{base}", fetch_dir=fetch_dir)
+        return Storage(uri, scheme, path, archive=bool(suffix))
     raise ValueError(f"unsupported storage scheme {scheme!r}")
 
 
@@ -85,6 +134,7 @@ class KubePlacement:
 
     monitor: str
     namespace: str
+    artifacts_uri: Optional[str] = None  # spec.storage.artifactsUri; None: the monitor's own claim
     stateful: set[str] = field(default_factory=set)  # components that asked for a state_dir
 
     def port(self, component: str) -> int:
@@ -100,12 +150,17 @@ class KubePlacement:
         return resolve(uri).path
 
     @property
-    def artifacts_claim(self) -> str:
-        return artifacts_claim(self.monitor)
+    def artifacts_claim(self) -> Optional[str]:
+        """The monitor's own artifacts claim, or None when artifacts go to spec.storage.artifactsUri."""
+        return None if self.artifacts_uri else artifacts_claim(self.monitor)
 
     def artifact_uri(self, component: str) -> str:
-        return f"pvc://{self.artifacts_claim}/{component}"
+        base = self.artifacts_uri.rstrip("/") if self.artifacts_uri else f"pvc://{artifacts_claim(self.monitor)}"
+        return f"{base}/{component}"
 
     def state_dir(self, component: str) -> str:
         self.stateful.add(component)
-        return f"{MOUNT_ROOT}/pvc/{self.artifacts_claim}/state/{component}"
+        return STATE_DIR
+
+    def state_claim(self, component: str) -> str:
+        return state_claim(self.monitor, component)

@@ -29,15 +29,15 @@ import kopf
 from vigil import components
 from vigil.plan import Plan, build_plan
 from vigil.spec import API_GROUP, API_VERSION, KIND, ModelMonitor, SpecError, monitor_from_dict
-from vigil_operator import manifests
+from vigil_operator import addresses, manifests
 from vigil_operator.config import OperatorConfig
 from vigil_operator.kube import ApiError, Kube
-from vigil_operator.placement import KubePlacement, resolve
+from vigil_operator.placement import ARTIFACT_SCHEMES, KubePlacement, resolve
 
 #: Kinds the operator lists (by label) to find what it made; PVCs are never pruned (they
 #: hold trained artifacts and go with the monitor), ServiceMonitors only if the CRD exists.
-MANAGED_KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "Job", "ServiceMonitor",
-                 "PersistentVolumeClaim")
+MANAGED_KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "Job", "NetworkPolicy",
+                 "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim")
 CREATE_ONLY = ("PersistentVolumeClaim", "Job")  # immutable specs
 NEVER_PRUNE = ("PersistentVolumeClaim",)
 
@@ -70,24 +70,57 @@ def monitor_document(body: Mapping[str, Any]) -> dict:
             "spec": copy.deepcopy(dict(body.get("spec") or {}))}
 
 
-def load(body: Mapping[str, Any]) -> ModelMonitor:
-    """The monitor as the shared spec model; SpecError names the bad field, also for storage URIs
-    that mean nothing in a cluster (relative paths). (Values a service would reject are
-    SpecErrors from `build_plan`, which `Reconciler.converge` runs before it writes anything.)"""
-    monitor = monitor_from_dict(monitor_document(body))
+HOST_PATH_REFUSED = ("file:// storage mounts a path of the node (hostPath) and is refused: the operator runs "
+                     "without --allow-host-path; use pvc://, s3://, gs:// or https://")
+
+
+def storage_uris(monitor: ModelMonitor) -> dict[str, str]:
+    """Every storage URI of the spec, by the field that holds it."""
     s = monitor.spec
     uris = {"spec.model.storageUri": s.model.storage_uri,
             "spec.reference.storageUri": s.reference.storage_uri if s.reference else None}
     for row in components.detectors():
         block = getattr(s.detectors, row.name, None)
         uris[f"spec.detectors.{row.name}.storageUri"] = getattr(block, "storage_uri", None)
-    for field_name, uri in uris.items():
-        if uri:
-            try:
-                resolve(uri)
-            except ValueError as e:
-                raise SpecError(field_name, str(e)) from None
+    storage = getattr(s, "storage", None)
+    uris["spec.storage.artifactsUri"] = getattr(storage, "artifacts_uri", None)
+    return {k: v for k, v in uris.items() if v}
+
+
+def load(body: Mapping[str, Any], config: Optional[OperatorConfig] = None) -> ModelMonitor:
+    """The monitor as the shared spec model; SpecError names the bad field, also for storage URIs
+    that mean nothing in a cluster (relative paths) or that the operator refuses (host paths
+    without ``allow_host_path``; an artifacts location nothing can be uploaded to). (Values a
+    service would reject are SpecErrors from `build_plan`, which `Reconciler.converge` runs
+    before it writes anything.)"""
+    monitor = monitor_from_dict(monitor_document(body))
+    allow_host_path = bool(config and config.allow_host_path)
+    for field_name, uri in storage_uris(monitor).items():
+        try:
+            where = resolve(uri)
+        except ValueError as e:
+            raise SpecError(field_name, str(e)) from None
+        if where.scheme == "file" and not allow_host_path:
+            raise SpecError(field_name, HOST_PATH_REFUSED)
+        if field_name == "spec.storage.artifactsUri":
+            if where.scheme not in ARTIFACT_SCHEMES:
+                raise SpecError(field_name, f"trained artifacts can be uploaded to {', '.join(ARTIFACT_SCHEMES)}:// "
+                                            f"only, not {where.scheme}://")
+            if where.archive:
+                raise SpecError(field_name, "must name a directory, not an archive")
     return monitor
+
+
+async def check_addresses(monitor: ModelMonitor, api_hosts: set[str]) -> None:
+    """SpecError when an http(s) storage URI or the model endpoint points at a refused host
+    (`vigil_operator.addresses`)."""
+    targets = {k: v for k, v in storage_uris(monitor).items() if v.startswith(("http://", "https://"))}
+    if monitor.spec.model.endpoint:
+        targets["spec.model.endpoint"] = monitor.spec.model.endpoint
+    for field_name, url in targets.items():
+        reason = await addresses.check_url(url, api_hosts)
+        if reason:
+            raise SpecError(field_name, f"refused: {reason}")
 
 
 def job_state(job: dict) -> tuple[str, str]:
@@ -189,6 +222,12 @@ class Reconciler:
         if kind in CREATE_ONLY:
             result.actions[key] = "unchanged"
             return live
+        if kind == "Deployment" and (live.get("spec") or {}).get("selector") != obj["spec"]["selector"]:
+            # A selector is immutable (made by an older operator): replace the Deployment.
+            await self.kube.delete(kind, obj["metadata"]["namespace"], name)
+            created = await self.kube.create(obj)
+            result.actions[key] = "replaced"
+            return created
         patch = merge_patch(live, obj)
         patch.setdefault("metadata", {})["resourceVersion"] = live["metadata"].get("resourceVersion")
         try:
@@ -202,8 +241,11 @@ class Reconciler:
 
     async def converge(self, body: Mapping[str, Any]) -> Converged:
         """Make the cluster match `body` (a ModelMonitor). Raises SpecError, Rejected or ApiError."""
-        monitor = load(body)
-        placement = KubePlacement(monitor.name, monitor.namespace)
+        monitor = load(body, self.config)
+        await check_addresses(monitor, addresses.api_server_hosts(self.kube.host))
+        storage = getattr(monitor.spec, "storage", None)
+        placement = KubePlacement(monitor.name, monitor.namespace,
+                                  artifacts_uri=getattr(storage, "artifacts_uri", None))
         plan = build_plan(monitor, placement)
         rendered = manifests.render(plan, placement, self.config)
         kopf.adopt(rendered.all(), owner=body)

@@ -69,9 +69,16 @@ A full image reference "<images.registry>/<name>:<tag>", the tag defaulting to a
 {{- .Values.images.tag | default .Chart.AppVersion }}
 {{- end }}
 
-{{/* Namespaces the operator watches, as a list; empty means all (cluster-wide). */}}
-{{- define "vigil.clusterWide" -}}
-{{- if empty .Values.operator.watchNamespaces }}true{{ end }}
+{{/* Namespaces the operator serves when not cluster-wide, as a JSON list: watchNamespaces,
+else the release namespace. */}}
+{{- define "vigil.namespaces" -}}
+{{- if .Values.operator.watchNamespaces }}{{ .Values.operator.watchNamespaces | toJson }}
+{{- else }}{{ list .Release.Namespace | toJson }}{{ end }}
+{{- end }}
+
+{{/* Name of the kopf peering object(s) the operator's replicas share. */}}
+{{- define "vigil.peeringName" -}}
+{{- include "vigil.fullname" . }}-operator
 {{- end }}
 
 {{/* Namespace of the dashboard ConfigMaps. */}}
