@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlparse
 
 import httpx
@@ -51,9 +50,7 @@ class LocalPlacement:
     def url(self, component: str) -> str:
         return f"http://127.0.0.1:{self.port(component)}"
 
-    def path(self, uri: Optional[str]) -> Optional[str]:
-        if uri is None:
-            return None
+    def path(self, uri: str) -> str:
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             raw = parsed.path if parsed.scheme == "file" else uri
@@ -240,7 +237,9 @@ class LocalStack:
                 self.say(f"! {name} {reason}; restarting in {sup.delay:g}s. Last log lines:\n{self.tail(name, 10)}")
                 changed = True
             elif sup.due():
-                self.procs[name] = self._spawn(self.plan.get(name))
+                component = self.plan.get(name)
+                assert component is not None  # supervised names are the plan's components
+                self.procs[name] = self._spawn(component)
                 sup.restarted(self.procs[name])
                 changed = True
             elif sup.state == "Starting":

@@ -329,7 +329,7 @@ def deployment(component: Component, plan: Plan, placement: KubePlacement, confi
     if component.image_role == "detectors" or tensorflow:
         env.append({"name": "TF_USE_LEGACY_KERAS", "value": "1"})
     env += token_env(component)
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list = []
     init: list = []
     fetch = fetch_plan(component.storage)

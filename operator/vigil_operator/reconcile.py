@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import kopf
 
@@ -248,8 +248,8 @@ class Reconciler:
                                   artifacts_uri=getattr(storage, "artifacts_uri", None))
         plan = build_plan(monitor, placement)
         rendered = manifests.render(plan, placement, self.config)
-        kopf.adopt(rendered.all(), owner=body)
-        owner_uid = (body.get("metadata") or {}).get("uid")
+        kopf.adopt(rendered.all(), owner=kopf.Body(cast(kopf.RawBody, dict(body))))
+        owner_uid = str((body.get("metadata") or {}).get("uid") or "")
         result = Converged(monitor=monitor, plan=plan, placement=placement)
         if monitor.spec.prometheus.rules:
             result.warnings.append("spec.prometheus.rules: the operator makes no per-monitor PrometheusRule; the Helm "

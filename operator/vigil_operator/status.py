@@ -59,7 +59,7 @@ def _condition(previous: list, type_: str, status: bool, reason: str, message: s
 def failed(message: str, reason: str, previous: Mapping, generation: int, model: Optional[str] = None) -> dict:
     """Status of a monitor the operator cannot run (bad spec, rejected object, failed training)."""
     status = {"phase": "Failed", "message": message, "observedGeneration": generation,
-              "conditions": [_condition(previous.get("conditions"), "Ready", False, reason, message, generation)]}
+              "conditions": [_condition(previous.get("conditions") or [], "Ready", False, reason, message, generation)]}
     if model:
         status["model"] = model
     return status

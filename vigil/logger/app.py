@@ -111,7 +111,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     upstream_url = settings.upstream.rstrip("/")
     st: dict[str, Any] = {"requests": 0, "sinks": [], "ready": (0.0, False),
                           "targets": {k: [] for k in KIND_TO_TYPE}}
-    m_requests = {}  # code -> bound counter child (avoid label lookups per request)
+    m_requests: dict[int, Any] = {}  # code -> bound counter child (avoid label lookups per request)
 
     def count_request(code: int) -> None:
         child = m_requests.get(code)
@@ -242,7 +242,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
                 now = time.time()
                 # the model accepted the body, so a curl-style form content type carried JSON
                 ctype = headers.get("content-type")
-                emit("request", iid, model, path, body, _JSON if is_json(ctype) else ctype, now)
+                emit("request", iid, model, path, body, ctype if ctype and not is_json(ctype) else _JSON, now)
                 emit("response", iid, model, path, content, answer_ctype or _JSON, now)
         response = Response(content, status_code=status)
         raw = [(k.lower(), v) for k, v in answer_headers if k.lower() not in _SKIP_RESPONSE]

@@ -12,12 +12,13 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EventKind = Literal["request", "response", "feedback"]
+ALL_KINDS: tuple[EventKind, ...] = ("request", "response", "feedback")
 
 
 class SinkConfig(BaseModel):
     name: str = Field(min_length=1, max_length=63)
     url: str
-    types: list[EventKind] = Field(default_factory=lambda: ["request", "response", "feedback"])
+    types: list[EventKind] = Field(default_factory=lambda: list(ALL_KINDS))
 
     @field_validator("url")
     @classmethod

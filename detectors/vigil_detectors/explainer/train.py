@@ -45,12 +45,12 @@ def categorical_names(categorical: Optional[Categorical], feature_names: Sequenc
         idx = categorical_index(key, feature_names)
         if isinstance(cats, (list, tuple)):
             names = [str(v) for v in cats]
-        else:
-            if cats is None:
-                if x_ref is None:
-                    raise ValueError(f"number of categories of feature {feature_names[idx]!r} unknown")
-                cats = int(np.max(x_ref[:, idx])) + 1
-            names = [str(v) for v in range(int(cats))]
+        elif isinstance(cats, int):
+            names = [str(v) for v in range(cats)]
+        else:  # None: the count is taken from the data
+            if x_ref is None:
+                raise ValueError(f"number of categories of feature {feature_names[idx]!r} unknown")
+            names = [str(v) for v in range(int(np.max(x_ref[:, idx])) + 1)]
         if len(names) < 1:
             raise ValueError(f"categorical feature {feature_names[idx]!r} has no categories")
         out[idx] = names
