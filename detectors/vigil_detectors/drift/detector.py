@@ -178,6 +178,8 @@ class DriftDetector(Detector[DriftSettings]):
     # -- ingest --
     async def process(self, event: InferenceEvent) -> Optional[dict]:
         rows = event.instances
+        # the frame calls process only once loaded, with decoded request instances
+        assert self.statistic is not None and self.window is not None and rows is not None
         n = self.statistic.n_features
         if rows.shape[1] != n:
             raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
@@ -204,6 +206,7 @@ class DriftDetector(Detector[DriftSettings]):
     async def _age_loop(self) -> None:
         max_age = self.settings.max_age_seconds
         tick = min(1.0, max(0.05, max_age / 10))
+        assert self.window is not None  # made in load(), which the frame runs before start()
         while True:
             await asyncio.sleep(tick)
             try:
@@ -218,6 +221,7 @@ class DriftDetector(Detector[DriftSettings]):
 
     # -- checks --
     async def _check(self, rows: np.ndarray, trigger: str) -> Optional[dict]:
+        assert self.statistic is not None  # loaded
         started = time.perf_counter()
         try:
             result = await asyncio.to_thread(self.statistic.check, rows)
@@ -236,7 +240,7 @@ class DriftDetector(Detector[DriftSettings]):
     def _record(self, result: CheckResult, trigger: str, n_rows: int, seconds: float) -> dict:
         now = time.time()
         names = self.feature_names
-        block = {
+        block: dict[str, Any] = {
             "detected": result.detected,
             "pValue": result.p_value,
             "featuresDrifted": [names[i] for i in result.drifted],
@@ -275,6 +279,7 @@ class DriftDetector(Detector[DriftSettings]):
                 self._threshold.labels(feature=name, statistic=test).set(f["threshold"])
 
     def _snapshot(self) -> None:
+        assert self.store is not None and self.window is not None  # callers check the store; the window precedes it
         try:  # a failed snapshot loses nothing: the current log still holds every kept event
             self.store.snapshot(self.window, {"windows": self.windows, "last": self.last})
         except OSError as exc:
@@ -283,6 +288,7 @@ class DriftDetector(Detector[DriftSettings]):
     # -- status --
     def status(self) -> dict[str, Any]:
         s, w, last = self.settings, self.window, self.last or {}
+        assert w is not None and self.statistic is not None  # loaded: the frame asks for status only then
         block = {
             "detected": bool(last.get("detected", False)),
             "pValue": last.get("pValue"),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from vigil_detectors.metrics.scoring import ClassificationScorer, RegressionScor
 from vigil_detectors.metrics.settings import MetricsSettings
 
 WINDOWS = ("cumulative", "recent")
+Scorer = Union[ClassificationScorer, RegressionScorer]
 _COUNTS = {"tp": "true_positives", "fp": "false_positives", "tn": "true_negatives", "fn": "false_negatives"}
 
 
@@ -65,8 +66,8 @@ class MetricsDetector(Detector[MetricsSettings]):
                                        "Feedback for an inference already scored that replaced its earlier truth.")
         self.m_pending = m.gauge("vigil_metrics_pending", "Entries waiting in the join store.", ["kind"])
         self.m_window = m.gauge("vigil_metrics_window_instances", "Joined instances in the recent window.")
-        self.counts = {"feedback": 0, "matched": 0, "instances": 0, "duplicates": 0, "corrections": 0,
-                       "expired": {k: 0 for k in KINDS}, "evicted": {k: 0 for k in KINDS}}
+        self.counts: dict[str, Any] = {"feedback": 0, "matched": 0, "instances": 0, "duplicates": 0, "corrections": 0,
+                                       "expired": {k: 0 for k in KINDS}, "evicted": {k: 0 for k in KINDS}}
         for kind in KINDS:
             self.m_expired.labels(kind=kind)
             self.m_evicted.labels(kind=kind)
@@ -83,7 +84,7 @@ class MetricsDetector(Detector[MetricsSettings]):
             self.m_reg = {k: m.gauge(f"vigil_metrics_{k}", doc, ["window"]) for k, doc in (
                 ("mae", "Mean absolute error."), ("mse", "Mean squared error."),
                 ("rmse", "Root mean squared error."), ("r2", "Coefficient of determination R²."))}
-        self.scorer = None
+        self.scorer: Optional[Scorer] = None  # made in load(), like the store
         self.store: Optional[JoinStore] = None
         # inference ids already scored -> (when, truth, prediction, first sequence number in the scorer)
         self._done: OrderedDict[str, tuple[float, np.ndarray, np.ndarray, int]] = OrderedDict()
@@ -107,9 +108,11 @@ class MetricsDetector(Detector[MetricsSettings]):
             self._sweeper.cancel()
 
     async def process(self, event: InferenceEvent) -> Optional[dict]:
+        assert self.scorer is not None and self.store is not None  # loaded: the frame sends events only then
         key = event.inference_id or event.id
         if event.kind == "response":
             pred = event.outputs  # decoded by `decode_outputs` below, at the frame's edge
+            assert pred is not None
             if self._is_done(key):
                 return None
             truth = self.store.put("response", key, pred)
@@ -140,28 +143,31 @@ class MetricsDetector(Detector[MetricsSettings]):
 
     def decode_outputs(self, data: Any) -> np.ndarray:
         """Response bodies carry class labels (numbers or V2 BYTES names), scores or values."""
+        assert self.scorer is not None  # loaded: the frame decodes events only then
         return self.scorer.decode(data, "response")
 
     def status(self) -> dict[str, Any]:
+        scorer, store = self.scorer, self.store
+        assert scorer is not None and store is not None  # loaded: the frame asks for status only then
         c = self.counts
         out: dict[str, Any] = {
             "task": self.settings.task, "feedback": c["feedback"], "matched": c["matched"],
-            "instances": c["instances"], "pending": len(self.store),
-            "pendingResponses": self.store.pending("response"), "pendingFeedback": self.store.pending("feedback"),
+            "instances": c["instances"], "pending": len(store),
+            "pendingResponses": store.pending("response"), "pendingFeedback": store.pending("feedback"),
             "expired": sum(c["expired"].values()), "expiredResponses": c["expired"]["response"],
             "expiredFeedback": c["expired"]["feedback"], "evicted": sum(c["evicted"].values()),
             "duplicates": c["duplicates"], "corrections": c["corrections"],
-            "window": {"size": self.settings.window, "instances": self.scorer.window_fill},
+            "window": {"size": self.settings.window, "instances": scorer.window_fill},
         }
-        recent, total = self.scorer.recent(), self.scorer.cumulative()
-        if self.classification:
+        if isinstance(scorer, ClassificationScorer):  # the classification task's scorer
+            recent, total = scorer.recent(), scorer.cumulative()
             out.update(accuracy=recent.accuracy, accuracyWindow="recent", accuracyCumulative=total.accuracy,
                        classes={name: {"precision": float(recent.precision[i]), "recall": float(recent.recall[i]),
-                                       "f1": float(recent.f1[i])} for i, name in enumerate(self.scorer.names)})
+                                       "f1": float(recent.f1[i])} for i, name in enumerate(scorer.names)})
         else:
-            r = recent.as_dict()
+            r = scorer.recent().as_dict()
             out.update({k: r[k] for k in ("mae", "mse", "rmse", "r2")}, metricsWindow="recent",
-                       cumulative={k: v for k, v in total.as_dict().items() if k != "n"})
+                       cumulative={k: v for k, v in scorer.cumulative().as_dict().items() if k != "n"})
         return {"metrics": out}
 
     # -- internals ------------------------------------------------------------------------
@@ -173,6 +179,7 @@ class MetricsDetector(Detector[MetricsSettings]):
         return False
 
     def _score(self, key: str, truth: np.ndarray, pred: np.ndarray) -> None:
+        assert self.scorer is not None  # loaded
         start = self.scorer.seq
         n = self.scorer.update(truth, pred)
         self._mark_done(key, truth, pred, start)
@@ -183,6 +190,7 @@ class MetricsDetector(Detector[MetricsSettings]):
         self._refresh()
 
     def _correct(self, key: str, truth: np.ndarray) -> None:
+        assert self.scorer is not None  # loaded
         _, old, pred, start = self._done[key]
         self.scorer.correct(start, old, truth, pred)
         self._done[key] = (self._done[key][0], truth, pred, start)
@@ -206,22 +214,25 @@ class MetricsDetector(Detector[MetricsSettings]):
             self.counts["evicted"][kind] += 1
 
     def _refresh_pending(self) -> None:
+        assert self.store is not None  # made in load(), before the first refresh
         for kind in KINDS:
             self.m_pending.labels(kind=kind).set(self.store.pending(kind))
 
     def _refresh(self) -> None:
         """Set every gauge from the scorer and advance the per-class counters."""
+        scorer = self.scorer
+        assert scorer is not None  # made in load(), before the first refresh
         self._refresh_pending()
-        self.m_window.set(self.scorer.window_fill)
-        if not self.classification:
-            for window, scores in zip(WINDOWS, (self.scorer.cumulative(), self.scorer.recent()), strict=True):
+        self.m_window.set(scorer.window_fill)
+        if not isinstance(scorer, ClassificationScorer):  # regression
+            for window, reg in zip(WINDOWS, (scorer.cumulative(), scorer.recent()), strict=True):
                 for k in ("mae", "mse", "rmse", "r2"):
-                    value = getattr(scores, k)
+                    value = getattr(reg, k)
                     if value is not None:
                         self.m_reg[k].labels(window=window).set(value)
             return
-        total = self.scorer.cumulative()
-        names = self.scorer.names
+        total = scorer.cumulative()
+        names = scorer.names
         for k in _COUNTS:
             now = getattr(total, k)
             before = self._exported[k]
@@ -232,7 +243,7 @@ class MetricsDetector(Detector[MetricsSettings]):
             for i in range(len(self._exported[k]), len(now)):
                 self.m_counts[k].labels(**{"class": names[i]})  # a new class shows up at 0 for every count
             self._exported[k] = np.maximum(now, before[:len(now)])
-        for window, scores in zip(WINDOWS, (total, self.scorer.recent()), strict=True):
+        for window, scores in zip(WINDOWS, (total, scorer.recent()), strict=True):
             if scores.accuracy is not None:
                 self.m_accuracy.labels(window=window).set(scores.accuracy)
                 for k in ("precision", "recall", "f1"):
@@ -242,6 +253,7 @@ class MetricsDetector(Detector[MetricsSettings]):
 
     async def _sweep(self) -> None:
         """Expire old entries even when no events arrive (so expiry is counted on time)."""
+        assert self.store is not None  # made in load(), which the frame runs before start()
         interval = min(max(self.settings.feedback_ttl_seconds / 4, 0.05), 5.0)
         while True:
             await asyncio.sleep(interval)
