@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-CATEGORICAL_MAX_DISTINCT = 10
+from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES as CATEGORICAL_MAX_DISTINCT  # the drift rule
+
 _FORMATS = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".sav": "sklearn",
             ".json": "xgboost", ".ubj": "xgboost", ".keras": "tensorflow", ".h5": "tensorflow"}
 

@@ -233,7 +233,7 @@ class LoggerSpec(_Block):
     mode: Literal["all", "request", "response"] = inherit(LoggerSettings, "mode")
     sample_rate: float = inherit(LoggerSettings, "sample_rate")
     queue_size: int = inherit(LoggerSettings, "queue_size")
-    queue_bytes: Union[int, str] = Field("64Mi", description=(
+    queue_bytes: Union[int, str] = Field(LoggerSettings.model_fields["queue_bytes"].default, description=(
         "Bound of each sink's queue in bytes (a quantity such as 64Mi, or bytes); events beyond it are dropped "
         "and counted (reason queue_bytes)."))
     upstream_timeout: str = Field(seconds(LoggerSettings.model_fields["upstream_timeout_seconds"].default),

@@ -34,10 +34,6 @@ from vigil import components as registry
 from vigil.plan import DEFAULT_BASE_PORT
 from vigil.spec import ModelMonitor, SpecError, load_monitor
 
-#: A feature with at most this many distinct reference values is tested as categorical (DESIGN §10).
-#: Helper "stats" adds the drift service's own (`inferred_categorical`); this one only counts.
-MAX_CATEGORIES = 10
-
 _PICKLE_MAGIC = (b"\x80", b"\x78", b"\x1f\x8b", b"\xfd7zXZ", b"BZh")  # pickle, joblib zlib/gzip/xz/bz2
 
 
@@ -86,15 +82,16 @@ def port_free(port: int) -> bool:
 
 
 def categorical_hints(x_ref: np.ndarray, monitor: ModelMonitor) -> list[str]:
+    """What the drift service will test as categorical without being told (the drift suite's own rule)."""
+    from vigil_detectors.drift.statistics.suite import inferred_categorical
+
     schema = monitor.spec.schema_
+    declared = {schema.feature_names.index(n): None for n in schema.categorical}
     out = []
-    for j, name in enumerate(schema.feature_names):
-        if name in schema.categorical:
-            continue
-        distinct = np.unique(x_ref[:, j]).size
-        if distinct <= MAX_CATEGORIES:
-            out.append(f"spec.schema.featureNames: {name} has {distinct} distinct reference values, so drift "
-                       f"tests it as categorical; declare it in schema.categorical to say so (or to list its values)")
+    for j in inferred_categorical(x_ref, declared):
+        name, distinct = schema.feature_names[j], np.unique(x_ref[:, j]).size
+        out.append(f"spec.schema.featureNames: {name} has {distinct} distinct reference values, so drift "
+                   f"tests it as categorical; declare it in schema.categorical to say so (or to list its values)")
     return out
 
 
