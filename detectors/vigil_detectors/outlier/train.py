@@ -35,6 +35,7 @@ from typing import Optional
 
 import numpy as np
 
+from vigil.spec import OutlierSpec
 from vigil_detectors.outlier.scorer import META_KEY, import_tensorflow
 from vigil_detectors.train import Progress, save_atomically, say
 
@@ -92,9 +93,10 @@ def train_outlier(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
     n_rows, n_features = x.shape
     if feature_names is not None and len(feature_names) != n_features:
         raise ValueError(f"{len(feature_names)} feature names for {n_features} columns")
-    latent_dim = int(_opt(options, "latentDim", 2))
-    epochs = int(_opt(options, "epochs", 30))
-    percentile = float(_opt(options, "thresholdPercentile", 95.0))
+    spec = OutlierSpec.model_fields  # the spec block is the one home of these defaults
+    latent_dim = int(_opt(options, "latentDim", spec["latent_dim"].default))
+    epochs = int(_opt(options, "epochs", spec["epochs"].default))
+    percentile = float(_opt(options, "thresholdPercentile", spec["threshold_percentile"].default))
     samples = int(_opt(options, "samples", 10))
     batch_size = int(_opt(options, "batchSize", 64))
     seed = int(_opt(options, "seed", 0))
