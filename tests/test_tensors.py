@@ -160,3 +160,26 @@ def test_frame_hands_detectors_tensor_batches_and_refuses_other_shapes():
         status = client.get("/status").json()
         assert status["outliers"]["shapes"] == [[3, 32, 32, 3], [3, 32, 32, 3]]
         assert 'vigil_events_rejected_total{' in client.get("/metrics").text
+
+
+def test_decode_table_with_a_tensor_schema_marks_missing_pixels():
+    from vigil.instances import InputSchema, decode_table
+
+    schema = InputSchema.from_settings(None, None, SHAPE)
+    batch = np.random.default_rng(2).random((3, 32, 32, 3))
+    rows = batch.tolist()
+    rows[1][4][5][2] = None
+    got = decode_table({"instances": rows}, schema)
+    assert got.rows.shape == (3, 32, 32, 3) and got.missing.shape == (3, 3072)
+    assert got.incomplete.tolist() == [False, True, False]
+    assert np.array_equal(got.rows[0], batch[0])
+    v2got = decode_table(v2(batch.astype(np.float32)), schema)
+    assert v2got.rows.shape == (3, 32, 32, 3) and not v2got.incomplete.any()
+    with pytest.raises(PayloadError) as err:
+        decode_table({"instances": np.zeros((1, 8, 8, 3)).tolist()}, schema)
+    assert err.value.reason == "bad_shape" and "[32, 32, 3]" in str(err.value) and "[8, 8, 3]" in str(err.value)
+    inf = batch.copy()
+    inf[0, 0, 0, 0] = np.inf
+    with pytest.raises(PayloadError, match="infinity"):
+        decode_table({"instances": inf.tolist()}, schema)
+    assert decode_table({"instances": inf.tolist()}, schema, strict=False).wrong_type[0, 0]
