@@ -451,10 +451,11 @@ def _tensors(body: dict, shape: tuple[int, ...], strict: bool) -> Decoded:
         _, arr = _v2_tensor(inputs[0], strict)
     elif "instances" in body or (isinstance(body.get("data"), dict) and "ndarray" in body["data"]):
         data = body["instances"] if "instances" in body else body["data"]["ndarray"]
-        arr = _as_floats(data, strict)  # null -> NaN (numpy reads None as NaN for float64)
-        if arr is None:
+        floats = _as_floats(data, strict)  # null -> NaN (numpy reads None as NaN for float64)
+        if floats is None:
             raise PayloadError("bad_shape", f"instances must be nested lists of numbers of shape {list(shape)} each "
                                             "(ragged or non-numeric values)")
+        arr = floats
     else:
         raise PayloadError("bad_body", "body has neither 'inputs' (V2) nor 'instances' (V1)")
     if arr.dtype == object:
