@@ -295,6 +295,16 @@ class WindowSpec(_Block):
         return parse_duration(self.max_age)
 
 
+class PreprocessSpec(_Block):
+    """``spec.detectors.drift.preprocess``: map each tensor instance to a small vector before the drift test
+    (DESIGN §8, `vigil_detectors.drift.preprocess`). ``uae``: alibi-detect's untrained autoencoder with
+    fixed weights drawn from ``seed`` (built and saved by ``vigil train``), KS per encoded dimension."""
+
+    type: Literal["uae"] = Field(description="uae: an untrained alibi-detect autoencoder (UAE) with seeded weights.")
+    encoding_dim: int = Field(32, ge=1, le=1024, description="Dimensions of the UAE's encoding (KS tests, corrected).")
+    seed: int = Field(0, ge=0, description="Seed of the UAE's random weights (saved with the detector).")
+
+
 class DriftSpec(_Detector):
     replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod holds the window (its state claim)")
     type: str = inherit(DriftSettings, "statistic")
@@ -302,6 +312,7 @@ class DriftSpec(_Detector):
     p_value: float = inherit(DriftSettings, "p_value")
     correction: Literal["bonferroni", "fdr"] = inherit(DriftSettings, "correction")
     window: WindowSpec = Field(default_factory=WindowSpec)
+    preprocess: Optional[PreprocessSpec] = None
 
 
 class MetricsSpec(_Detector):

@@ -38,6 +38,7 @@ import numpy as np
 
 from vigil.events import PayloadError
 from vigil.telemetry import ServiceMetrics
+from vigil_detectors.drift import preprocess as _preprocess
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic, load_statistic
 from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
@@ -74,6 +75,7 @@ class DriftDetector(Detector[DriftSettings]):
     def __init__(self, settings: DriftSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
         self.statistic: Optional[DriftStatistic] = None
+        self.preprocess: Optional[_preprocess.Preprocessor] = None  # tensor instances -> encoded rows (UAE)
         self.window: Optional[DriftWindow] = None
         self.store: Optional[WindowStore] = None
         self.feature_names: list[str] = list(settings.feature_names or [])
@@ -114,7 +116,16 @@ class DriftDetector(Detector[DriftSettings]):
     def load(self) -> None:
         s = self.settings
         overrides = s.statistics_indices
-        if s.artifact:
+        if s.artifact and _preprocess.is_preprocessed(s.artifact):
+            # KS per encoded dimension, on the reference the artifact encoded with its saved weights
+            self.preprocess = _preprocess.load_preprocessor(s.artifact)
+            self.statistic = fit_statistic(self.preprocess.reference, p_value=s.p_value, correction=s.correction,
+                                           kind=s.statistic)
+            self.feature_names = list(self.preprocess.feature_names)
+        elif s.preprocess:
+            raise DetectorError(f"drift preprocess {s.preprocess!r} needs the artifact vigil train writes "
+                                f"(VIGIL_DRIFT_ARTIFACT {s.artifact or 'not set'} has no {_preprocess.CONFIG})")
+        elif s.artifact:
             self.statistic = load_statistic(s.artifact, p_value=s.p_value, correction=s.correction,
                                             kind=s.statistic, statistics=overrides)
         elif s.reference:
@@ -180,6 +191,8 @@ class DriftDetector(Detector[DriftSettings]):
         rows = event.instances
         # the frame calls process only once loaded, with decoded request instances
         assert self.statistic is not None and self.window is not None and rows is not None
+        if self.preprocess is not None:  # encode once, at ingest: the window holds the encodings
+            rows = await asyncio.to_thread(self.preprocess, rows)
         n = self.statistic.n_features
         if rows.shape[1] != n:
             raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
@@ -312,4 +325,6 @@ class DriftDetector(Detector[DriftSettings]):
             "stale": self.stale,
         }
         block.update(self.statistic.describe())
+        if self.preprocess is not None:
+            block.update(self.preprocess.describe())
         return {"drift": block}
