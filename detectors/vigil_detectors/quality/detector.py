@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -33,10 +32,6 @@ from vigil_detectors.quality.settings import QualitySettings
 from vigil_detectors.quality.window import QualityWindow
 
 log = logging.getLogger("vigil.quality")
-
-#: Reports kept in memory when there is no state dir (for /history).
-MEMORY_HISTORY = 100
-
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -52,7 +47,6 @@ class QualityDetector(Detector[QualitySettings]):
         self.compiled: Optional[Compiled] = None
         self.window: Optional[QualityWindow] = None
         self.history: Any = None
-        self.memory: deque[dict] = deque(maxlen=MEMORY_HISTORY)
         self.baseline_dir: Optional[str] = None
         self.last: Optional[dict[str, Any]] = None
         self.windows = 0
@@ -70,8 +64,8 @@ class QualityDetector(Detector[QualitySettings]):
         self._features = m.gauge("vigil_quality_features_violated", "Features with a violation in the last window.")
         self._windows = m.counter("vigil_quality_windows_total", "Windows checked, by trigger.", ["trigger"])
         self._last_ts = m.gauge("vigil_quality_last_check_timestamp_seconds", "Unix time of the last window check.")
-        self._history_errors = m.counter("vigil_quality_history_errors_total",
-                                         "Reports that could not be appended to the history file.")
+        self._history_errors = m.counter("vigil_history_write_errors_total",
+                                         "Window checks that could not be appended to the history file.")
         self._fill = m.gauge("vigil_quality_window_fill_ratio", "Share of the window filled (0..1).")
         self._fill.set_function(lambda: self.window.fill / self.window.size if self.window else 0.0)
 
@@ -187,7 +181,6 @@ class QualityDetector(Detector[QualitySettings]):
         self.last = entry
         self._windows.labels(trigger=trigger).inc()
         self._publish(entry, report)
-        self.memory.append(entry)
         if self.history is not None:
             try:
                 self.history.append(entry)
@@ -218,12 +211,6 @@ class QualityDetector(Detector[QualitySettings]):
                 "lastCheck": entry["time"], "trigger": entry["trigger"], "window": entry["window"],
                 "report": entry["report"]}
 
-    def recent(self, limit: int) -> list[dict]:
-        """The last `limit` reports, oldest first (from the history file when there is one)."""
-        if self.history is not None:
-            return self.history.tail(limit)
-        return list(self.memory)[-limit:] if limit > 0 else []
-
     # -- status --
     def status(self) -> dict[str, Any]:
         w, s = self.window, self.settings
@@ -237,14 +224,6 @@ class QualityDetector(Detector[QualitySettings]):
         return {"quality": block}
 
     def routers(self) -> list:
-        from fastapi import APIRouter, Query
+        from vigil_detectors.frame.history_api import history_router
 
-        from vigil_detectors.frame.history import MAX_TAIL
-
-        router = APIRouter()
-
-        @router.get("/history")
-        async def history(limit: int = Query(10, ge=0, le=MAX_TAIL)) -> dict:
-            return {"checks": self.recent(limit)}
-
-        return [router]
+        return [history_router(lambda: self.history)]
