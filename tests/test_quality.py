@@ -279,10 +279,13 @@ def test_disabled_and_edited_checks(iris_with_color, tmp_path):
     assert found() == {("color", "categories"), ("sepal_length", "range")}
     cons.features[0].range.tolerance = 0.1  # ... unless within the tolerance
     assert found() == {("color", "categories")}
-    cons.features[4].categories.values = ["red", "green", "blue", "purple"]  # allowed after all
-    assert found() == set()
-    cons.features[4].categories.values = ["red", "green"]  # blue no longer allowed
-    assert ("color", "categories") in found()
+    # constraints narrow the schema's list, never widen it: a value the schema does not list stays unseen
+    cons.features[4].categories.values = ["red", "green", "blue", "purple"]
+    assert found() == {("color", "categories")}
+    cons.features[4].categories.values = ["red", "blue"]  # green no longer allowed: 1 purple + the green rows
+    report = check_window(decoded, compile_constraints(cons, names, dict(schema.categorical)))
+    green = sum(r["color"] == "green" for r in rows)
+    assert green > 0 and report.checks[("color", "categories")]["count"] == 1 + green
     cons.features[4].categories.enabled = False
     assert found() == set()
     baseline.write(tmp_path / "edited")
@@ -320,3 +323,88 @@ def serve_ready_or_not(settings):
     with serve_app(create_app(settings)) as url, httpx.Client(base_url=url) as client:
         wait_until(lambda: client.get("/readyz").json()["status"] != "loading", timeout=20)
         yield client, client.get("/readyz").status_code == 200
+
+
+# -- spec, plan, CLI ----------------------------------------------------------------------------------
+
+def test_the_checks_import_without_fastapi_or_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, vigil.baseline, vigil_detectors.quality.checks\n"
+            "print(sorted(m for m in ('fastapi', 'starlette', 'tensorflow', 'alibi_detect') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def monitor(tmp_path: Path, **spec) -> Path:
+    import yaml
+
+    names, ref, _ = split("iris", 0)
+    write_csv(tmp_path / "ref.csv", names, ref)
+    doc = {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "iris"},
+           "spec": {"model": {"storageUri": "model.joblib"}, "schema": {"featureNames": names},
+                    "reference": {"storageUri": "ref.csv"}, "detectors": {"quality": {"window": {"size": 50}}},
+                    **spec}}
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_plan_gives_quality_base_plus_six_and_its_baseline(tmp_path):
+    from vigil.local import local_plan
+    from vigil.spec import SpecError, load_monitor, monitor_from_dict
+
+    m = load_monitor(monitor(tmp_path))
+    plan, _ = local_plan(m, tmp_path, tmp_path / "work", 9000)
+    q = plan.get("quality")
+    assert q.port == 9006
+    assert q.env["VIGIL_QUALITY_REFERENCE"] == str(tmp_path / "ref.csv") and "VIGIL_QUALITY_BASELINE" not in q.env
+    assert q.env["VIGIL_QUALITY_WINDOW_SIZE"] == "50" and q.env["VIGIL_QUALITY_MAX_AGE_SECONDS"] == "600.0"
+    assert q.env["VIGIL_QUALITY_STATE_DIR"] == str(tmp_path / "work" / "state" / "quality")
+    sinks = {s["name"]: s for s in json.loads(plan.get("logger").env["VIGIL_LOGGER_SINKS"])}
+    assert sinks["quality"] == {"name": "quality", "url": "http://127.0.0.1:9006", "types": ["request"]}
+    assert plan.training == []  # profiled by the service at start-up, no training step
+
+    m = load_monitor(monitor(tmp_path, baseline={"storageUri": "edited"}))
+    q = local_plan(m, tmp_path, tmp_path / "work", 9000)[0].get("quality")
+    assert q.env["VIGIL_QUALITY_BASELINE"] == str(tmp_path / "edited") and "VIGIL_QUALITY_REFERENCE" not in q.env
+    assert str(tmp_path / "edited") in q.settings.baseline
+
+    doc = m.model_dump(by_alias=True, exclude_none=True)
+    doc["spec"].pop("reference")
+    doc["spec"]["baseline"] = {}
+    with pytest.raises(SpecError, match="profile the quality baseline"):
+        monitor_from_dict(doc)
+    doc["spec"]["detectors"]["quality"]["window"] = {"size": 0}
+    doc["spec"]["baseline"] = {"storageUri": "edited"}
+    with pytest.raises(SpecError) as err:
+        monitor_from_dict(doc)
+    assert err.value.field == "spec.detectors.quality.window.size"
+
+
+def test_vigil_baseline_cli(tmp_path):
+    import subprocess
+    import sys
+
+    path = monitor(tmp_path)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "vigil", "baseline", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    out = run(str(path), "--out", str(tmp_path / "bl"))
+    assert out.returncode == 0, out.stderr
+    assert "profiling" in out.stdout and "4 features (4 numeric)" in out.stdout
+    b = load_baseline(tmp_path / "bl")
+    assert [f.name for f in b.statistics.features] == split("iris", 0)[0]
+    again = run(str(path), "--out", str(tmp_path / "bl"))
+    assert again.returncode == 1 and "--force" in again.stderr
+    assert run(str(path), "--out", str(tmp_path / "bl"), "--force").returncode == 0
+    (tmp_path / "bad.yaml").write_text("kind: ModelMonitor\nmetadata: {name: x}\nspec: {model: {}}\n")
+    bad = run(str(tmp_path / "bad.yaml"))
+    assert bad.returncode == 2 and "invalid ModelMonitor" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "ref.csv").write_text("nothing,here\n1,2\n")
+    broken = run(str(path), "--out", str(tmp_path / "bl2"))
+    assert broken.returncode == 2 and "missing column" in broken.stderr and "Traceback" not in broken.stderr

@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from vigil.errors import VigilError
+
+if TYPE_CHECKING:
+    from vigil.instances import InputSchema
 
 STATISTICS_FILE = "statistics.json"
 CONSTRAINTS_FILE = "constraints.json"
@@ -52,13 +55,6 @@ Value = Union[str, int, float]
 
 class BaselineError(VigilError, ValueError):
     """A baseline that cannot be computed or read; the message names the file and the field."""
-
-
-class SchemaLike(Protocol):
-    """What `compute_baseline` asks of a schema (`vigil.instances.InputSchema`)."""
-
-    feature_names: Optional[tuple[str, ...]]
-    categorical: Mapping[int, Any]  # column -> value list (code = index) or number of codes
 
 
 class _Doc(BaseModel):
@@ -278,7 +274,7 @@ def _feature(name: str, column: np.ndarray, categorical: bool, categories: Any
     return FeatureStatistics(**stats), cons
 
 
-def compute_baseline(table: np.ndarray, schema: SchemaLike) -> Baseline:
+def compute_baseline(table: np.ndarray, schema: InputSchema) -> Baseline:
     """Profile an encoded reference table (rows, features): categorical values as codes, NaN missing."""
     x = np.asarray(table, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0:

@@ -71,26 +71,17 @@ class Counts:
     extra_names: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def zero(cls, n_features: int) -> "Counts":
+    def zero(cls, n_features: int) -> Counts:
         z = np.zeros(n_features, dtype=np.int64)
         return cls(0, {c: z.copy() for c in CHECKS[:4]}, z.copy())
 
-    def __add__(self, other: "Counts") -> "Counts":
+    def __add__(self, other: Counts) -> Counts:
         names = dict(self.extra_names)
         for k, v in other.extra_names.items():
             if k in names or len(names) < MAX_EXTRA_NAMES:
                 names[k] = names.get(k, 0) + v
         return Counts(self.instances + other.instances, {c: self.flags[c] + other.flags[c] for c in self.flags},
                       self.absent + other.absent, self.extra + other.extra, names)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"instances": self.instances, "flags": {c: v.tolist() for c, v in self.flags.items()},
-                "absent": self.absent.tolist(), "extra": self.extra, "extraNames": self.extra_names}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Counts":
-        return cls(int(doc["instances"]), {c: np.asarray(v, dtype=np.int64) for c, v in doc["flags"].items()},
-                   np.asarray(doc["absent"], dtype=np.int64), int(doc["extra"]), dict(doc.get("extraNames", {})))
 
 
 @dataclass(frozen=True)

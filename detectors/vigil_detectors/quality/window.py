@@ -31,7 +31,7 @@ class _Rows:
     extra: list
 
     @classmethod
-    def of(cls, d: Any, start: int, stop: int) -> "_Rows":
+    def of(cls, d: Any, start: int, stop: int) -> _Rows:
         return cls(d.rows[start:stop], d.missing[start:stop], d.absent[start:stop], d.unseen[start:stop],
                    d.wrong_type[start:stop], list(d.extra[start:stop]))
 
