@@ -408,3 +408,73 @@ def test_vigil_baseline_cli(tmp_path):
     (tmp_path / "ref.csv").write_text("nothing,here\n1,2\n")
     broken = run(str(path), "--out", str(tmp_path / "bl2"))
     assert broken.returncode == 2 and "missing column" in broken.stderr and "Traceback" not in broken.stderr
+
+
+# -- Kubernetes -------------------------------------------------------------------------------------
+
+def test_operator_renders_the_quality_pod_and_lifts_its_status():
+    import kubernetes_validate
+
+    from tests.test_operator_manifests import (
+        _claims,
+        _init,
+        _mounts,
+        converged,
+        deployment_state,
+        example,
+        pod_spec,
+        render,
+    )
+    from vigil_operator.config import measured_resources
+    from vigil_operator.placement import resolve
+    from vigil_operator.status import compose
+
+    doc = example()
+    doc["spec"]["detectors"] = {"quality": {"window": {"size": 500}}}
+    plan, _, rendered = render(doc)
+    for obj in rendered.all():
+        if obj["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(obj, "1.32", strict=True)
+    dep = rendered.deployments["quality"]
+    # profiled from the reference its init container copied in, no training Job; its own state claim, one pod
+    assert "quality" not in rendered.jobs
+    assert _claims(_mounts(dep)) == {"iris-quality-state": False} and dep["spec"]["strategy"] == {"type": "Recreate"}
+    fetch = _init(dep, "fetch")["command"]
+    cm = next(o for o in rendered.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "iris-quality")
+    reference = resolve("pvc://models/iris/reference.csv").path
+    assert cm["data"]["VIGIL_QUALITY_REFERENCE"] == reference and fetch[fetch.index(reference) - 1].endswith(
+        "/pvc/models/iris/reference.csv")  # the pod's own copy of the reference, made by its init container
+    assert cm["data"]["VIGIL_QUALITY_STATE_DIR"] == "/mnt/vigil/state"
+    assert pod_spec(dep)["containers"][0]["resources"] == measured_resources()["quality"]
+    sinks = json.loads(plan.get("logger").env["VIGIL_LOGGER_SINKS"])
+    assert [s["name"] for s in sinks] == ["quality"] and sinks[0]["types"] == ["request"]
+
+    deps = {c: deployment_state(True) for c in ("logger", "model", "quality")}
+    answers = {c: {"component": c, "ready": True} for c in deps}
+    answers["quality"]["quality"] = {"violations": 2, "featuresViolated": ["age", "_extra"],
+                                     "lastCheck": "2026-01-01T00:00:00.000Z", "windows": 7, "report": {}}
+    status = compose(converged(doc, deps), answers, {}, 1)
+    assert status["quality"] == {"violations": 2, "featuresViolated": ["age", "_extra"],
+                                 "lastCheck": "2026-01-01T00:00:00.000Z"}
+
+
+def test_crd_has_the_quality_printer_column_and_status():
+    import yaml
+
+    crd = yaml.safe_load((Path(__file__).resolve().parents[1] / "crds" / "modelmonitors.vigil.dev.yaml").read_text())
+    version = crd["spec"]["versions"][0]
+    column = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Quality")
+    assert column["jsonPath"] == ".status.quality.violations" and column["priority"] == 1
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["quality"]["properties"]
+    assert set(status) == {"violations", "featuresViolated", "lastCheck"}
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert set(spec["detectors"]["properties"]["quality"]["properties"]["window"]["properties"]) == {"size", "maxAge"}
+    assert "storageUri" in spec["baseline"]["properties"]
+
+
+def test_vigil_status_table_shows_quality():
+    from vigil.status import format_table, summarize
+
+    status = summarize({"quality": {"component": "quality", "ready": True,
+                                    "quality": {"violations": 1, "featuresViolated": ["age"], "lastCheck": "t"}}}, {})
+    assert "QUALITY    violations=1  features=age  last=t" in format_table(status)
