@@ -226,3 +226,18 @@ def test_report_does_not_import_tensorflow(iris, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_rows_with_missing_values_are_skipped_as_the_drift_service_skips_them(iris, tmp_path):
+    current = pd.read_csv(iris / "shifted.csv")
+    current.loc[[0, 5, 9], "sepal_width"] = np.nan
+    current.loc[3, "petal_length"] = np.nan
+    path = tmp_path / "holes.csv"
+    current.to_csv(path, index=False)  # NaN is written as an empty cell
+    report = build_report(str(iris / "monitor.yaml"), str(path), tmp_path)
+    assert report.current_rows == 50 and report.drift.skipped_rows == 4 and report.drift.checked_rows == 46
+    complete = current.dropna()[FEATURES].to_numpy()
+    ref = pd.read_csv(iris / "reference.csv")[FEATURES].to_numpy()
+    by_name = {f.name: f for f in report.drift.features}
+    assert by_name["petal_length"].current_counts.sum() == 46
+    assert by_name["sepal_length"].score == pytest.approx(ks_2samp(ref[:, 0], complete[:, 0]).statistic, abs=1e-12)
