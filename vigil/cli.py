@@ -114,9 +114,22 @@ def _status_target(args) -> dict:
 
 
 def cmd_status(args) -> int:
-    from vigil.status import format_table, poll, summarize
+    from vigil.status import format_history, format_table, history, poll, summarize
 
     run = _status_target(args)
+    if args.history is not None:
+        if args.history < 1:
+            raise SystemExit("error: --history N needs N >= 1")
+        checks = asyncio.run(history(run["components"], args.history))
+        if args.output == "json":
+            print(json.dumps(checks, indent=2))
+        elif args.output == "yaml":
+            import yaml
+
+            print(yaml.safe_dump(checks, sort_keys=False), end="")
+        else:
+            print(format_history(checks))
+        return 0
     status = {"monitor": run.get("monitor"), "namespace": run.get("namespace"),
               **summarize(asyncio.run(poll(run["components"])), run["endpoints"])}
     for name, state in (run.get("states") or {}).items():  # the supervisor knows a restarting one
@@ -243,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", help="the work dir of a running vigil up (default: the monitor file's, or found under ./.vigil)")
     s.add_argument("--output", "-o", choices=("text", "json", "yaml"), default="text",
                    help="table (default), JSON or YAML")
+    s.add_argument("--history", nargs="?", type=int, const=10, default=None, metavar="N",
+                   help="print the last N (default 10) window checks of drift and quality instead, newest last")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("train", help="fit and save detector artifacts from reference data")

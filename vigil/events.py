@@ -6,6 +6,9 @@ types. `event_kind` maps any of them to request / response / feedback.
 `decode_instances` and `decode_outputs` turn V2 (Open Inference Protocol) and V1
 (`instances` / `predictions`) bodies into 2-D / 1-D numpy arrays, raising `PayloadError`
 with a short `reason` (a bounded metric label) and a message that names what is wrong.
+`decode_instances` is the numeric, schema-less reader (every value a finite number);
+tabular components read requests with `vigil.instances.decode_table`, which adds named
+rows, category strings and missing values (DESIGN §8).
 """
 
 from __future__ import annotations

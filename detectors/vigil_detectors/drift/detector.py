@@ -44,6 +44,7 @@ from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
+from vigil_detectors.frame.history import History
 
 log = logging.getLogger("vigil.drift")
 
@@ -76,6 +77,7 @@ class DriftDetector(Detector[DriftSettings]):
         self.statistic: Optional[DriftStatistic] = None
         self.window: Optional[DriftWindow] = None
         self.store: Optional[WindowStore] = None
+        self.history: Optional[History] = None  # one line per window check (state dir only)
         self.feature_names: list[str] = list(settings.feature_names or [])
         self.windows = 0
         self.last: Optional[dict[str, Any]] = None
@@ -99,6 +101,8 @@ class DriftDetector(Detector[DriftSettings]):
                               "Smallest per-feature p-value of the last check, adjusted for the correction.")
         self._drifted = m.gauge("vigil_drift_features_drifted", "Features that drifted in the last check.")
         self._windows = m.counter("vigil_drift_windows_total", "Windows checked for drift.")
+        self._history_errors = m.counter("vigil_history_write_errors_total",
+                                         "Window checks that could not be appended to the history file.")
         self._checks = m.counter("vigil_drift_checks_total", "Drift checks by trigger and result.",
                                  ["trigger", "result"])
         self._instances = m.counter("vigil_drift_instances_total", "Instances added to the drift window.")
@@ -141,6 +145,7 @@ class DriftDetector(Detector[DriftSettings]):
                  ", ".join(f"{name}={test}" for name, test in zip(self.feature_names, self.statistic.tests, strict=True)))
         self.window = DriftWindow(s.window_size, n, s.window_mode, s.window_step)
         if s.state_dir:
+            self.history = History.in_dir(s.state_dir)
             self.store = WindowStore(s.state_dir, n)
             extra, due = self.store.restore(self.window)
             self.windows = int(extra.get("windows", 0))
@@ -258,10 +263,32 @@ class DriftDetector(Detector[DriftSettings]):
         self._checks.labels(trigger=trigger, result="drift" if result.detected else "no_drift").inc()
         self._duration.observe(seconds)
         self._publish(block)
+        self._remember(block)
         if result.detected:
             log.info("drift detected (p=%s) in %s", "-" if result.p_value is None else f"{result.p_value:.3g}",
                      ", ".join(block["featuresDrifted"]) or "-")
         return block
+
+    def _remember(self, block: dict) -> None:
+        """Append the check to the history file: time, window index, verdict, per-feature results."""
+        if self.history is None:
+            return
+        entry = {"time": block["lastCheck"], "timestamp": block["lastCheckTimestamp"], "window": self.windows,
+                 "trigger": block["trigger"], "checkedInstances": block["checkedInstances"],
+                 "detected": block["detected"], "pValue": block["pValue"],
+                 "featuresDrifted": block["featuresDrifted"],
+                 "features": {name: {k: f[k] for k in ("test", "score", "threshold", "drifted", "pValue") if k in f}
+                              for name, f in block["features"].items()}}
+        try:
+            self.history.append(entry)
+        except OSError as exc:  # the verdict stands; only its record is lost (counted)
+            self._history_errors.inc()
+            log.warning("drift history append failed: %s", exc)
+
+    def routers(self) -> list:
+        from vigil_detectors.frame.history_api import history_router
+
+        return [history_router(lambda: self.history)]
 
     def _publish(self, block: dict) -> None:
         self._detected.set(1 if block["detected"] else 0)
