@@ -182,11 +182,14 @@ def cmd_train(args) -> int:
     options = validate_options(args.component, parse_json_option("--options", args.options, {}))
     feature_names = parse_json_option("--feature-names", args.feature_names, None)
     categorical = parse_json_option("--categorical", args.categorical, {})
+    shape = parse_json_option("--shape", args.shape, None)
+    if shape is not None and not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 1 for d in shape)):
+        raise SystemExit(f"error: --shape must be a JSON list of positive integers, got {args.shape}")
     from vigil_detectors.train import train_component
 
     train_component(component=args.component, reference=args.reference, output=args.output,
                     options=options, feature_names=feature_names,
-                    categorical=categorical, model=args.model, model_format=args.model_format,
+                    categorical=categorical, shape=shape, model=args.model, model_format=args.model_format,
                     model_name=args.model_name)
     return 0
 
@@ -270,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", help="detector options as JSON (the detector block of the spec)")
     s.add_argument("--feature-names", help="JSON list of feature names")
     s.add_argument("--categorical", help="JSON map feature -> categories")
+    s.add_argument("--shape", help="JSON shape of one tensor instance, e.g. [32,32,3] (reference: .npy [n, *shape])")
     s.add_argument("--model", help="model file or V2 endpoint URL (the explainer fits against the model)")
     s.add_argument("--model-format", default="sklearn", help="format of --model: sklearn (default), xgboost, tensorflow")
     s.add_argument("--model-name", help="model name on the endpoint's V2 path /v2/models/{name}/infer")

@@ -110,7 +110,7 @@ def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent
     if kind not in detector.accepts:
         return ev
     if kind == "request":
-        ev.instances = decode_instances(data, settings.n_features)
+        ev.instances = decode_instances(data, settings.n_features, shape=settings.shape)
     elif kind == "response":
         ev.outputs = detector.decode_outputs(data)
     elif not isinstance(data, dict):

@@ -34,7 +34,7 @@ class InferenceEvent:
     inference_id: Optional[str]
     attributes: dict[str, Any]
     data: Any  # the parsed JSON body
-    instances: Optional[np.ndarray] = None  # (n, f) float64, for request events
+    instances: Optional[np.ndarray] = None  # (n, f) float64 for request events; (n, *shape) for a tensor schema
     outputs: Optional[np.ndarray] = None  # for response events
     extra: dict[str, Any] = field(default_factory=dict)
 
