@@ -1,4 +1,4 @@
-"""`vigil` — the one command line: demo, init, up, validate, status, train, serve, fetch, operator, replay.
+"""`vigil` — the one command line: demo, init, up, validate, status, train, report, serve, fetch, operator, replay.
 
 Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
 never pay for (or need) TensorFlow.
@@ -194,6 +194,32 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from vigil.errors import VigilError
+    from vigil.report import build_report, render
+    from vigil.spec import SpecError, load_monitor
+
+    if not Path(args.monitor).is_file():
+        print(f"error: {args.monitor}: monitor file not found", file=sys.stderr)
+        return 2
+    try:
+        workdir = _workdir(args, load_monitor(args.monitor).name)
+        report = build_report(args.monitor, args.current, workdir, say=lambda msg: print(msg, file=sys.stderr))
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(report), encoding="utf-8")
+    except SpecError:
+        raise  # main() names the field
+    except (VigilError, ValueError, OSError) as exc:  # SpecError, DataError, DetectorError, unreadable files
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    d = report.drift
+    print(f"drift: {len(d.drifted)} of {len(d.features)} features drifted"
+          + (f" ({', '.join(d.drifted)})" if d.drifted else ""))
+    print(f"wrote {out.resolve()}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vigil.demo import run_demo
 
@@ -278,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-format", default="sklearn", help="format of --model: sklearn (default), xgboost, tensorflow")
     s.add_argument("--model-name", help="model name on the endpoint's V2 path /v2/models/{name}/infer")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("report", help="write an HTML drift report: current data against a monitor's reference")
+    s.add_argument("-m", "--monitor", required=True, help="ModelMonitor YAML file")
+    s.add_argument("--current", required=True, help="current data: a CSV, Parquet or .npy file")
+    s.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    s.add_argument("--workdir", help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("serve", help="run one component (what vigil up and the pods run)")
     s.add_argument("component", choices=components.names(),
