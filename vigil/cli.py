@@ -1,4 +1,4 @@
-"""`vigil` — the one command line: demo, init, up, validate, status, train, report, serve, fetch, operator.
+"""`vigil` — the one command line: demo, init, up, validate, status, train, report, serve, fetch, operator, replay.
 
 Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
 never pay for (or need) TensorFlow.
@@ -246,6 +246,7 @@ def cmd_fetch(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vigil import __version__, init
+    from vigil.capture import replay
 
     p = argparse.ArgumentParser(prog="vigil", description="Model monitoring: drift, outliers, metrics, explanations.")
     p.add_argument("--version", action="version", version=f"vigil {__version__}")
@@ -336,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pairs", nargs="*", metavar="SRC DEST",
                    help="local paths or s3://, gs://, https:// URLs; archives (.tar.gz, .zip) unpack into DEST")
     s.set_defaults(func=cmd_fetch)
+
+    replay.add_parser(sub)
     return p
 
 
