@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", help="write an HTML drift report: current data against a monitor's reference")
     s.add_argument("-m", "--monitor", required=True, help="ModelMonitor YAML file")
-    s.add_argument("--current", required=True, help="current data: a CSV, Parquet or .npy file")
+    s.add_argument("--current", required=True, help="current data: a CSV, Parquet or .npy file, or a capture directory")
     s.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
     s.add_argument("--workdir", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_report)
