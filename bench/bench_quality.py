@@ -140,8 +140,9 @@ def main() -> None:
               f"({res['events_per_cpu_s']:,.0f} events per CPU-s)   client CPU {r['client_cpu']:.0%}   "
               f"latency avg {r['latency_avg']} p99 {r['latency_p99']}")
         lost = res["acked_rows"] - got
+        verdict = "ok" if -args.connections * rows <= lost <= 0 else "MISMATCH"
         print(f"      non-2xx {r['non2xx']}, socket errors: {r['errors'] or 'none'}, {duplicates} repeated ce-ids "
-              f"dropped; rows counted {got:,.0f} vs acknowledged {res['acked_rows']:,} ({'ok' if -args.connections * rows <= lost <= 0 else 'MISMATCH'})")
+              f"dropped; rows counted {got:,.0f} vs acknowledged {res['acked_rows']:,} ({verdict})")
         print(f"  windows reported: {status['windows']:,} (last: {status['violations']} violations: "
               f"{', '.join(status['featuresViolated']) or '-'})")
         print(f"  RSS: {ready_rss:.0f} MiB at ready, {now_rss:.0f} MiB after the run, peak {peak_rss:.0f} MiB")

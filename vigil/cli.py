@@ -1,4 +1,5 @@
-"""`vigil` — the one command line: demo, init, up, validate, status, train, baseline, serve, fetch, operator.
+"""`vigil` — the one command line: demo, init, up, validate, status, train, baseline, report, serve, fetch, operator,
+replay.
 
 Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
 never pay for (or need) TensorFlow.
@@ -182,11 +183,14 @@ def cmd_train(args) -> int:
     options = validate_options(args.component, parse_json_option("--options", args.options, {}))
     feature_names = parse_json_option("--feature-names", args.feature_names, None)
     categorical = parse_json_option("--categorical", args.categorical, {})
+    shape = parse_json_option("--shape", args.shape, None)
+    if shape is not None and not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 1 for d in shape)):
+        raise SystemExit(f"error: --shape must be a JSON list of positive integers, got {args.shape}")
     from vigil_detectors.train import train_component
 
     train_component(component=args.component, reference=args.reference, output=args.output,
                     options=options, feature_names=feature_names,
-                    categorical=categorical, model=args.model, model_format=args.model_format,
+                    categorical=categorical, shape=shape, model=args.model, model_format=args.model_format,
                     model_name=args.model_name)
     return 0
 
@@ -229,6 +233,32 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from vigil.errors import VigilError
+    from vigil.report import build_report, render
+    from vigil.spec import SpecError, load_monitor
+
+    if not Path(args.monitor).is_file():
+        print(f"error: {args.monitor}: monitor file not found", file=sys.stderr)
+        return 2
+    try:
+        workdir = _workdir(args, load_monitor(args.monitor).name)
+        report = build_report(args.monitor, args.current, workdir, say=lambda msg: print(msg, file=sys.stderr))
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(report), encoding="utf-8")
+    except SpecError:
+        raise  # main() names the field
+    except (VigilError, ValueError, OSError) as exc:  # SpecError, DataError, DetectorError, unreadable files
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    d = report.drift
+    print(f"drift: {len(d.drifted)} of {len(d.features)} features drifted"
+          + (f" ({', '.join(d.drifted)})" if d.drifted else ""))
+    print(f"wrote {out.resolve()}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vigil.demo import run_demo
 
@@ -255,6 +285,7 @@ def cmd_fetch(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vigil import __version__, init
+    from vigil.capture import replay
 
     p = argparse.ArgumentParser(prog="vigil", description="Model monitoring: drift, outliers, metrics, explanations.")
     p.add_argument("--version", action="version", version=f"vigil {__version__}")
@@ -307,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", help="detector options as JSON (the detector block of the spec)")
     s.add_argument("--feature-names", help="JSON list of feature names")
     s.add_argument("--categorical", help="JSON map feature -> categories")
+    s.add_argument("--shape", help="JSON shape of one tensor instance, e.g. [32,32,3] (reference: .npy [n, *shape])")
     s.add_argument("--model", help="model file or V2 endpoint URL (the explainer fits against the model)")
     s.add_argument("--model-format", default="sklearn", help="format of --model: sklearn (default), xgboost, tensorflow")
     s.add_argument("--model-name", help="model name on the endpoint's V2 path /v2/models/{name}/infer")
@@ -318,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite an existing constraints.json")
     s.add_argument("--workdir", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("report", help="write an HTML drift report: current data against a monitor's reference")
+    s.add_argument("-m", "--monitor", required=True, help="ModelMonitor YAML file")
+    s.add_argument("--current", required=True, help="current data: a CSV, Parquet or .npy file, or a capture directory")
+    s.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    s.add_argument("--workdir", help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("serve", help="run one component (what vigil up and the pods run)")
     s.add_argument("component", choices=components.names(),
@@ -344,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pairs", nargs="*", metavar="SRC DEST",
                    help="local paths or s3://, gs://, https:// URLs; archives (.tar.gz, .zip) unpack into DEST")
     s.set_defaults(func=cmd_fetch)
+
+    replay.add_parser(sub)
     return p
 
 

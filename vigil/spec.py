@@ -13,7 +13,7 @@ import copy
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -193,21 +193,45 @@ class ModelSpec(_Block):
 
 
 class SchemaSpec(_Block):
-    feature_names: list[str] = Field(min_length=1)
+    """What one instance looks like: named columns (``featureNames``, tabular) or one tensor (``shape``,
+    DESIGN §8: images, embeddings) — exactly one of the two."""
+
+    feature_names: Optional[list[str]] = Field(None, min_length=1)
+    shape: Optional[list[Annotated[int, Field(ge=1)]]] = Field(None, min_length=1, max_length=8, description=(
+        "The shape of ONE instance for tensor inputs (images, embeddings), e.g. [32, 32, 3]; requests carry "
+        "[n, *shape] (V2) or n nested lists (V1), reference data is a .npy of shape [n, *shape]. "
+        "Exclusive with featureNames."))
     categorical: dict[str, Union[int, list[Union[str, int, float]]]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_categoricals(self):
-        unknown = sorted(set(self.categorical) - set(self.feature_names))
+        if (self.feature_names is None) == (self.shape is None):
+            raise ValueError("set exactly one of schema.featureNames (tabular) or schema.shape (tensors)")
+        if self.shape is not None:
+            if self.categorical:
+                raise ValueError("categorical needs featureNames; a shape (tensor) schema has no named features")
+            return self
+        names = self.feature_names or []
+        unknown = sorted(set(self.categorical) - set(names))
         if unknown:
             raise ValueError(f"categorical names features not in featureNames: {unknown}")
-        if len(set(self.feature_names)) != len(self.feature_names):
+        if len(set(names)) != len(names):
             raise ValueError("featureNames must be unique")
         return self
 
+    @property
+    def names(self) -> list[str]:
+        """The feature names ([] for a tensor schema)."""
+        return list(self.feature_names or [])
+
+    @property
+    def instance_shape(self) -> Optional[tuple[int, ...]]:
+        """The shape of one instance of a tensor schema (None for a tabular one)."""
+        return tuple(self.shape) if self.shape is not None else None
+
     def categorical_indices(self) -> dict[int, Optional[int]]:
         """Feature index -> number of categories (a value list counts its values)."""
-        return categorical_indices(self.categorical, self.feature_names)
+        return categorical_indices(self.categorical, self.names)
 
 
 class ReferenceSpec(_Block):
