@@ -18,6 +18,7 @@ import pytest
 from tests import imagedata
 from tests.conftest import cloud_event, serve_ready
 from vigil import spec as vspec
+from vigil.events import v2_request
 from vigil.plan import build_plan
 
 WINDOW = 500
@@ -45,23 +46,25 @@ def artifact(images, tmp_path_factory):
 
 
 @contextmanager
-def drift(artifact: str, state_dir: str):
+def drift(artifact: str, state_dir: str, shape=(32, 32, 3)):
     from vigil_detectors.drift.service import create_app
     from vigil_detectors.drift.settings import DriftSettings
 
     s = DriftSettings(monitor="img", artifact=artifact, preprocess="uae", window_size=WINDOW, max_age_seconds=0,
-                      p_value=P_VALUE,
+                      p_value=P_VALUE, shape=list(shape) if shape else None,
                       state_dir=state_dir)
     with serve_ready(create_app(s), timeout=120, client_timeout=60) as client:
         yield client
 
 
-def window(client, x: np.ndarray, batch: int = 50) -> dict:
-    """Send one window of images as request events; the reply of the last one carries the check."""
+def window(client, x: np.ndarray, batch: int = 50, v2: bool = False) -> dict:
+    """Send one window of images as request events (V1 nested lists or V2 [n, 32, 32, 3] tensors);
+    the reply of the last one carries the check."""
     last = None
     for i in range(0, len(x), batch):
-        # flat rows of 3072 numbers, one per image, until the frame decodes (n, 32, 32, 3) bodies
-        msg = cloud_event({"instances": x[i:i + batch].reshape(len(x[i:i + batch]), -1).tolist()})
+        part = x[i:i + batch]
+        body = v2_request(part) if v2 else {"instances": part.tolist()}
+        msg = cloud_event(body)
         r = client.post("/", headers=dict(msg.headers), content=msg.body)
         assert r.status_code in (200, 202), r.text
         last = r
@@ -78,8 +81,8 @@ def test_uae_drift_flags_each_corruption_not_clean_windows_and_restarts_the_same
     windows.update({name: corrupt(images["clean"][2]) for name, corrupt in imagedata.CORRUPTIONS.items()})
     verdicts = {}
     with drift(artifact, str(tmp_path / "state")) as client:
-        for name, x in windows.items():
-            block = window(client, x)
+        for k, (name, x) in enumerate(windows.items()):
+            block = window(client, x, v2=k % 2 == 1)
             verdicts[name] = block
             want = reference.predict(x, return_p_val=True)["data"]
             got = np.array([block["features"][f"uae_{i}"]["pValue"] for i in range(UAE["encodingDim"])])
@@ -101,12 +104,21 @@ def test_uae_drift_flags_each_corruption_not_clean_windows_and_restarts_the_same
             assert again["featuresDrifted"] == verdicts[name]["featuresDrifted"]
 
 
-def test_wrong_image_shape_is_a_400_and_the_window_untouched(images, artifact, tmp_path):
-    with drift(artifact, str(tmp_path / "state")) as client:
-        msg = cloud_event({"instances": np.zeros((2, 100)).tolist()})
-        r = client.post("/", headers=dict(msg.headers), content=msg.body)
-        assert r.status_code == 400 and "32, 32, 3" in r.json()["error"], r.text
+@pytest.mark.parametrize("shape", [(32, 32, 3), None], ids=["schema-shape", "artifact-shape"])
+def test_wrong_image_shape_is_a_400_and_the_window_untouched(images, artifact, tmp_path, shape):
+    """The frame refuses other shapes for a shape schema; without one the encoder's own shape is checked
+    (flat rows of 3072 numbers are the same images)."""
+    with drift(artifact, str(tmp_path / "state"), shape=shape) as client:
+        for bad in [np.zeros((2, 100))] + ([np.zeros((2, 16, 16, 3))] if shape else []):
+            msg = cloud_event({"instances": bad.tolist()})
+            r = client.post("/", headers=dict(msg.headers), content=msg.body)
+            assert r.status_code == 400 and "32, 32, 3" in r.json()["error"], r.text
         assert client.get("/status").json()["drift"]["fill"] == 0
+        if shape is None:
+            flat = images["clean"][0][:3].reshape(3, -1)
+            msg = cloud_event({"instances": flat.tolist()})
+            assert client.post("/", headers=dict(msg.headers), content=msg.body).status_code == 202
+            assert client.get("/status").json()["drift"]["fill"] == 3
 
 
 MONITOR = {
