@@ -226,3 +226,62 @@ def test_report_does_not_import_tensorflow(iris, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_capture_directory_gives_the_live_drift_services_verdicts(iris, tmp_path, capsys):
+    """client -> logger (capture on) -> model server, the drift service as the logger's sink;
+    then `vigil report --current <capture dir>` names what that service flagged."""
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.conftest import serve_ready
+    from tests.servers import serve_app, wait_until
+    from vigil.capture.reader import iter_records
+    from vigil.events import v2_request
+    from vigil.logger.app import create_app as logger_app
+    from vigil.logger.settings import LoggerSettings
+    from vigil.modelserver.app import create_app as model_app
+    from vigil.modelserver.settings import ModelServerSettings
+    from vigil_detectors.drift.service import create_app as drift_app
+
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), tmp_path / "model.joblib")
+    shifted = pd.read_csv(iris / "shifted.csv")[FEATURES].to_numpy()
+    plan, _ = local_plan(load_monitor(iris / "monitor.yaml"), iris, tmp_path / "work", 0)
+    drift = plan.get("drift")
+    assert drift is not None
+    out = tmp_path / "capture"
+    with serve_app(model_app(ModelServerSettings(uri=str(tmp_path / "model.joblib"), name="iris"))) as model, \
+            serve_ready(drift_app(drift.settings)) as drift_client:
+        settings = LoggerSettings(upstream=model, monitor="iris-report", namespace="default", model_name="iris",
+                                  sinks=[{"name": "drift", "url": str(drift_client.base_url).rstrip("/"),
+                                          "types": ["request"]}],
+                                  capture={"uri": f"file://{out}", "rotate_seconds": 1.0})
+        with serve_app(logger_app(settings)) as url, httpx.Client(timeout=10) as c:
+            for i in range(0, 50, 10):
+                r = c.post(url + "/v2/models/iris/infer", json=v2_request(shifted[i:i + 10]))
+                assert r.status_code == 200, r.text
+            wait_until(lambda: drift_client.get("/status").json()["drift"]["windows"] == 1, timeout=20,
+                       what="the drift window checked")
+            wait_until(lambda: out.exists() and len(list(iter_records(str(out), kinds=["request"]))) == 5, timeout=15,
+                       what="5 captured requests")
+        live = drift_client.get("/status").json()["drift"]["features"]
+    html = run_report(iris, str(out), tmp_path / "capture.html", capsys)
+    assert parse(html).verdicts == {name: "drift" if f["drifted"] else "ok" for name, f in live.items()}
+    assert parse(html).verdicts["petal_length"] == "drift"
+    assert "5 captured requests" in html
+
+
+def test_rows_with_missing_values_are_skipped_as_the_drift_service_skips_them(iris, tmp_path):
+    current = pd.read_csv(iris / "shifted.csv")
+    current.loc[[0, 5, 9], "sepal_width"] = np.nan
+    current.loc[3, "petal_length"] = np.nan
+    path = tmp_path / "holes.csv"
+    current.to_csv(path, index=False)  # NaN is written as an empty cell
+    report = build_report(str(iris / "monitor.yaml"), str(path), tmp_path)
+    assert report.current_rows == 50 and report.drift.skipped_rows == 4 and report.drift.checked_rows == 46
+    complete = current.dropna()[FEATURES].to_numpy()
+    ref = pd.read_csv(iris / "reference.csv")[FEATURES].to_numpy()
+    by_name = {f.name: f for f in report.drift.features}
+    assert by_name["petal_length"].current_counts.sum() == 46
+    assert by_name["sepal_length"].score == pytest.approx(ks_2samp(ref[:, 0], complete[:, 0]).statistic, abs=1e-12)

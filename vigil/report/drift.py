@@ -2,7 +2,7 @@
 
 The verdicts are `DriftSuite.check` (or a loaded artifact's `check`) on all the current
 rows as one window — exactly what the drift service computes for a window holding those
-rows. Rows with a missing value are skipped, as the service skips them. Histograms use
+rows. Rows with a missing value are skipped, as the service skips them (`current`). Histograms use
 the drift service's bins (`reference_bins`: reference deciles for numeric features, one
 bin per reference value plus an "unseen" bin for categorical ones).
 """
@@ -66,16 +66,13 @@ def _none_if_nan(x: Any) -> Optional[float]:
     return None if x is None or np.isnan(x) else float(x)
 
 
-def drift_part(check: Any, settings: Any, reference: np.ndarray, current: np.ndarray,
+def drift_part(check: Any, settings: Any, reference: np.ndarray, rows: np.ndarray, skipped: int,
                value_lists: dict[int, list]) -> DriftPart:
-    """Check `current` against the fitted `check`; `value_lists`: categorical column -> declared values."""
+    """Check the complete current `rows` against the fitted `check` (`skipped`: rows left out for a
+    missing value); `value_lists`: categorical column -> declared values."""
     names = list(settings.feature_names or [f"f{j}" for j in range(reference.shape[1])])
-    if current.shape[1] != len(names):
-        raise ValueError(f"the current data has {current.shape[1]} columns, the monitor {len(names)} features")
-    complete = ~np.isnan(current).any(axis=1)
-    rows = current[complete]
     if rows.shape[0] < 1:
-        raise ValueError("the current data has no complete row to check")
+        raise ValueError(f"the current data has no complete row to check ({skipped} hold a missing value)")
     result = check.check(rows)
     categorical = _kinds(check, reference, settings.categorical_indices)
     features = []
@@ -93,5 +90,5 @@ def drift_part(check: Any, settings: Any, reference: np.ndarray, current: np.nda
             bins=bins, current_counts=bins.counts(rows[:, j]), labels=labels))
     return DriftPart(detected=bool(result.detected), features=features, p_value=result.p_value,
                      threshold=result.threshold, checked_rows=int(rows.shape[0]),
-                     skipped_rows=int((~complete).sum()), statistic=settings.statistic,
+                     skipped_rows=skipped, statistic=settings.statistic,
                      correction=settings.correction, significance=settings.p_value)

@@ -91,11 +91,12 @@ def render(report: Report) -> str:
         settings += " (defaults: the monitor has no drift block)"
     p_note = f"adjusted p-value {_num(d.p_value)}" if d.p_value is not None else "distances only"
     skipped = f" · {d.skipped_rows} skipped (missing values)" if d.skipped_rows else ""
+    source = f", from {report.current_events:,} captured requests" if report.current_kind == "capture" else ""
     cards = "".join([
         _card("Drift", "Detected" if d.detected else "None", p_note, f"verdict {verdict}"),
         _card("Features drifted", f"{n_drifted} / {n_tested}", escape(", ".join(d.drifted)) or "none"),
         _card("Quality violations", "—", "not computed: no baseline checks in this report"),
-        _card("Rows", f"{report.current_rows:,}", f"current ({d.checked_rows:,} checked{skipped}) · "
+        _card("Rows", f"{report.current_rows:,}", f"current{source} ({d.checked_rows:,} checked{skipped}) · "
                                                    f"reference {report.reference_rows:,}"),
     ])
     rows = "".join(_row(f) for f in d.features)

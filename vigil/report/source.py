@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -62,13 +62,3 @@ def _reference_path(monitor: ModelMonitor, path: Path, workdir: Path) -> str:
 
     assert monitor.spec.reference is not None
     return LocalPlacement(workdir, path.parent).path(monitor.spec.reference.storage_uri)
-
-
-def load_current(path: str, feature_names: Optional[list[str]]) -> np.ndarray:
-    """The current data: a CSV/Parquet/.npy file read as the reference is (`vigil.data.load_table`)."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: current data not found")
-    if p.is_dir():
-        raise DataError(f"{p}: reading a capture directory is not supported yet; export the rows to CSV")
-    return load_table(p, feature_names)
