@@ -1,4 +1,5 @@
-"""`vigil` — the one command line: demo, init, up, validate, status, train, report, serve, fetch, operator, replay.
+"""`vigil` — the one command line: demo, init, up, validate, status, train, baseline, report, serve, fetch, operator,
+replay.
 
 Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
 never pay for (or need) TensorFlow.
@@ -194,6 +195,44 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_baseline(args) -> int:
+    from vigil.baseline import CONSTRAINTS_FILE, STATISTICS_FILE, BaselineError, compute_baseline
+    from vigil.data import DataError, load_table
+    from vigil.instances import InputSchema
+    from vigil.local import LocalPlacement
+    from vigil.spec import load_monitor
+
+    monitor = load_monitor(args.monitor)  # a SpecError: exit 2 (main)
+    if monitor.spec.reference is None:
+        print(f"error: {args.monitor}: a baseline profiles spec.reference, which this monitor does not have",
+              file=sys.stderr)
+        return 2
+    base = Path(args.monitor).parent
+    out = Path(args.out) if args.out else base / "baseline"
+    if (out / CONSTRAINTS_FILE).exists() and not args.force:
+        print(f"error: {out / CONSTRAINTS_FILE} exists (it may hold your edits); pass --force to overwrite it "
+              "or --out DIR for another directory", file=sys.stderr)
+        return 1
+    schema = InputSchema.from_spec(monitor.spec.schema_)
+    try:
+        reference = LocalPlacement(_workdir(args, monitor.name), base).path(monitor.spec.reference.storage_uri)
+        print(f"vigil baseline: profiling {reference} ({len(schema.feature_names or ())} features) …", flush=True)
+        baseline = compute_baseline(load_table(reference, schema.feature_names), schema)
+        baseline.write(out)
+    except (DataError, BaselineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the baseline to {out}: {exc}", file=sys.stderr)
+        return 1
+    types = [f.inferred_type for f in baseline.statistics.features]
+    kinds = ", ".join(f"{types.count(t)} {t}" for t in ("numeric", "integer", "categorical") if t in types)
+    print(f"wrote {out / STATISTICS_FILE} and {out / CONSTRAINTS_FILE}: {baseline.statistics.dataset.item_count} "
+          f"rows, {len(types)} features ({kinds})")
+    print(f"edit {CONSTRAINTS_FILE} (each check has \"enabled\") and set spec.baseline.storageUri: {out} to use it")
+    return 0
+
+
 def cmd_report(args) -> int:
     from vigil.errors import VigilError
     from vigil.report import build_report, render
@@ -304,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-format", default="sklearn", help="format of --model: sklearn (default), xgboost, tensorflow")
     s.add_argument("--model-name", help="model name on the endpoint's V2 path /v2/models/{name}/infer")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("baseline", help="profile the reference into statistics.json and constraints.json")
+    s.add_argument("monitor", help="ModelMonitor YAML file (its spec.reference is profiled)")
+    s.add_argument("--out", help="directory to write (default: baseline/ beside the monitor file)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing constraints.json")
+    s.add_argument("--workdir", help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("report", help="write an HTML drift report: current data against a monitor's reference")
     s.add_argument("-m", "--monitor", required=True, help="ModelMonitor YAML file")

@@ -174,6 +174,22 @@ def _explainer(ctx: BuildContext, e) -> dict[str, Any]:
             "feature_names": ctx.feature_names, "shape": ctx.shape, "categorical": ctx.categorical()}
 
 
+def _quality(ctx: BuildContext, q) -> dict[str, Any]:
+    # No baseline directory: the service profiles reference at start-up (as drift fits from it).
+    baseline = ctx.monitor.spec.baseline.storage_uri
+    schema = ctx.monitor.spec.schema_
+    if not schema.feature_names:
+        raise _spec.SpecError("spec.detectors.quality", "checks named tabular features: it needs schema.featureNames")
+    return {"baseline": ctx.at(ctx.path(baseline), "spec.baseline.storageUri") if baseline else None,
+            "reference": None if baseline else ctx.path(ctx.reference),
+            "feature_names": ctx.feature_names,
+            "categorical": ctx.at({str(_spec.categorical_index(k, schema.feature_names)): v
+                                   for k, v in schema.categorical.items()}, "spec.schema.categorical"),
+            "window_size": ctx.at(q.window.size, "window.size"),
+            "max_age_seconds": ctx.at(q.window.max_age_seconds, "window.maxAge"),
+            "state_dir": ctx.state_dir()}
+
+
 def _builtin() -> None:
     from vigil.events import DETECTION_PREFIX as P
 
@@ -199,6 +215,10 @@ def _builtin() -> None:
                        "vigil_detectors.explainer.service:create_app", _explainer, spec_block=_spec.ExplainerSpec,
                        consumes=("request",), subscribes=lambda e: e.sample_rate > 0, reply_type=f"{P}.explanation",
                        status_key="explainer", trainable=True, endpoints=(("explain", "/explain"),)))
+    register(ComponentType("quality", 6, "vigil_detectors.quality.settings:QualitySettings",
+                       "vigil_detectors.quality.service:create_app", _quality, spec_block=_spec.QualitySpec,
+                       consumes=("request",), reply_type=f"{P}.quality", status_key="quality",
+                       status_fields=("violations", "featuresViolated", "lastCheck")))
 
 
 def _plugins(value: str) -> None:

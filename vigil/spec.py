@@ -27,6 +27,7 @@ from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.metrics.settings import MetricsSettings
 from vigil_detectors.outlier.settings import OutlierSettings
+from vigil_detectors.quality.settings import QualitySettings
 
 API_GROUP = "vigil.dev"
 API_VERSION = "v1alpha1"
@@ -348,6 +349,38 @@ class ExplainerSpec(_Detector):
     sample_rate: float = inherit(ExplainerSettings, "sample_rate")
 
 
+class QualityWindowSpec(_Block):
+    """The quality window: `size` instances per report, or what arrived within `maxAge`."""
+
+    size: int = inherit(QualitySettings, "window_size")
+    max_age: str = seconds(QualitySettings.model_fields["max_age_seconds"].default)
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
+
+    @property
+    def max_age_seconds(self) -> float:
+        return parse_duration(self.max_age)
+
+
+class QualitySpec(_Detector):
+    """Data quality (DESIGN §9): every instance checked against the baseline's constraints."""
+
+    replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod holds the window and its history")
+    window: QualityWindowSpec = Field(default_factory=QualityWindowSpec)
+
+
+class BaselineSpec(_Block):
+    """``spec.baseline``: a directory holding statistics.json and constraints.json (`vigil baseline`
+    writes them; edit constraints.json to loosen or turn off checks). Null: profiled from reference."""
+
+    storage_uri: Optional[str] = None
+    _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
+
+
 class _NoDetectors(_Block):
     """``spec.detectors``: one optional block per registered detector (`vigil.components`);
     `set_detector_blocks` rebuilds it when a detector is registered."""
@@ -365,6 +398,7 @@ class ModelMonitorSpec(_Block):
     model: ModelSpec
     schema_: SchemaSpec = Field(alias="schema")
     reference: Optional[ReferenceSpec] = None
+    baseline: BaselineSpec = Field(default_factory=BaselineSpec)
     security: SecuritySpec = Field(default_factory=SecuritySpec)
     logger: LoggerSpec = Field(default_factory=LoggerSpec)
     detectors: Any = Field(default_factory=DetectorsSpec)  # the registry's DetectorsSpec (set_detector_blocks)
@@ -381,6 +415,9 @@ class ModelMonitorSpec(_Block):
                  if getattr(d, n, None) is not None and getattr(getattr(d, n), "storage_uri", None) is None]
         if needs and self.reference is None:
             raise ValueError(f"reference.storageUri is required to train {', '.join(needs)} (or give each a storageUri)")
+        if getattr(d, "quality", None) is not None and self.baseline.storage_uri is None and self.reference is None:
+            raise ValueError("reference.storageUri is required to profile the quality baseline "
+                             "(or set baseline.storageUri)")
         return self
 
 
