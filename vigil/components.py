@@ -133,7 +133,22 @@ def _logger(ctx: BuildContext, lg) -> dict[str, Any]:
             "queue_bytes": ctx.at(_spec.parse_bytes(lg.queue_bytes), "spec.logger.queueBytes"),
             "upstream_timeout_seconds": ctx.at(_spec.parse_duration(lg.upstream_timeout), "spec.logger.upstreamTimeout"),
             "task": metrics.task if metrics else None, "classes": metrics.classes if metrics else None,
-            "sinks": ctx.sinks()}
+            "sinks": ctx.sinks(), "capture": _capture(ctx, lg.capture)}
+
+
+def _capture(ctx: BuildContext, c) -> Optional[Any]:
+    """``spec.logger.capture`` as the logger's `CaptureSettings` values (`vigil.capture`)."""
+    if c is None:
+        return None
+    path = "spec.logger.capture"
+    try:
+        uri = ctx.writes(c.storage_uri)
+    except _spec.SpecError as e:  # the placement's refusal (pvc:// without a cluster), named by its field
+        raise _spec.SpecError(f"{path}.storageUri", e.message) from None
+    return ctx.at({"uri": uri, "sample_rate": c.sample_rate, "format": c.format,
+                   "rotate_seconds": _spec.parse_duration(c.rotate)}, path,
+                  {"uri": f"{path}.storageUri", "sample_rate": f"{path}.sampleRate", "format": f"{path}.format",
+                   "rotate_seconds": f"{path}.rotate"})
 
 
 def _model(ctx: BuildContext, model) -> dict[str, Any]:
