@@ -54,7 +54,7 @@ def stack(tmp_path_factory):
     s.train()
     s.start(timeout=240)
     try:
-        yield s, s.component_urls()
+        yield s, s.component_urls(), tmp
     finally:
         s.stop()
 
@@ -62,7 +62,7 @@ def stack(tmp_path_factory):
 def test_predictions_through_the_logger_v1_and_v2(stack):
     import httpx
 
-    _, urls = stack
+    _, urls, _ = stack
     x, y = imagedata.patches(48, seed=11)
     with httpx.Client(timeout=60) as client:
         r2 = client.post(f"{urls['logger']}/v2/models/cifar/infer", json=v2(x))
@@ -91,7 +91,7 @@ def _score(client, url, batch):
 def test_outlier_flags_strong_noise_and_clean_at_its_percentile(stack):
     import httpx
 
-    _, urls = stack
+    _, urls, _ = stack
     clean, _ = imagedata.patches(400, seed=21)
     noisy = np.clip(clean[:100] + np.random.default_rng(3).normal(0, 1.0, clean[:100].shape), 0, 1)
     with httpx.Client(timeout=120) as client:
@@ -118,7 +118,7 @@ def test_metrics_from_feedback_match_the_predictions(stack):
 
     import httpx
 
-    _, urls = stack
+    _, urls, _ = stack
     x, y = imagedata.patches(120, seed=31)
     predicted = []
     with httpx.Client(timeout=60) as client:
@@ -140,3 +140,23 @@ def test_metrics_from_feedback_match_the_predictions(stack):
             raise AssertionError(f"metrics never saw the feedback: {m}")
     expected = float(np.mean(np.array(predicted) == y))
     assert m["accuracy"] == pytest.approx(expected, abs=1e-9), (m, expected)
+
+
+def test_savedmodel_keras_and_h5_files_serve_the_same_predictions(stack):
+    import tf_keras
+
+    from vigil.modelserver.loaders import load_model
+
+    _, _, tmp = stack
+    model = tf_keras.models.load_model(str(tmp / "model.h5"))
+    model.save(str(tmp / "model.keras"))
+    model.save(str(tmp / "saved"), save_format="tf")
+    x, _ = imagedata.patches(300, seed=41)  # more than one chunk of TF_CHUNK images
+    answers = {}
+    for path in ("model.h5", "model.keras", "saved"):
+        m = load_model(str(tmp / path), "tensorflow")
+        assert m.input_shape == (32, 32, 3) and m.classifier and m.n_classes == 2, path
+        answers[path] = m.predict(x.astype(np.float64))
+    for path in ("model.keras", "saved"):
+        assert np.array_equal(answers[path][0], answers["model.h5"][0]), path
+        assert np.allclose(answers[path][1], answers["model.h5"][1], atol=1e-5), path

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -126,7 +127,9 @@ def train_classifier(x: np.ndarray, y: np.ndarray, path: Union[str, Path], epoch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".h5", ".keras"):
-        model.save(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf-keras: "HDF5 is a legacy format"
+            model.save(str(path))
     else:
         tf.saved_model.save(model, str(path))
     return path
