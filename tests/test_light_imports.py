@@ -86,6 +86,7 @@ CASES = {
     "detector frame": "import vigil_detectors.frame",
     "drift/metrics service modules": "import vigil_detectors.drift.service, vigil_detectors.metrics.service",
     "drift service on tabular data (fitted, checking a window)": DRIFT_TABULAR,
+    "quality service module": "import vigil_detectors.quality.service",
     "explainer (fitted, served, explaining a sklearn model)": EXPLAINER,
     "vigil train --component drift": (
         "import numpy as np, tempfile, os\n"

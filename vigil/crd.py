@@ -144,6 +144,15 @@ DESCRIPTIONS: dict[str, str] = {
     "spec.detectors.explainer.threshold": "Anchor precision threshold.",
     "spec.detectors.explainer.sampleRate": ("Share of inference events explained in the background (0 = only on "
                                             "POST /explain)."),
+    "spec.detectors.quality": ("Data quality (completeness, dataType, range, categories, extra and missing columns) "
+                               "of every instance against the baseline's constraints, reported per window."),
+    "spec.detectors.quality.storageUri": "Not read by the quality service (its baseline is spec.baseline).",
+    "spec.detectors.quality.window": "Instances per quality report.",
+    "spec.detectors.quality.window.maxAge": "Report a partly filled window after this long (e.g. 30s, 10m, 1h).",
+    "spec.baseline": ("Statistics and constraints of the reference (statistics.json, constraints.json; `vigil "
+                      "baseline` writes them)."),
+    "spec.baseline.storageUri": ("A directory holding both files (e.g. an edited copy); when absent the quality "
+                                 "service profiles reference at start-up."),
     "spec.prometheus": "Prometheus Operator objects for this monitor (the chart installs the dashboards).",
     "spec.storage": "Storage credentials and where trained artifacts go.",
     "spec.storage.secretName": ("Secret (this namespace) whose keys become the environment of every init container "
@@ -171,6 +180,8 @@ PRINTER_COLUMNS = yaml.safe_load("""
    description: Share of recent instances flagged as outliers.}
 - {name: Accuracy, type: number, jsonPath: .status.metrics.accuracy,
    description: Accuracy from ground-truth feedback (classification).}
+- {name: Quality, type: integer, priority: 1, jsonPath: .status.quality.violations,
+   description: Data-quality checks the last quality window violated.}
 - {name: P-Value, type: number, priority: 1, jsonPath: .status.drift.pValue,
    description: Smallest corrected per-feature p-value of the last drift window.}
 - {name: Endpoint, type: string, priority: 1, jsonPath: .status.endpoints.inference,
@@ -227,6 +238,12 @@ properties:
       rate: {type: number}
       seen: {type: integer}
       threshold: {type: number, nullable: true}
+  quality:
+    type: object
+    properties:
+      violations: {type: integer, description: Checks the last quality window violated.}
+      featuresViolated: {type: array, items: {type: string}}
+      lastCheck: {type: string, nullable: true}
   metrics:
     type: object
     description: accuracy and feedback for classification; mae, rmse, r2 for regression.

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from vigil import components
 from vigil.edge import Edge, parse_json
 from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
-from vigil.events import SOURCE_PREFIX, decode_instances, event_kind, inference_id
+from vigil.events import SOURCE_PREFIX, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
@@ -110,7 +110,7 @@ def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent
     if kind not in detector.accepts:
         return ev
     if kind == "request":
-        ev.instances = decode_instances(data, settings.n_features, shape=settings.shape)
+        detector.decode_request(ev)
     elif kind == "response":
         ev.outputs = detector.decode_outputs(data)
     elif not isinstance(data, dict):
