@@ -196,6 +196,24 @@ def prometheus_hint(workdir: Path, urls: dict[str, str], say) -> None:
         say(f"  Prometheus config written to {cfg} (install Debian's `prometheus` package to scrape it)")
 
 
+def report_hint(workdir: Path, monitor_path: Path, rows: np.ndarray, say: Callable[[str], None]) -> None:
+    """The drifted phase's rows as drifted.csv and its HTML drift report (`vigil report`)."""
+    from vigil.errors import VigilError
+    from vigil.report import build_report, render
+
+    current = workdir / "drifted.csv"
+    np.savetxt(current, rows, delimiter=",", header=",".join(FEATURES), comments="", fmt="%.3f")
+    try:
+        report = build_report(str(monitor_path), str(current), workdir / ".vigil" / "report")
+    except (VigilError, ValueError) as exc:
+        say(f"\n Drift report: not written ({exc})")
+        return
+    out = workdir / "report.html"
+    out.write_text(render(report), encoding="utf-8")
+    say(f"\n Drift report of the drifted phase (open it in a browser): {out}")
+    say(f"  vigil report -m {monitor_path} --current {current} -o {out}")
+
+
 def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Callable[[str], None] = print) -> int:
     from vigil.local import LocalError, LocalStack, local_plan
     from vigil.spec import load_monitor
@@ -239,6 +257,9 @@ def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Cal
                 f"  (precision {e['precision']:.2f}, coverage {e['coverage']:.2f})")
         else:
             say(f"  explainer answered {r.status_code}: {r.text[:200]}")
+
+        drifted_rows = next(rows for name, (rows, _), _ in phases if name == "drifted")
+        report_hint(workdir, monitor_path, drifted_rows, say)
 
         normal, drifted = results["normal"]["drift"], results["drifted"]["drift"]
         ok = bool(normal and not normal["detected"] and drifted and drifted["detected"])

@@ -67,6 +67,17 @@ class LocalPlacement:
     def artifact_uri(self, component: str) -> str:
         return f"file://{self.workdir / 'artifacts' / component}"
 
+    def write_uri(self, uri: str) -> str:
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            raw = (parsed.netloc + parsed.path) if parsed.scheme == "file" else uri
+            path = Path(raw).expanduser()
+            return str(path if path.is_absolute() else (self.base_dir / path).resolve())
+        if parsed.scheme == "pvc":
+            raise SpecError("storageUri", f"{uri}: pvc:// storage exists only in a cluster; "
+                                          "use a local path or file:// URI with vigil up")
+        return uri  # s3://, gs://: the component writes there itself (fsspec)
+
     def state_dir(self, component: str) -> str:
         return str(self.workdir / "state" / component)
 

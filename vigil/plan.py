@@ -49,6 +49,10 @@ class Placement(Protocol):
     def state_dir(self, component: str) -> str:
         """A writable directory that survives a restart of the component."""
 
+    def write_uri(self, uri: str) -> str:
+        """Where a component writes the location a storage URI names (capture): a local path, or a
+        remote URL the component writes itself (s3://, gs://)."""
+
 
 @dataclass(frozen=True)
 class TrainStep:
@@ -95,6 +99,7 @@ class Component:
     image_role: str = "server"  # server | detectors | custom
     image: Optional[str] = None  # a user image (model.image) instead of ours
     storage: tuple[str, ...] = ()  # storage URIs the component reads
+    writes: tuple[str, ...] = ()  # storage URIs the component writes (the logger's capture)
     train: Optional[TrainStep] = None
     needs_tensorflow: bool = False
     token_secret: Optional[tuple[str, str]] = None  # spec.security.tokenSecret (name, key): VIGIL_TOKEN in pods
@@ -199,6 +204,7 @@ class BuildContext:
         self.monitor, self.placement, self.name, self.block_path = monitor, placement, name, block_path
         self.upstream, self.model_uri, self._others = upstream, model_uri, others
         self.storage: list[str] = []
+        self.written: list[str] = []
         self.train: Optional[TrainStep] = None
 
     @property
@@ -223,6 +229,11 @@ class BuildContext:
     def path(self, uri: Optional[str]) -> Optional[str]:
         """Where the component reads `uri` (None stays None); the URI becomes storage it reads."""
         return None if uri is None else self.placement.path(self._reads(uri))
+
+    def writes(self, uri: str) -> str:
+        """Where the component writes `uri` (`Placement.write_uri`); the URI becomes storage it writes."""
+        self.written.append(uri)
+        return self.placement.write_uri(uri)
 
     def _reads(self, uri: str) -> str:
         self.storage.append(uri)
@@ -290,6 +301,7 @@ def _component(row: registry.ComponentType, monitor: ModelMonitor, placement: Pl
         name=row.name, port=placement.port(row.name), env=settings_env(settings),
         replicas=getattr(block, "replicas", 1), resources=getattr(block, "resources", {}),
         image_role=row.image_role, storage=tuple(dict.fromkeys(ctx.storage)), train=ctx.train,
+        writes=tuple(dict.fromkeys(ctx.written)),
         needs_tensorflow=row.needs_tensorflow(monitor), settings=settings,
         token_secret=(ref.name, ref.key) if (ref := monitor.spec.security.token_secret) else None)
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from vigil.capture.settings import CaptureSettings
 from vigil.errors import VigilError
 from vigil.logger.settings import LoggerSettings
 from vigil.modelserver.settings import ModelServerSettings
@@ -254,6 +255,37 @@ class SecuritySpec(_Block):
     token_secret: Optional[SecretKeyRef] = None
 
 
+CAPTURE_SCHEMES = ("file", "pvc", "s3", "gs")
+
+
+class CaptureSpec(_Block):
+    """``spec.logger.capture`` (DESIGN §13): rotated files of every sampled request, response and
+    feedback, ``capture-<UTC start time>-<seq>.jsonl|.parquet``, one record per event."""
+
+    storage_uri: str = Field(min_length=1, description=(
+        "Directory the capture files are written to: file:///abs/path (or a path, locally), pvc://CLAIM/path "
+        "(in Kubernetes: the claim is mounted writable in the logger pod) or s3://BUCKET/prefix (the storage "
+        "Secret's credentials)."))
+    sample_rate: float = inherit(CaptureSettings, "sample_rate")
+    format: Literal["jsonl", "parquet"] = inherit(CaptureSettings, "format")
+    rotate: str = Field(seconds(CaptureSettings.model_fields["rotate_seconds"].default),
+                        description="How long one file is written before the next starts (1s to 24h).")
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _where(cls, v: str) -> str:
+        if "://" in v and v.split("://", 1)[0] not in CAPTURE_SCHEMES:
+            raise ValueError(f"capture goes to {', '.join(s + '://' for s in CAPTURE_SCHEMES)} "
+                             f"(or a local path), not {v.split('://', 1)[0]}://")
+        return v
+
+    @field_validator("rotate")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
+
+
 class LoggerSpec(_Block):
     mode: Literal["all", "request", "response"] = inherit(LoggerSettings, "mode")
     sample_rate: float = inherit(LoggerSettings, "sample_rate")
@@ -263,6 +295,7 @@ class LoggerSpec(_Block):
         "and counted (reason queue_bytes)."))
     upstream_timeout: str = Field(seconds(LoggerSettings.model_fields["upstream_timeout_seconds"].default),
                                   description="How long the logger waits for the model server's answer (then 504).")
+    capture: Optional[CaptureSpec] = None
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
     pod: Optional[PodSpec] = None
@@ -320,6 +353,16 @@ class WindowSpec(_Block):
         return parse_duration(self.max_age)
 
 
+class PreprocessSpec(_Block):
+    """``spec.detectors.drift.preprocess``: map each tensor instance to a small vector before the drift test
+    (DESIGN §8, `vigil_detectors.drift.preprocess`). ``uae``: alibi-detect's untrained autoencoder with
+    fixed weights drawn from ``seed`` (built and saved by ``vigil train``), KS per encoded dimension."""
+
+    type: Literal["uae"] = Field(description="uae: an untrained alibi-detect autoencoder (UAE) with seeded weights.")
+    encoding_dim: int = Field(32, ge=1, le=1024, description="Dimensions of the UAE's encoding (KS tests, corrected).")
+    seed: int = Field(0, ge=0, description="Seed of the UAE's random weights (saved with the detector).")
+
+
 class DriftSpec(_Detector):
     replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod holds the window (its state claim)")
     type: str = inherit(DriftSettings, "statistic")
@@ -327,6 +370,7 @@ class DriftSpec(_Detector):
     p_value: float = inherit(DriftSettings, "p_value")
     correction: Literal["bonferroni", "fdr"] = inherit(DriftSettings, "correction")
     window: WindowSpec = Field(default_factory=WindowSpec)
+    preprocess: Optional[PreprocessSpec] = None
 
 
 class MetricsSpec(_Detector):

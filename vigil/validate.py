@@ -16,7 +16,9 @@ traceback from a child process (DESIGN §11). `validate_file` returns ``(problem
 - the explainer's model is a classifier (anchors explain class predictions);
 - the ports `vigil up` would bind are free.
 
-Notes do not fail validation: a feature whose reference holds ≤ 10 distinct values and is not
+Notes do not fail validation: a capture location (``spec.logger.capture``) that cannot be written
+(or needs a library that is missing) is served anyway — inference is never held up by it, records
+are dropped and counted — so validate warns about it; a feature whose reference holds ≤ 10 distinct values and is not
 declared categorical is tested as categorical by drift (DESIGN §10), and validate says so.
 Monitors that point at an endpoint or at remote storage skip the checks that need the bytes.
 """
@@ -69,6 +71,40 @@ def _local(uri: Optional[str], base: Path) -> Optional[Path]:
     raw = (parsed.netloc + parsed.path) if parsed.scheme == "file" else uri
     path = Path(raw).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
+
+
+def capture_warnings(monitor: ModelMonitor, base: Path) -> list[str]:
+    """Why the logger could not write its capture files here (they would be dropped and counted)."""
+    import importlib.util
+    import tempfile
+
+    capture = monitor.spec.logger.capture
+    if capture is None:
+        return []
+    field, uri = "spec.logger.capture.storageUri", capture.storage_uri
+    consequence = "capture records would be dropped (vigil_capture_errors_total); inference is unaffected"
+    out = []
+    if capture.format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        out.append(f"spec.logger.capture.format: parquet needs pyarrow, which is not installed "
+                   f"(pip install pyarrow, or format: jsonl): {consequence}")
+    scheme = urlparse(uri).scheme
+    module = {"s3": "s3fs", "gs": "gcsfs"}.get(scheme)
+    if module and importlib.util.find_spec(module) is None:
+        out.append(f"{field}: {scheme}:// needs {module} (pip install 'vigil-ml[storage]'): {consequence}")
+    path = _local(uri, base)
+    if path is None:
+        return out
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        out.append(f"{field}: {path} is not writable ({exc}): {consequence}")
+    return out
 
 
 def port_free(port: int) -> bool:
@@ -158,6 +194,7 @@ def validate(monitor: ModelMonitor, base: Path, base_port: int = DEFAULT_BASE_PO
         else:
             if getattr(spec.detectors, "drift", None) is not None and spec.schema_.shape is None:
                 notes += categorical_hints(x_ref, monitor)
+    notes += capture_warnings(monitor, base)
     model = _local(spec.model.storage_uri, base)
     if model is not None and "spec.model.storageUri" not in missing and not spec.model.image:
         _check_model(monitor, model, problems)

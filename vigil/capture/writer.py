@@ -168,8 +168,9 @@ class CaptureWriter:
     """Bounded, counted capture of the logger's events (see the module docstring)."""
 
     def __init__(self, settings: CaptureSettings, metrics: CaptureMetrics, max_record_bytes: int = 32 * 1024 * 1024,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, subdir: str = ""):
         self.settings = settings
+        self.subdir = subdir.strip("/")  # one per logger replica (its pod name)
         self.metrics = metrics
         self.max_record_bytes = max_record_bytes
         self.clock = clock
@@ -316,7 +317,8 @@ class CaptureWriter:
         if self.settings.format == "parquet":
             _pyarrow()
         if self._fs is None:
-            self._fs, self._root = filesystem(self.settings.uri)
+            self._fs, root = filesystem(self.settings.uri)
+            self._root = f"{root.rstrip('/')}/{self.subdir}" if self.subdir else root
         if _is_local(self._fs):
             self._fs.makedirs(self._root, exist_ok=True)
         opened = self.clock()

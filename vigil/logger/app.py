@@ -131,7 +131,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     if settings.capture is not None:
         from vigil.capture.writer import CaptureMetrics, CaptureWriter
 
-        capture = CaptureWriter(settings.capture, CaptureMetrics(metrics.service), max_record_bytes=edge.max_body_bytes)
+        capture = CaptureWriter(settings.capture, CaptureMetrics(metrics.service), max_record_bytes=edge.max_body_bytes,
+                                subdir=settings.pod_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

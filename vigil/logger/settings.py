@@ -46,6 +46,9 @@ class LoggerSettings(BaseSettings):
     sinks: list[SinkConfig] = Field(default_factory=list)
     #: Rotated files of every (sampled) event (`vigil.capture.writer`); None: no capture.
     capture: Optional[CaptureSettings] = None
+    #: The pod's name (Kubernetes downward API, set by the operator when capturing): capture files go
+    #: to a subdirectory of this name, so replicas of the logger never write the same file.
+    pod_name: str = ""
     monitor: str = "local"
     namespace: str = "default"
     #: The metrics detector's task and classes, when it runs: feedback truth must fit them
