@@ -77,15 +77,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def reply(attributes: dict[str, str], data: Any) -> tuple[dict[str, str], bytes]:
+def reply(attributes: dict[str, Any], data: Any) -> tuple[dict[str, str], bytes]:
     """Headers and body of a binary-mode reply event (id, source, type and extensions given,
     ``datacontenttype`` application/json), as the SDK's `to_binary_event` writes them."""
     headers = {"ce-specversion": "1.0"}
     for name, value in attributes.items():
         if name == "datacontenttype":
-            headers["content-type"] = value
+            headers["content-type"] = str(value)
         else:
-            headers["ce-" + name] = quote(value, safe=_CE_SAFE_CHARS)
+            headers["ce-" + name] = quote(str(value), safe=_CE_SAFE_CHARS)
     headers.setdefault("ce-time", quote(_now(), safe=_CE_SAFE_CHARS))
     try:  # NaN/infinity become null (valid JSON) where the SDK would write bare NaN
         body = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -94,7 +94,7 @@ def reply(attributes: dict[str, str], data: Any) -> tuple[dict[str, str], bytes]
     return headers, body
 
 
-def reply_sdk(attributes: dict[str, str], data: Any) -> tuple[dict[str, str], bytes]:
+def reply_sdk(attributes: dict[str, Any], data: Any) -> tuple[dict[str, str], bytes]:
     """The same reply through the SDK (the reference `reply` is tested against)."""
     msg = ce_http.to_binary_event(CloudEvent(attributes=dict(attributes), data=data))
     return dict(msg.headers), msg.body
