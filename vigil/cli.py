@@ -229,7 +229,9 @@ def cmd_baseline(args) -> int:
     kinds = ", ".join(f"{types.count(t)} {t}" for t in ("numeric", "integer", "categorical") if t in types)
     print(f"wrote {out / STATISTICS_FILE} and {out / CONSTRAINTS_FILE}: {baseline.statistics.dataset.item_count} "
           f"rows, {len(types)} features ({kinds})")
-    print(f"edit {CONSTRAINTS_FILE} (each check has \"enabled\") and set spec.baseline.storageUri: {out} to use it")
+    where = os.path.relpath(out.resolve(), base.resolve())  # storage URIs are relative to the monitor file
+    print(f"edit {CONSTRAINTS_FILE} (each check has \"enabled\") and set spec.baseline.storageUri: "
+          f"{out.resolve() if where.startswith('..') else where} to use it")
     return 0
 
 

@@ -147,7 +147,7 @@ def count(decoded: Any, compiled: Compiled) -> Counts:
             categories[:, j] = False
         else:
             categories[:, j] |= present[:, j] & ~np.isin(rows[:, j], codes)
-    flags = {"completeness": np.asarray(decoded.missing, dtype=bool),
+    flags = {"completeness": np.array(decoded.missing, dtype=bool),  # a copy: the masks below change it
              "dataType": np.asarray(decoded.wrong_type, dtype=bool) | fraction,
              "range": outside, "categories": categories}
     for j, c in enumerate(compiled.constraints):  # a disabled (or absent) check flags nothing
