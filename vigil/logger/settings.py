@@ -2,6 +2,7 @@
 
 ``VIGIL_LOGGER_SINKS`` is a JSON list: ``[{"name": "drift", "url": "http://...",
 "types": ["request"]}]``; ``types`` (request / response / feedback) defaults to all.
+``VIGIL_LOGGER_TRANSPORT`` (JSON, `vigil.transport.TransportConfig`) picks HTTP or JetStream.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vigil.transport import TransportConfig
 
 EventKind = Literal["request", "response", "feedback"]
 ALL_KINDS: tuple[EventKind, ...] = ("request", "response", "feedback")
@@ -41,6 +44,9 @@ class LoggerSettings(BaseSettings):
     #: Bound of each sink's queue in bytes (bodies waiting or being delivered); 64 MiB.
     queue_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sinks: list[SinkConfig] = Field(default_factory=list)
+    #: How events reach the sinks: HTTP POSTs to each (default) or the monitor's JetStream stream, where
+    #: each sink is a detector's durable consumer (its name and types; its url is then unused).
+    transport: TransportConfig = Field(default_factory=TransportConfig)
     monitor: str = "local"
     namespace: str = "default"
     #: The metrics detector's task and classes, when it runs: feedback truth must fit them
