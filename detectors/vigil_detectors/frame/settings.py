@@ -28,6 +28,9 @@ class DetectorSettings(BaseSettings):
     transport: TransportConfig = Field(default_factory=TransportConfig)
     #: JetStream: only these partitions of the stream (one replica's share, keyed by inference id); None: all.
     consumer_partitions: Optional[list[int]] = None
+    #: The shape of one tensor instance (spec.schema.shape, DESIGN §8), exclusive with feature_names:
+    #: request events then decode to (n, *shape) arrays, and any other instance shape is a 400.
+    shape: Optional[list[PositiveInt]] = None
 
     @property
     def n_features(self) -> Optional[int]:
