@@ -143,7 +143,22 @@ def test_replay_through_a_monitors_sinks_and_clear_failures(tmp_path, capsys):
     closed = free_port()  # nothing listens: each event is retried, then counted as failed
     assert vigil(["replay", str(small), "--to", f"http://127.0.0.1:{closed}/"]) == 1
     out = capsys.readouterr()
-    assert "sent 0, failed 3" in out.out and "3 failed: to: ConnectError" in out.err
+    assert "sent 0, failed 3" in out.out and "3 failed: detector: ConnectError" in out.err
     assert vigil(["replay", str(tmp_path / "nowhere"), "--to", "http://127.0.0.1:9/"]) == 2
     assert "no such capture location" in capsys.readouterr().err
     assert vigil(["replay", str(capture), "--to", "ftp://x"]) == 2
+
+
+def test_a_location_that_becomes_writable_is_used_after_the_backoff(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    w = writer(str(blocker / "capture"), flush_seconds=0.1)
+    w.start()
+    w.offer("request", attrs(0), b"{}")
+    wait_until(lambda: w.errors, timeout=5, what="the first failure")
+    blocker.unlink()  # the location can be written now
+    w.offer("request", attrs(1), b"{}")
+    wait_until(lambda: w.written == 1, timeout=5, what="the retry after the backoff")
+    w.stop(1)
+    assert dict(w.errors) == {"open": 1} and dict(w.dropped) == {"write_error": 1}
+    assert [r.inference_id for r in iter_records(str(blocker / "capture"))] == ["inf-1"]
