@@ -139,6 +139,8 @@ def cmd_status(args) -> int:
     status["restarts"] = run.get("restarts") or {n: 0 for n in run["components"]}
     if run.get("lastExit"):
         status["lastExit"] = run["lastExit"]
+    if run.get("transport"):
+        status["transport"] = run["transport"]
     if args.output == "json":
         print(json.dumps(status, indent=2))
     elif args.output == "yaml":
