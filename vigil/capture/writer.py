@@ -1,7 +1,8 @@
 """The logger's capture writer: a bounded queue and one writer thread that rotate files through fsspec.
 
 The inference path only calls `CaptureWriter.offer` (a ``put_nowait`` under a lock: it never
-waits, never touches the disk or the network). A record over the edge's body limit
+waits, never touches the disk or the network, never wakes the writer, which drains the queue
+on a timer, every ``flush_seconds``, in batches). A record over the edge's body limit
 (``too_large``) or one that does not fit the queue (``queue_full`` by count,
 ``queue_bytes`` by bytes) is dropped and counted at once. The writer thread takes what is
 queued, appends it to the current file and makes it readable:
@@ -269,25 +270,26 @@ class CaptureWriter:
                 time.sleep(min(wait or 0.05, self._retry_at - now, 0.5))
                 self._rotate_if_due()
                 continue
-            batch = self._take(wait if not self._stop.is_set() else 0.0)
+            if not self._stop.is_set():  # wake up on a timer, not per record: the inference path never waits on us
+                self._stop.wait(wait)
             self._rotate_if_due()
-            if batch:
+            while self._retry_at <= time.monotonic():  # not backing off
+                batch = self._take()
+                if not batch:
+                    break
                 self._write(batch)
         self._close_segment()
 
-    def _take(self, wait: float) -> list[tuple[str, dict[str, Any], bytes]]:
-        try:
-            first = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
-        except queue.Empty:
-            return []
-        batch = [first]
+    def _take(self) -> list[tuple[str, dict[str, Any], bytes]]:
+        batch: list[tuple[str, dict[str, Any], bytes]] = []
         while len(batch) < _BATCH:
             try:
                 batch.append(self.queue.get_nowait())
             except queue.Empty:
                 break
-        with self._lock:
-            self.bytes -= sum(len(d) for _, _, d in batch)
+        if batch:
+            with self._lock:
+                self.bytes -= sum(len(d) for _, _, d in batch)
         return batch
 
     def _rotate_if_due(self) -> None:
