@@ -4,9 +4,12 @@ answer) is `vigil.edge`.
 
 The model is loaded once in the lifespan (a load failure stops the process with the
 reason, so `vigil up` and Kubernetes both see it). Each request is decoded with
-`vigil.events.decode_instances` and scored with one vectorised call; big batches run
-in a worker thread so health checks keep answering. Bad input gets a 4xx
-``{"error": ...}`` and is counted in ``vigil_events_rejected_total{reason}``.
+`vigil.instances.decode_table` against the monitor's schema (rows keyed by feature name,
+category strings mapped to their codes; a missing value or an unseen category reaches the
+model as NaN — a model that refuses NaN answers 422 ``predict_failed`` with its own message)
+and scored with one vectorised call; big batches run in a worker thread so health checks
+keep answering. Bad input gets a 4xx ``{"error": ...}`` and is counted in
+``vigil_events_rejected_total{reason}``.
 
 V2 responses carry the output tensor ``predict`` (INT64 class labels for classifiers,
 FP64 values for regressors) and, when the model has class scores, ``predict_proba``
@@ -30,7 +33,8 @@ from starlette.concurrency import run_in_threadpool
 import vigil
 from vigil.edge import Edge
 from vigil.errors import InvalidInput, NotFound, NotReady, Rejected, Unprocessable
-from vigil.events import PayloadError, decode_instances
+from vigil.events import PayloadError
+from vigil.instances import InputSchema, decode_table
 from vigil.modelserver.loaders import LoadedModel, load_model, predict_datatype
 from vigil.modelserver.settings import ModelServerSettings
 from vigil.telemetry import ServiceMetrics
@@ -40,9 +44,10 @@ log = logging.getLogger("vigil.model")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTPUT_NAMES = ("predict", "predict_proba")
 _JSON = "application/json"
+_NUMBERS = InputSchema(None, {})  # positional rows, no names or categories
 REJECT_REASONS = ("too_large", "content_type", "content_encoding", "duplicate_header", "headers_too_large",
                   "bad_json", "too_deep", "empty_body", "bad_body", "bad_shape", "non_numeric", "out_of_range",
-                  "feature_count", "unknown_model", "unknown_output", "predict_failed", "not_ready", "not_found",
+                  "feature_count", "bad_category", "unknown_model", "unknown_output", "predict_failed", "not_ready", "not_found",
                   "method_not_allowed", "internal")
 
 
@@ -65,6 +70,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
                                  ("protocol", "code"))
     m_instances = metrics.counter("vigil_model_instances_total", "Rows scored by the model")
     edge = Edge(metrics, "model", kinds=("request",), reasons=REJECT_REASONS)
+    schema = InputSchema.from_settings(settings.feature_names, settings.categorical)
     state: dict[str, Any] = {"model": None, "instances": 0}
 
     @asynccontextmanager
@@ -105,7 +111,11 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
         edge.count_received("request")
         if protocol == "v1" and not (isinstance(body, dict) and "instances" in body):
             raise PayloadError("bad_body", "V1 body must be {\"instances\": [...]}")
-        rows = decode_instances(body, m.n_features)
+        # the monitor's schema, unless the model is of another width (vigil validate reports that): then numbers
+        fits = schema.n_features is None or m.n_features in (None, schema.n_features)
+        rows = decode_table(body, schema if fits else _NUMBERS).rows
+        if m.n_features is not None and rows.shape[1] != m.n_features:
+            raise PayloadError("feature_count", f"expected {m.n_features} features per row, got {rows.shape[1]}")
         wanted = _requested_outputs(body) if protocol == "v2" else None
         want_proba = m.has_proba and (wanted is None or "predict_proba" in wanted)
         try:

@@ -34,11 +34,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from vigil.errors import NotReady, Rejected, UpstreamError
-from vigil.events import PayloadError, decode_instances
+from vigil.events import PayloadError
+from vigil.instances import InputSchema, decode_table
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.explainer.predictor import ModelCallError, ModelServerPredictor
 from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
+from vigil_detectors.frame.settings import category_counts
 
 log = logging.getLogger("vigil.explainer")
 
@@ -146,7 +148,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
             raise DetectorError(f"the explainer was trained on features {names}, the monitor names {self.feature_names}")
         self.feature_names = names
         self.categories = {int(i): len(first.feature_values[i]) for i in first.categorical_features}
-        for key, n in (s.categorical or {}).items():
+        for key, n in category_counts(s.categorical).items():
             if int(key) not in self.categories or (n is not None and self.categories[int(key)] != n):
                 log.warning("schema says feature %s has %s categories; the explainer artifact says %s",
                             key, n, self.categories.get(int(key)))
@@ -165,6 +167,19 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         self.m_rows.inc(rows)
 
     # -- explaining ---------------------------------------------------------------------------
+    def _decode(self, doc: Any) -> np.ndarray:
+        """One ``POST /explain`` body as rows: named features and category strings as at every edge;
+        anchors need every value, so a missing one or an unseen category is a 400 here."""
+        schema = InputSchema.from_settings(self.feature_names, self.settings.categorical)
+        decoded = decode_table(doc, schema)
+        for mask, reason, what in ((decoded.missing, "missing_value", "has no value"),
+                                   (decoded.unseen, "bad_category", "holds a category outside the declared ones")):
+            if mask.any():
+                j = int(np.nonzero(mask.any(axis=0))[0][0])
+                raise PayloadError(reason, f"feature {self.feature_names[j]!r} {what}; an explanation needs "
+                                           "every feature's value")
+        return decoded.rows
+
     def _check_instance(self, rows: np.ndarray) -> np.ndarray:
         if rows.shape[0] != 1:
             raise PayloadError("instance_count", f"send exactly one instance to explain, got {rows.shape[0]}")
@@ -274,7 +289,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         if self._slots is None:
             raise NotReady("not_ready", "explainer is not ready yet (loading the artifact)")
         doc = await edge.read_json(request)
-        row = self._check_instance(decode_instances(doc, len(self.feature_names)))
+        row = self._check_instance(self._decode(doc))
         if self._slots.locked() and self._waiting >= s.max_waiting:
             raise NotReady("busy", f"{s.max_concurrent} explanations running and {self._waiting} waiting; retry later")
         try:

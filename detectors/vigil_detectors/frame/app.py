@@ -3,6 +3,10 @@
 `POST /` takes a CloudEvent (binary or structured mode) of our, KServe's or Seldon's
 inference types, validates it at the edge (size, content type, CloudEvent attributes,
 JSON, numbers, feature count), and hands the detector a decoded `InferenceEvent`.
+Request instances are read by `vigil.instances.decode_table` (named rows, category
+strings); rows holding a missing value are skipped — the detector gets the rest
+(`InferenceEvent.skipped` says which) — and counted in ``vigil_instances_skipped_total{reason}``;
+an event most of whose rows were skipped counts as skipped in the recent health (Degraded).
 Every rejection is a 4xx `{"error": ..., "reason": ...}` counted in `vigil_events_rejected_total{reason}`
 (`vigil.edge`);
 the service keeps running and the detector never sees the bad event. The reply is a
@@ -18,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Optional
 
+import numpy as np
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.v1.event import CloudEvent
@@ -27,7 +32,8 @@ from fastapi.responses import JSONResponse
 from vigil import components
 from vigil.edge import Edge, parse_json
 from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
-from vigil.events import SOURCE_PREFIX, decode_instances, event_kind, inference_id
+from vigil.events import SOURCE_PREFIX, event_kind, inference_id
+from vigil.instances import InputSchema, decode_table
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
@@ -40,7 +46,7 @@ REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
 REJECT_REASONS = ("too_large", "not_ready", "content_type", "content_encoding", "duplicate_header",
                   "headers_too_large", "bad_cloudevent", "bad_json", "too_deep", "unknown_type", "bad_body",
                   "bad_shape", "non_numeric", "out_of_range", "feature_count", "not_found", "method_not_allowed",
-                  "internal", "unauthorized", "checkpoint")
+                  "internal", "unauthorized", "checkpoint", "bad_category")
 
 
 class _Edge(Edge):
@@ -84,7 +90,32 @@ def _check_required(headers, body: bytes, structured: bool) -> None:
                                              + ", ".join(where + m for m in missing))
 
 
-def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent:
+_SKIP_WHY = {"missing": "hold a missing value", "unseen": "hold a category code outside the declared ones"}
+
+
+def _instances(ev: InferenceEvent, schema: InputSchema) -> None:
+    """Decode a request's instances; rows holding a missing value (or an unseen code of a category
+    list of unknown length: no bin for it) are skipped, the detector gets the others."""
+    decoded = decode_table(ev.data, schema)
+    rows = decoded.coded(schema)
+    skipped = np.isnan(rows).any(axis=1)
+    ev.decoded = decoded
+    ev.skipped = skipped
+    ev.instances = rows[~skipped] if skipped.any() else rows
+
+
+def _skips(ev: InferenceEvent) -> dict[str, int]:
+    """``{reason: instances}`` skipped in a decoded request event."""
+    if ev.skipped is None or ev.decoded is None or not ev.skipped.any():
+        return {}
+    missing = int(ev.decoded.incomplete.sum())
+    out = {"missing": missing}
+    if int(ev.skipped.sum()) > missing:
+        out["unseen"] = int(ev.skipped.sum()) - missing
+    return out
+
+
+def _parse(headers, body: bytes, settings, detector: Detector, schema: InputSchema) -> InferenceEvent:
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         raise UnsupportedMediaType("content_type", f"unsupported content type {content_type or '(none)'!r}; "
@@ -110,7 +141,7 @@ def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent
     if kind not in detector.accepts:
         return ev
     if kind == "request":
-        ev.instances = decode_instances(data, settings.n_features)
+        _instances(ev, schema)
     elif kind == "response":
         ev.outputs = detector.decode_outputs(data)
     elif not isinstance(data, dict):
@@ -152,6 +183,8 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     metrics = ServiceMetrics(settings.monitor, settings.namespace)
     detector = detector_cls(settings, metrics)
     edge = _Edge(detector.name, metrics)
+    schema = settings.input_schema()
+    skipped: dict[str, int] = {}  # instances skipped, by reason, for /status
     log = edge.log  # vigil.<detector name>
     state: dict[str, Any] = {"ready": False, "error": None}
 
@@ -188,7 +221,7 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             if not state["ready"]:
                 raise NotReady("not_ready", "detector is not ready yet (artifact loading)")
             started = time.perf_counter()
-            event = _parse(request.headers, body, settings, detector)
+            event = _parse(request.headers, body, settings, detector, schema)
         except Rejected as exc:
             return edge.reject(exc)
         edge.count_received(event.kind if event.kind in ("request", "response", "feedback") else "other")
@@ -209,7 +242,13 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             log.exception("%s detector failed on event %s", detector.name, event.id)
             return edge.reject(Rejected(500, "internal", f"{type(exc).__name__}: {exc}"))
         edge.seen.add(key)
-        edge.accepted()
+        skips = _skips(event)
+        for reason, n in skips.items():
+            metrics.skipped.labels(reason=reason).inc(n)
+            skipped[reason] = skipped.get(reason, 0) + n
+        most = sum(skips.values()) * 2 > event.rows_received
+        edge.accepted((next(iter(skips)), f"{sum(skips.values())} of {event.rows_received} instances "
+                       + " or ".join(_SKIP_WHY[r] for r in skips)) if most else None)
         edge.duration.observe(time.perf_counter() - started)
         if result is None:
             return Response(status_code=202)
@@ -220,7 +259,8 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     @app.get("/status")
     async def status() -> dict:
         out = {"component": detector.name, "ready": state["ready"], "monitor": settings.monitor,
-               "namespace": settings.namespace, "events": dict(edge.counts), "recent": edge.health.snapshot()}
+               "namespace": settings.namespace, "events": dict(edge.counts), "recent": edge.health.snapshot(),
+               "instancesSkipped": dict(skipped)}
         if state["error"]:
             out["error"] = state["error"]
         if detector.checkpoint.error:

@@ -17,6 +17,7 @@ import numpy as np
 
 from vigil.errors import VigilError
 from vigil.events import decode_outputs
+from vigil.instances import Decoded
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.checkpoint import CheckpointHealth
 from vigil_detectors.frame.settings import DetectorSettings
@@ -34,9 +35,17 @@ class InferenceEvent:
     inference_id: Optional[str]
     attributes: dict[str, Any]
     data: Any  # the parsed JSON body
-    instances: Optional[np.ndarray] = None  # (n, f) float64, for request events
+    instances: Optional[np.ndarray] = None  # (n, f) float64, for request events: the rows not skipped
+    #: request events: the decoded body (`vigil.instances`), and which of its rows were skipped (missing values)
+    decoded: Optional[Decoded] = None
+    skipped: Optional[np.ndarray] = None
     outputs: Optional[np.ndarray] = None  # for response events
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_received(self) -> int:
+        """Rows the event carried (skipped ones included)."""
+        return len(self.decoded) if self.decoded is not None else self.rows
 
     @property
     def rows(self) -> int:
