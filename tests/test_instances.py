@@ -59,6 +59,11 @@ def test_v2_single_tensor_and_stacked_columns():
     assert _nan_eq(decode_table(cols, SCHEMA).rows, [[0, 1, 0, 2], [0, 1, 2, 0]])
 
 
+def test_v2_one_1d_tensor_is_one_instance():
+    one = {"inputs": [{"name": "x", "datatype": "INT16", "shape": [4], "data": [1, 0, 2, 1]}]}
+    assert _nan_eq(decode_table(one, SCHEMA).rows, [[1, 0, 2, 1]])
+
+
 def test_v2_one_named_input_per_feature_bytes_for_strings():
     body = {"inputs": [
         {"name": "sex", "datatype": "BYTES", "shape": [2], "data": ["M", "F"]},

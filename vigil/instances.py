@@ -247,8 +247,9 @@ def _from_v2(inputs: Any, schema: InputSchema, strict: bool) -> tuple[np.ndarray
             for j, f in enumerate(names):
                 table[:, j] = cols[f] if f in cols else _ABSENT
         return table, [list(unknown) for _ in range(n_rows)], True
-    if len(tensors) == 1:
-        return _columns(tensors[0][1]), None, False
+    if len(tensors) == 1:  # one tensor of rows; 1-D: one instance
+        arr = tensors[0][1]
+        return (arr.reshape(1, -1) if arr.ndim == 1 else _columns(arr)), None, False
     cols_ = [_columns(a) for _, a in tensors]
     if len({c.shape[0] for c in cols_}) != 1:
         raise PayloadError("bad_shape", "V2 input tensors have different numbers of rows")
@@ -449,3 +450,9 @@ def decode_table(body: Any, schema: InputSchema, *, strict: bool = True) -> Deco
     else:
         raise PayloadError("bad_body", "body has neither 'inputs' (V2) nor 'instances' (V1)")
     return _finish(table, extra, schema, strict)
+
+
+def decode_array(table: np.ndarray, schema: InputSchema, *, strict: bool = True) -> Decoded:
+    """A (n, f) table already read (float64, or object holding numbers, strings and None) decoded
+    like a body's rows: category values to codes, NaN/None missing. `vigil.data.load_table` uses it."""
+    return _finish(table, None, schema, strict)

@@ -140,12 +140,13 @@ def train_component(component: str, reference: Union[str, Path], output: Union[s
     `categorical` is the schema's block (``{feature: n categories or [values]}``); `model`
     a model file or V2 URL (explainer only).
     """
-    from vigil.data import load_table
+    from vigil.data import complete_rows, load_table
 
     if component not in components.trainable():
         raise ValueError(f"cannot train {component!r}; one of {', '.join(components.trainable())}")
     progress(f"{component}: reading reference data {reference}")
-    x_ref = load_table(str(reference), feature_names)
-    progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features")
+    x_ref, dropped = complete_rows(load_table(str(reference), feature_names, categorical, missing="keep"))
+    progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features"
+             + (f" ({dropped} rows holding a missing value dropped)" if dropped else ""))
     return train_array(component, x_ref, options, output, feature_names=feature_names, categorical=categorical,
                        model=model, model_format=model_format, model_name=model_name, progress=progress)

@@ -118,9 +118,11 @@ class DriftDetector(Detector[DriftSettings]):
             self.statistic = load_statistic(s.artifact, p_value=s.p_value, correction=s.correction,
                                             kind=s.statistic, statistics=overrides)
         elif s.reference:
-            from vigil.data import load_table
+            from vigil.data import complete_rows, load_table
 
-            x_ref = load_table(s.reference, s.feature_names)
+            x_ref, dropped = complete_rows(load_table(s.reference, s.feature_names, s.categorical, missing="keep"))
+            log.info("drift: fitting on %d reference rows%s", x_ref.shape[0],
+                     f" ({dropped} rows holding a missing value dropped)" if dropped else "")
             self.statistic = fit_statistic(x_ref, p_value=s.p_value, correction=s.correction,
                                            categorical=s.categorical_indices, kind=s.statistic,
                                            statistics=overrides)
