@@ -401,7 +401,8 @@ def test_clean_shutdown_snapshots_and_sliding_window_restores(ref_csv, tmp_path)
         feed(c, rows[:65], batch=13)  # full at 52 (one check), 13 since
         before = drift_status(c)
         assert before["windows"] == 1 and before["fill"] == 50
-    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["meta.json", "window-2.log", "window-2.npy"]
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["history.jsonl", "meta.json", "window-2.log",
+                                                                     "window-2.npy"]
     with drift_service(**opts) as c:
         assert drift_status(c)["fill"] == 50 and drift_status(c)["windows"] == 1
         r = send(c, rows[65:72])  # 13 + 7 = 20 since the last check: due

@@ -138,11 +138,13 @@ def _logger(ctx: BuildContext, lg) -> dict[str, Any]:
 
 def _model(ctx: BuildContext, model) -> dict[str, Any]:
     return {"uri": ctx.at(ctx.path(model.storage_uri), "spec.model.storageUri"), "format": model.format,
-            "name": ctx.monitor.model_name, "feature_names": ctx.feature_names, "categorical": ctx.categorical()}
+            "name": ctx.monitor.model_name, "shape": ctx.shape, "feature_names": ctx.feature_names,
+            "categorical": ctx.categorical()}
 
 
 def _outlier(ctx: BuildContext, o) -> dict[str, Any]:
-    return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names, "categorical": ctx.categorical(),
+    return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names, "shape": ctx.shape,
+            "categorical": ctx.categorical(),
             "max_batch_size": ctx.at(o.max_batch_size, "maxBatchSize"),
             "max_batch_delay_ms": ctx.at(o.max_batch_delay_ms, "maxBatchDelayMs")}
 
@@ -152,7 +154,7 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
     # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref).
     return {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
             "reference": None if d.storage_uri else ctx.path(ctx.reference),
-            "feature_names": ctx.feature_names, "categorical": ctx.categorical(),
+            "feature_names": ctx.feature_names, "shape": ctx.shape, "categorical": ctx.categorical(),
             "statistic": ctx.at(d.type, "type"), "statistics": ctx.at(d.statistics, "statistics"),
             "p_value": ctx.at(d.p_value, "pValue"),
             "correction": ctx.at(d.correction, "correction"),
@@ -171,7 +173,23 @@ def _metrics(ctx: BuildContext, m) -> dict[str, Any]:
 def _explainer(ctx: BuildContext, e) -> dict[str, Any]:
     return {"artifact": ctx.artifact(e, against_model=True), "model_url": ctx.upstream, "model_name": ctx.monitor.model_name,
             "threshold": ctx.at(e.threshold, "threshold"), "sample_rate": ctx.at(e.sample_rate, "sampleRate"),
-            "feature_names": ctx.feature_names, "categorical": ctx.categorical()}
+            "feature_names": ctx.feature_names, "shape": ctx.shape, "categorical": ctx.categorical()}
+
+
+def _quality(ctx: BuildContext, q) -> dict[str, Any]:
+    # No baseline directory: the service profiles reference at start-up (as drift fits from it).
+    baseline = ctx.monitor.spec.baseline.storage_uri
+    schema = ctx.monitor.spec.schema_
+    if not schema.feature_names:
+        raise _spec.SpecError("spec.detectors.quality", "checks named tabular features: it needs schema.featureNames")
+    return {"baseline": ctx.at(ctx.path(baseline), "spec.baseline.storageUri") if baseline else None,
+            "reference": None if baseline else ctx.path(ctx.reference),
+            "feature_names": ctx.feature_names,
+            "categorical": ctx.at({str(_spec.categorical_index(k, schema.feature_names)): v
+                                   for k, v in schema.categorical.items()}, "spec.schema.categorical"),
+            "window_size": ctx.at(q.window.size, "window.size"),
+            "max_age_seconds": ctx.at(q.window.max_age_seconds, "window.maxAge"),
+            "state_dir": ctx.state_dir()}
 
 
 def _builtin() -> None:
@@ -199,6 +217,10 @@ def _builtin() -> None:
                        "vigil_detectors.explainer.service:create_app", _explainer, spec_block=_spec.ExplainerSpec,
                        consumes=("request",), subscribes=lambda e: e.sample_rate > 0, reply_type=f"{P}.explanation",
                        status_key="explainer", trainable=True, endpoints=(("explain", "/explain"),)))
+    register(ComponentType("quality", 6, "vigil_detectors.quality.settings:QualitySettings",
+                       "vigil_detectors.quality.service:create_app", _quality, spec_block=_spec.QualitySpec,
+                       consumes=("request",), reply_type=f"{P}.quality", status_key="quality",
+                       status_fields=("violations", "featuresViolated", "lastCheck")))
 
 
 def _plugins(value: str) -> None:

@@ -27,6 +27,7 @@ import httpx
 
 from vigil import components as registry
 from vigil.errors import VigilError
+from vigil.logecho import LogEcho
 from vigil.plan import DEFAULT_BASE_PORT, Component, Plan, build_plan, endpoints, train_argv
 from vigil.spec import ModelMonitor, SpecError
 from vigil.supervise import Supervised
@@ -114,6 +115,7 @@ class LocalStack:
         self.extra_env: dict[str, str] = {}  # for every component (VIGIL_TOKEN from --token-file)
         self._ready: set[str] = set()
         self.logs = self.workdir / "logs"
+        self.echo: LogEcho | None = None  # warnings and errors of the components, to the terminal
 
     # -- training -----------------------------------------------------------------
     def train(self, retrain: bool = False) -> None:
@@ -151,6 +153,7 @@ class LocalStack:
                 raise LocalError(f"model.image ({c.image}) cannot run without Kubernetes; "
                                  "run that server yourself and set model.endpoint instead")
             self._check_port_free(c)
+        self.echo = LogEcho(self.logs, [c.name for c in self.plan.components], self.say)
         # Sinks and the model first, the logger (the entry point) last.
         order = sorted(self.plan.components, key=lambda c: c.name == "logger")
         for c in order:
@@ -173,6 +176,8 @@ class LocalStack:
         pending = [n for n in names if n not in self._ready]
         with httpx.Client(timeout=2.0) as client:
             while pending:
+                if self.echo:
+                    self.echo.poll()
                 for name in list(pending):
                     proc = self.procs[name]
                     if proc.poll() is not None:
@@ -231,6 +236,8 @@ class LocalStack:
     def supervise_once(self, client: httpx.Client) -> None:
         """One round of supervision: notice exits, restart what is due, mark restarted ones ready."""
         changed = False
+        if self.echo:
+            self.echo.poll()
         for name, sup in self.supervised.items():
             reason = sup.exited()
             if reason:

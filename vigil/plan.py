@@ -65,7 +65,7 @@ class TrainStep:
     options: dict = field(default_factory=dict)  # the detector's spec block (camelCase)
     feature_names: tuple[str, ...] = ()
     categorical: dict = field(default_factory=dict)  # the schema's block, as written
-    shape: Optional[tuple[int, ...]] = None  # tensor instances (spec.schema.shape, DESIGN §8): not in the spec yet
+    shape: Optional[tuple[int, ...]] = None  # tensor instances: spec.schema.shape (DESIGN §8)
 
 
 def train_argv(step: TrainStep, path: Callable[[str], str]) -> list[str]:
@@ -75,7 +75,8 @@ def train_argv(step: TrainStep, path: Callable[[str], str]) -> list[str]:
             "--output", path(step.output_uri), "--options", json.dumps(step.options, sort_keys=True, default=str),
             "--feature-names", json.dumps(list(step.feature_names)),
             "--categorical", json.dumps(step.categorical, sort_keys=True)]
-    # step.shape (tensor instances) joins here as --shape once spec.schema.shape exists (DESIGN §8).
+    if step.shape is not None:
+        argv += ["--shape", json.dumps(list(step.shape))]
     model = path(step.model_uri) if step.model_uri else step.model_endpoint
     if model:
         argv += ["--model", model, "--model-format", step.model_format or "sklearn"]
@@ -205,8 +206,16 @@ class BuildContext:
         return self.monitor.spec.reference.storage_uri if self.monitor.spec.reference else None
 
     @property
-    def feature_names(self) -> list[str]:
-        return list(self.monitor.spec.schema_.feature_names)
+    def feature_names(self) -> Optional[list[str]]:
+        """The schema's feature names (None for a tensor schema)."""
+        names = self.monitor.spec.schema_.feature_names
+        return None if names is None else list(names)
+
+    @property
+    def shape(self) -> Optional[list[int]]:
+        """The shape of one instance of a tensor schema (None for a tabular one)."""
+        shape = self.monitor.spec.schema_.shape
+        return None if shape is None else list(shape)
 
     def at(self, value: Any, path: str, keys: Optional[dict[str, str]] = None) -> At:
         return At(value, path if path.startswith("spec") else f"{self.block_path}.{path}", keys)
@@ -223,8 +232,8 @@ class BuildContext:
         """The schema's categorical block as ``{"column index": n categories | [values]}`` (the services'
         form: a value list stays a list, so every component maps the same strings to the same codes)."""
         schema = self.monitor.spec.schema_
-        cats = {str(categorical_index(k, schema.feature_names)): v for k, v in schema.categorical.items()}
-        names = {str(categorical_index(k, schema.feature_names)): k for k in schema.categorical}
+        cats = {str(categorical_index(k, schema.names)): v for k, v in schema.categorical.items()}
+        names = {str(categorical_index(k, schema.names)): k for k in schema.categorical}
         return At(cats, "spec.schema.categorical",
                   {key: f"spec.schema.categorical.{name}" for key, name in names.items()})
 
@@ -246,7 +255,8 @@ class BuildContext:
         self.train = TrainStep(
             self.name, self.reference, out, **model,
             options=block.model_dump(by_alias=True, exclude=POD_FIELDS),
-            feature_names=tuple(spec.schema_.feature_names), categorical=dict(spec.schema_.categorical))
+            feature_names=tuple(spec.schema_.names), categorical=dict(spec.schema_.categorical),
+            shape=spec.schema_.instance_shape)
         return self.placement.path(self._reads(out))
 
     def sinks(self) -> list[dict]:

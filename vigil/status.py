@@ -9,8 +9,14 @@ each detector adds one block under its own key, which this module lifts into the
 
 - drift:    ``"drift": {"detected", "pValue", "featuresDrifted", "lastCheck", "windows", ...}``
 - outlier:  ``"outliers": {"rate", "seen", "threshold", ...}``
+- quality:  ``"quality": {"violations", "featuresViolated", "lastCheck", ...}``
 - metrics:  ``"metrics": {"accuracy", "feedback", ...}`` (regression: ``"mae"``, ``"rmse"``, ``"r2"``)
 - explainer: ``"explainer": {"explanations", ...}``
+
+`history` asks the detectors that keep a history of window checks (drift, quality) for
+their last N (``GET /history?limit=N`` -> ``{"checks": [...]}``, newest last) and gives
+``{"drift": [...], "quality": [...]}`` — an empty list for a detector that is not
+deployed or does not answer; `format_history` prints it for `vigil status --history N`.
 
 `poll` asks each component of a plan (async, with a short timeout) and `summarize`
 turns the answers into the `.status` shape of DESIGN.md §2 (minus the fields only the
@@ -94,6 +100,53 @@ async def poll(urls: dict[str, str], timeout: float = 2.0,
     return dict(zip(names, results, strict=True))
 
 
+#: Detectors that serve ``GET /history`` (DESIGN §10), in the order `vigil status --history` shows them.
+HISTORY_COMPONENTS = ("drift", "quality")
+
+
+async def history(urls: dict[str, str], limit: int, timeout: float = 5.0,
+                  client_factory: Optional[Callable[[], httpx.AsyncClient]] = None) -> dict[str, list[dict]]:
+    """The last `limit` checks of each history-keeping detector among `urls` (see the module docstring)."""
+    async def one(client: httpx.AsyncClient, url: Optional[str]) -> list[dict]:
+        if not url:
+            return []
+        try:
+            r = await client.get(url.rstrip("/") + "/history", params={"limit": limit}, timeout=timeout)
+            checks = r.json().get("checks") if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return []
+        return [c for c in checks if isinstance(c, dict)] if isinstance(checks, list) else []
+
+    async with (client_factory() if client_factory else httpx.AsyncClient()) as client:
+        results = await asyncio.gather(*(one(client, urls.get(n)) for n in HISTORY_COMPONENTS))
+    return dict(zip(HISTORY_COMPONENTS, results, strict=True))
+
+
+def _history_line(name: str, check: dict) -> str:
+    when = check.get("time") or check.get("lastCheck") or check.get("endTime") or "-"
+    if name == "drift":
+        verdict = "DRIFT" if check.get("detected") else "ok"
+        p = check.get("pValue")
+        return (f"{when}  window={check.get('window', '-')}  {verdict:<5}  p={'-' if p is None else f'{p:.4g}'}  "
+                f"n={check.get('checkedInstances', '-')}  features={','.join(check.get('featuresDrifted') or []) or '-'}")
+    violations = check.get("violations")
+    shown = len(violations) if isinstance(violations, list) else violations
+    features = check.get("featuresViolated")
+    return (f"{when}  window={check.get('window', '-')}  violations={'-' if shown is None else shown}"
+            + (f"  features={','.join(features) or '-'}" if isinstance(features, list) else ""))
+
+
+def format_history(checks: dict[str, list[dict]]) -> str:
+    """`vigil status --history N` as text: each detector's checks, oldest first."""
+    lines = []
+    for name in HISTORY_COMPONENTS:
+        entries = checks.get(name) or []
+        lines.append(f"{name.upper()} HISTORY ({len(entries)} checks)" if entries else
+                     f"{name.upper()} HISTORY  none (not deployed, not persisted, or no window checked yet)")
+        lines += [f"  {_history_line(name, c)}" for c in entries]
+    return "\n".join(lines)
+
+
 def format_table(status: dict[str, Any]) -> str:
     """Human summary for `vigil status`, in the spirit of `kubectl get monitors`."""
     head = f"MONITOR    {status['monitor']}\n" if status.get("monitor") else ""
@@ -113,6 +166,10 @@ def format_table(status: dict[str, Any]) -> str:
     if "outliers" in status:
         o = status["outliers"]
         lines.append(f"OUTLIERS   rate={o.get('rate', 0):.3f}  seen={o.get('seen', 0)}")
+    if "quality" in status:
+        q = status["quality"]
+        lines.append(f"QUALITY    violations={q.get('violations', 0)}  "
+                     f"features={','.join(q.get('featuresViolated') or []) or '-'}  last={q.get('lastCheck') or '-'}")
     if "metrics" in status:
         m = status["metrics"]
         shown = "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()

@@ -86,10 +86,11 @@ def categorical_hints(x_ref: np.ndarray, monitor: ModelMonitor) -> list[str]:
     from vigil_detectors.drift.statistics.suite import inferred_categorical
 
     schema = monitor.spec.schema_
-    declared = {schema.feature_names.index(n): None for n in schema.categorical}
+    names = schema.names
+    declared = {names.index(n): None for n in schema.categorical}
     out = []
     for j in inferred_categorical(x_ref, declared):
-        name, distinct = schema.feature_names[j], np.unique(x_ref[:, j]).size
+        name, distinct = names[j], np.unique(x_ref[:, j]).size
         out.append(f"spec.schema.featureNames: {name} has {distinct} distinct reference values, so drift "
                    f"tests it as categorical; declare it in schema.categorical to say so (or to list its values)")
     return out
@@ -110,8 +111,17 @@ def _check_model(monitor: ModelMonitor, path: Path, problems: list[str]) -> None
     except Exception as exc:  # noqa: BLE001 - any load failure (ModelLoadError, unpickling) is one line
         problems.append(f"{field}: cannot load {path} as a {declared} model: {str(exc).splitlines()[0][:300]}{hint}")
         return
-    names = spec.schema_.feature_names
-    if model.n_features is not None and int(model.n_features) != len(names):
+    shape = spec.schema_.instance_shape
+    if shape is not None:
+        width = int(np.prod(shape))
+        if model.input_shape is not None and tuple(model.input_shape) != shape:
+            problems.append(f"spec.schema.shape: instances of shape {list(shape)} declared but the model takes "
+                            f"{list(model.input_shape)} ({model.platform})")
+        elif model.n_features is not None and int(model.n_features) != width:
+            problems.append(f"spec.schema.shape: instances of shape {list(shape)} ({width} values) declared but the "
+                            f"model takes {model.n_features} inputs ({model.platform})")
+    names = spec.schema_.names
+    if shape is None and model.n_features is not None and int(model.n_features) != len(names):
         problems.append(f"spec.schema.featureNames: {len(names)} features declared but the model takes "
                         f"{model.n_features} inputs ({model.platform})")
     if getattr(spec.detectors, "explainer", None) is not None and not model.classifier:
@@ -142,16 +152,17 @@ def validate(monitor: ModelMonitor, base: Path, base_port: int = DEFAULT_BASE_PO
     ref = _local(spec.reference.storage_uri if spec.reference else None, base)
     if ref is not None and "spec.reference.storageUri" not in missing:
         try:
-            x_ref = load_table(ref, spec.schema_.feature_names, spec.schema_.categorical, missing="keep")
+            x_ref = load_table(ref, spec.schema_.feature_names, spec.schema_.categorical, shape=spec.schema_.shape,
+                               missing="keep")
         except DataError as exc:
             problems.append(f"spec.reference.storageUri: {exc}")
         else:
-            incomplete = int(np.isnan(x_ref).any(axis=1).sum())
+            incomplete = int(np.isnan(x_ref.reshape(len(x_ref), -1)).any(axis=1).sum())
             if incomplete:
                 notes.append(f"spec.reference.storageUri: {incomplete} of {x_ref.shape[0]} rows hold a missing value; "
                              "drift and outlier fit on the others")
                 x_ref = x_ref[~np.isnan(x_ref).any(axis=1)]
-            if getattr(spec.detectors, "drift", None) is not None:
+            if getattr(spec.detectors, "drift", None) is not None and spec.schema_.shape is None:
                 notes += categorical_hints(x_ref, monitor)
     model = _local(spec.model.storage_uri, base)
     if model is not None and "spec.model.storageUri" not in missing and not spec.model.image:

@@ -107,9 +107,15 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
 
 def train_array(component: str, x_ref: np.ndarray, options: Optional[dict], out_dir, *,
                 feature_names: Optional[Sequence[str]] = None, categorical: Optional[Categorical] = None,
-                model: Optional[str] = None, model_format: Optional[str] = None, model_name: Optional[str] = None,
+                shape: Optional[Sequence[int]] = None, model: Optional[str] = None,
+                model_format: Optional[str] = None, model_name: Optional[str] = None,
                 progress: Progress = say) -> Path:
-    """Fit `component` on an in-memory reference array and save it to `out_dir`."""
+    """Fit `component` on an in-memory reference array and save it to `out_dir`.
+
+    With `shape` (a tensor schema) `x_ref` is (n, *shape); otherwise (rows, features)."""
+    if shape is not None and tuple(x_ref.shape[1:]) != tuple(shape):
+        raise ValueError(f"reference instances have shape {list(x_ref.shape[1:])}, but the schema's shape is "
+                         f"{list(shape)}")
     if component == "outlier":
         from vigil_detectors.outlier.train import train_outlier
 
@@ -130,23 +136,29 @@ def train_array(component: str, x_ref: np.ndarray, options: Optional[dict], out_
 
 def train_component(component: str, reference: Union[str, Path], output: Union[str, Path],
                     options: Optional[dict] = None, *, feature_names: Optional[Sequence[str]] = None,
-                    categorical: Optional[Categorical] = None, model: Optional[str] = None,
-                    model_format: Optional[str] = None, model_name: Optional[str] = None,
+                    categorical: Optional[Categorical] = None, shape: Optional[Sequence[int]] = None,
+                    model: Optional[str] = None, model_format: Optional[str] = None, model_name: Optional[str] = None,
                     progress: Progress = say) -> Path:
     """Read the reference table at `reference`, fit `component` and save it to `output`; returns `output`.
 
     `options` is the detector's block of the monitor spec (camelCase keys). `feature_names`
     picks and orders the reference columns (None: every column, in file order).
     `categorical` is the schema's block (``{feature: n categories or [values]}``); `model`
-    a model file or V2 URL (explainer only).
+    a model file or V2 URL (explainer only). `shape` (a tensor schema): the reference is a .npy of
+    shape [n, *shape].
     """
     from vigil.data import complete_rows, load_table
 
     if component not in components.trainable():
         raise ValueError(f"cannot train {component!r}; one of {', '.join(components.trainable())}")
     progress(f"{component}: reading reference data {reference}")
-    x_ref, dropped = complete_rows(load_table(str(reference), feature_names, categorical, missing="keep"))
-    progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features"
-             + (f" ({dropped} rows holding a missing value dropped)" if dropped else ""))
+    if shape is not None:
+        x_ref = load_table(str(reference), feature_names, shape=shape)
+        progress(f"{component}: {x_ref.shape[0]} instances of shape {list(x_ref.shape[1:])}")
+    else:
+        x_ref, dropped = complete_rows(load_table(str(reference), feature_names, categorical, missing="keep"))
+        progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features"
+                 + (f" ({dropped} rows holding a missing value dropped)" if dropped else ""))
     return train_array(component, x_ref, options, output, feature_names=feature_names, categorical=categorical,
+                       shape=shape,
                        model=model, model_format=model_format, model_name=model_name, progress=progress)

@@ -6,9 +6,11 @@ The model is loaded once in the lifespan (a load failure stops the process with 
 reason, so `vigil up` and Kubernetes both see it). Each request is decoded with
 `vigil.instances.decode_table` against the monitor's schema (rows keyed by feature name,
 category strings mapped to their codes; a missing value or an unseen category reaches the
-model as NaN — a model that refuses NaN answers 422 ``predict_failed`` with its own message)
-and scored with one vectorised call; big batches run in a worker thread so health checks
-keep answering. Bad input gets a 4xx ``{"error": ...}`` and is counted in
+model as NaN — a model that refuses NaN answers 422 ``predict_failed`` with its own message),
+or with a tensor schema (``shape``, or the instance shape a Keras image model declares) by
+`vigil.events.decode_instances` into a batch (n, *shape) whose every other instance shape is
+a 400 naming both; and scored with one vectorised call; big batches run in a worker thread so
+health checks keep answering. Bad input gets a 4xx ``{"error": ...}`` and is counted in
 ``vigil_events_rejected_total{reason}``.
 
 V2 responses carry the output tensor ``predict`` (INT64 class labels for classifiers,
@@ -33,9 +35,9 @@ from starlette.concurrency import run_in_threadpool
 import vigil
 from vigil.edge import Edge
 from vigil.errors import InvalidInput, NotFound, NotReady, Rejected, Unprocessable
-from vigil.events import PayloadError
+from vigil.events import PayloadError, decode_instances
 from vigil.instances import InputSchema, decode_table
-from vigil.modelserver.loaders import LoadedModel, load_model, predict_datatype
+from vigil.modelserver.loaders import LoadedModel, ModelLoadError, load_model, predict_datatype
 from vigil.modelserver.settings import ModelServerSettings
 from vigil.telemetry import ServiceMetrics
 
@@ -71,11 +73,17 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     m_instances = metrics.counter("vigil_model_instances_total", "Rows scored by the model")
     edge = Edge(metrics, "model", kinds=("request",), reasons=REJECT_REASONS)
     schema = InputSchema.from_settings(settings.feature_names, settings.categorical)
-    state: dict[str, Any] = {"model": None, "instances": 0}
+    state: dict[str, Any] = {"model": None, "instances": 0, "shape": None}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["model"] = await run_in_threadpool(load_model, settings.uri, settings.format, settings.task)
+        m = await run_in_threadpool(load_model, settings.uri, settings.format, settings.task)
+        declared = tuple(settings.shape) if settings.shape else None
+        if declared and m.input_shape and declared != m.input_shape:
+            raise ModelLoadError(f"the schema's instance shape is {list(declared)} but the model at {settings.uri} "
+                                 f"takes instances of shape {list(m.input_shape)}")
+        state["model"] = m
+        state["shape"] = declared or m.input_shape
         yield
         state["model"] = None
 
@@ -111,11 +119,16 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
         edge.count_received("request")
         if protocol == "v1" and not (isinstance(body, dict) and "instances" in body):
             raise PayloadError("bad_body", "V1 body must be {\"instances\": [...]}")
-        # the monitor's schema, unless the model is of another width (vigil validate reports that): then numbers
-        fits = schema.n_features is None or m.n_features in (None, schema.n_features)
-        rows = decode_table(body, schema if fits else _NUMBERS).rows
-        if m.n_features is not None and rows.shape[1] != m.n_features:
-            raise PayloadError("feature_count", f"expected {m.n_features} features per row, got {rows.shape[1]}")
+        shape = state["shape"]
+        if shape:
+            rows = decode_instances(body, None, shape=shape)
+            if m.format != "tensorflow":  # scikit-learn / XGBoost take each tensor flattened
+                rows = rows.reshape(len(rows), -1)
+        else:  # the monitor's schema, unless the model is of another width (vigil validate says so): numbers
+            fits = schema.n_features is None or m.n_features in (None, schema.n_features)
+            rows = decode_table(body, schema if fits else _NUMBERS).rows
+            if m.n_features is not None and rows.shape[1] != m.n_features:
+                raise PayloadError("feature_count", f"expected {m.n_features} features per row, got {rows.shape[1]}")
         wanted = _requested_outputs(body) if protocol == "v2" else None
         want_proba = m.has_proba and (wanted is None or "predict_proba" in wanted)
         try:
@@ -181,7 +194,8 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     async def model_metadata(name: str, version: Optional[str] = None):
         m = check_name(name)
         return {"name": settings.name, "versions": [], "platform": m.platform,
-                "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, m.n_features or -1]}],
+                "inputs": [{"name": "input-0", "datatype": "FP64",
+                            "shape": [-1, *state["shape"]] if state["shape"] else [-1, m.n_features or -1]}],
                 "outputs": output_specs(m), "parameters": {"task": m.task, "format": m.format}}
 
     app.add_api_route("/v2/models/{name}", model_metadata, methods=["GET"])
@@ -227,7 +241,8 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
         return {"component": "model", "ready": m is not None,
                 "events": dict(edge.counts), "recent": edge.health.snapshot(),
                 "model": {"name": settings.name, "format": settings.format, "instances": state["instances"],
-                          **({"platform": m.platform, "task": m.task, "features": m.n_features} if m else {})}}
+                          **({"platform": m.platform, "task": m.task, "features": m.n_features} if m else {}),
+                          **({"shape": list(state["shape"])} if state["shape"] else {})}}
 
     @app.get("/metrics")
     async def metrics_endpoint():

@@ -1,10 +1,10 @@
 """The drift detector: request events fill a window; each due window is tested against the reference.
 
 `DriftDetector` plugs into the detector frame (`vigil_detectors.frame`). At start-up it
-fits the drift check from ``reference`` (`statistics.fit_statistic`: the monitor's default
-statistic, per-feature overrides, categorical features declared or inferred) or loads a
-saved one (``artifact``: Vigil's own or an alibi-detect detector), and restores its
-window from ``state_dir`` (`window`). Each request event's rows are logged to the
+gets its drift check from `fitting.fit_check` (which `vigil report` shares): fitted from
+``reference`` (the monitor's default statistic, per-feature overrides, categorical
+features declared or inferred) or loaded from a saved one (``artifact``: Vigil's own or
+an alibi-detect detector), and restores its window from ``state_dir`` (`window`). Each request event's rows are logged to the
 checkpoint and appended to the window before the event is acknowledged; when a window is
 due (full, every `step` in sliding mode, or `maxAge` on a quiet stream, checked by a
 timer) the check runs in a worker thread while ingestion waits, and the result goes to
@@ -38,12 +38,14 @@ import numpy as np
 
 from vigil.events import PayloadError
 from vigil.telemetry import ServiceMetrics
+from vigil_detectors.drift.fitting import fit_check
 from vigil_detectors.drift.settings import DriftSettings
-from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic, load_statistic
+from vigil_detectors.drift.statistics import CheckResult, DriftStatistic
 from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
+from vigil_detectors.frame.history import History
 
 log = logging.getLogger("vigil.drift")
 
@@ -76,6 +78,7 @@ class DriftDetector(Detector[DriftSettings]):
         self.statistic: Optional[DriftStatistic] = None
         self.window: Optional[DriftWindow] = None
         self.store: Optional[WindowStore] = None
+        self.history: Optional[History] = None  # one line per window check (state dir only)
         self.feature_names: list[str] = list(settings.feature_names or [])
         self.windows = 0
         self.last: Optional[dict[str, Any]] = None
@@ -99,6 +102,8 @@ class DriftDetector(Detector[DriftSettings]):
                               "Smallest per-feature p-value of the last check, adjusted for the correction.")
         self._drifted = m.gauge("vigil_drift_features_drifted", "Features that drifted in the last check.")
         self._windows = m.counter("vigil_drift_windows_total", "Windows checked for drift.")
+        self._history_errors = m.counter("vigil_history_write_errors_total",
+                                         "Window checks that could not be appended to the history file.")
         self._checks = m.counter("vigil_drift_checks_total", "Drift checks by trigger and result.",
                                  ["trigger", "result"])
         self._instances = m.counter("vigil_drift_instances_total", "Instances added to the drift window.")
@@ -113,22 +118,7 @@ class DriftDetector(Detector[DriftSettings]):
     # -- start-up --
     def load(self) -> None:
         s = self.settings
-        overrides = s.statistics_indices
-        if s.artifact:
-            self.statistic = load_statistic(s.artifact, p_value=s.p_value, correction=s.correction,
-                                            kind=s.statistic, statistics=overrides)
-        elif s.reference:
-            from vigil.data import complete_rows, load_table
-
-            x_ref, dropped = complete_rows(load_table(s.reference, s.feature_names, s.categorical, missing="keep"))
-            log.info("drift: fitting on %d reference rows%s", x_ref.shape[0],
-                     f" ({dropped} rows holding a missing value dropped)" if dropped else "")
-            self.statistic = fit_statistic(x_ref, p_value=s.p_value, correction=s.correction,
-                                           categorical=s.categorical_indices, kind=s.statistic,
-                                           statistics=overrides)
-        else:
-            raise DetectorError("the drift detector needs VIGIL_DRIFT_ARTIFACT (a saved detector) or "
-                                "VIGIL_DRIFT_REFERENCE (reference data to fit from)")
+        self.statistic = fit_check(s)
         n = self.statistic.n_features
         if self.feature_names and len(self.feature_names) != n:
             raise DetectorError(f"{len(self.feature_names)} feature names for a drift detector of {n} features")
@@ -143,6 +133,7 @@ class DriftDetector(Detector[DriftSettings]):
                  ", ".join(f"{name}={test}" for name, test in zip(self.feature_names, self.statistic.tests, strict=True)))
         self.window = DriftWindow(s.window_size, n, s.window_mode, s.window_step)
         if s.state_dir:
+            self.history = History.in_dir(s.state_dir)
             self.store = WindowStore(s.state_dir, n)
             extra, due = self.store.restore(self.window)
             self.windows = int(extra.get("windows", 0))
@@ -262,10 +253,32 @@ class DriftDetector(Detector[DriftSettings]):
         self._checks.labels(trigger=trigger, result="drift" if result.detected else "no_drift").inc()
         self._duration.observe(seconds)
         self._publish(block)
+        self._remember(block)
         if result.detected:
             log.info("drift detected (p=%s) in %s", "-" if result.p_value is None else f"{result.p_value:.3g}",
                      ", ".join(block["featuresDrifted"]) or "-")
         return block
+
+    def _remember(self, block: dict) -> None:
+        """Append the check to the history file: time, window index, verdict, per-feature results."""
+        if self.history is None:
+            return
+        entry = {"time": block["lastCheck"], "timestamp": block["lastCheckTimestamp"], "window": self.windows,
+                 "trigger": block["trigger"], "checkedInstances": block["checkedInstances"],
+                 "detected": block["detected"], "pValue": block["pValue"],
+                 "featuresDrifted": block["featuresDrifted"],
+                 "features": {name: {k: f[k] for k in ("test", "score", "threshold", "drifted", "pValue") if k in f}
+                              for name, f in block["features"].items()}}
+        try:
+            self.history.append(entry)
+        except OSError as exc:  # the verdict stands; only its record is lost (counted)
+            self._history_errors.inc()
+            log.warning("drift history append failed: %s", exc)
+
+    def routers(self) -> list:
+        from vigil_detectors.frame.history_api import history_router
+
+        return [history_router(lambda: self.history)]
 
     def _publish(self, block: dict) -> None:
         self._detected.set(1 if block["detected"] else 0)

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Optional
 
-import numpy as np
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.v1.event import CloudEvent
@@ -33,7 +32,6 @@ from vigil import components
 from vigil.edge import Edge, parse_json
 from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
 from vigil.events import SOURCE_PREFIX, event_kind, inference_id
-from vigil.instances import InputSchema, decode_table
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.base import Detector, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
@@ -93,17 +91,6 @@ def _check_required(headers, body: bytes, structured: bool) -> None:
 _SKIP_WHY = {"missing": "hold a missing value", "unseen": "hold a category code outside the declared ones"}
 
 
-def _instances(ev: InferenceEvent, schema: InputSchema) -> None:
-    """Decode a request's instances; rows holding a missing value (or an unseen code of a category
-    list of unknown length: no bin for it) are skipped, the detector gets the others."""
-    decoded = decode_table(ev.data, schema)
-    rows = decoded.coded(schema)
-    skipped = np.isnan(rows).any(axis=1)
-    ev.decoded = decoded
-    ev.skipped = skipped
-    ev.instances = rows[~skipped] if skipped.any() else rows
-
-
 def _skips(ev: InferenceEvent) -> dict[str, int]:
     """``{reason: instances}`` skipped in a decoded request event."""
     if ev.skipped is None or ev.decoded is None or not ev.skipped.any():
@@ -115,7 +102,7 @@ def _skips(ev: InferenceEvent) -> dict[str, int]:
     return out
 
 
-def _parse(headers, body: bytes, settings, detector: Detector, schema: InputSchema) -> InferenceEvent:
+def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent:
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         raise UnsupportedMediaType("content_type", f"unsupported content type {content_type or '(none)'!r}; "
@@ -141,7 +128,7 @@ def _parse(headers, body: bytes, settings, detector: Detector, schema: InputSche
     if kind not in detector.accepts:
         return ev
     if kind == "request":
-        _instances(ev, schema)
+        detector.decode_request(ev)
     elif kind == "response":
         ev.outputs = detector.decode_outputs(data)
     elif not isinstance(data, dict):
@@ -183,7 +170,6 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     metrics = ServiceMetrics(settings.monitor, settings.namespace)
     detector = detector_cls(settings, metrics)
     edge = _Edge(detector.name, metrics)
-    schema = settings.input_schema()
     skipped: dict[str, int] = {}  # instances skipped, by reason, for /status
     log = edge.log  # vigil.<detector name>
     state: dict[str, Any] = {"ready": False, "error": None}
@@ -221,7 +207,7 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             if not state["ready"]:
                 raise NotReady("not_ready", "detector is not ready yet (artifact loading)")
             started = time.perf_counter()
-            event = _parse(request.headers, body, settings, detector, schema)
+            event = _parse(request.headers, body, settings, detector)
         except Rejected as exc:
             return edge.reject(exc)
         edge.count_received(event.kind if event.kind in ("request", "response", "feedback") else "other")

@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Generic, Optional, TypeVar
 import numpy as np
 
 from vigil.errors import VigilError
-from vigil.events import decode_outputs
-from vigil.instances import Decoded
+from vigil.events import decode_instances, decode_outputs
+from vigil.instances import Decoded, InputSchema, decode_table
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.checkpoint import CheckpointHealth
 from vigil_detectors.frame.settings import DetectorSettings
@@ -35,7 +35,8 @@ class InferenceEvent:
     inference_id: Optional[str]
     attributes: dict[str, Any]
     data: Any  # the parsed JSON body
-    instances: Optional[np.ndarray] = None  # (n, f) float64, for request events: the rows not skipped
+    #: (n, f) float64 for request events (the rows not skipped); (n, *shape) for a tensor schema
+    instances: Optional[np.ndarray] = None
     #: request events: the decoded body (`vigil.instances`), and which of its rows were skipped (missing values)
     decoded: Optional[Decoded] = None
     skipped: Optional[np.ndarray] = None
@@ -73,6 +74,7 @@ class Detector(ABC, Generic[SettingsT]):
         self.settings = settings
         self.metrics = metrics
         self.checkpoint = CheckpointHealth(metrics)  # a stateful detector reports its writes here
+        self._input_schema: Optional[InputSchema] = None  # how `decode_request` reads rows (from the settings)
 
     @abstractmethod
     def load(self) -> None:
@@ -91,6 +93,24 @@ class Detector(ABC, Generic[SettingsT]):
 
     async def stop(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """On shutdown: stop tasks, persist state."""
+
+    def decode_request(self, event: InferenceEvent) -> None:
+        """Decode a request body into `event.instances`. The default reads rows with
+        `vigil.instances.decode_table` (named features, category strings; an unseen category as
+        code k) and skips the rows holding a missing value (or an unseen code of a category of
+        unknown count): `event.instances` holds the others, `event.skipped` says which, and the
+        frame counts them. A tensor schema (``shape``) decodes (n, *shape) batches. A detector that
+        counts bad values instead of refusing them (quality) overrides it."""
+        if self.settings.shape:
+            event.instances = decode_instances(event.data, self.settings.n_features, shape=self.settings.shape)
+            return
+        if self._input_schema is None:
+            self._input_schema = self.settings.input_schema()
+        decoded = decode_table(event.data, self._input_schema)
+        rows = decoded.coded(self._input_schema)
+        skipped = np.isnan(rows).any(axis=1)
+        event.decoded, event.skipped = decoded, skipped
+        event.instances = rows[~skipped] if skipped.any() else rows
 
     def decode_outputs(self, data: Any) -> Optional[np.ndarray]:
         """Decode a response body for `InferenceEvent.outputs`. The default wants numbers;

@@ -31,6 +31,9 @@ class DetectorSettings(BaseSettings):
     feature_names: Optional[list[str]] = None
     #: Categorical features: {"feature index": number of categories, or the list of its values}.
     categorical: Categories = Field(default_factory=dict)
+    #: The shape of one tensor instance (spec.schema.shape, DESIGN §8), exclusive with feature_names:
+    #: request events then decode to (n, *shape) arrays, and any other instance shape is a 400.
+    shape: Optional[list[PositiveInt]] = None
 
     @property
     def n_features(self) -> Optional[int]:
