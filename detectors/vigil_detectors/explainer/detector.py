@@ -105,7 +105,8 @@ class ExplainerDetector(Detector[ExplainerSettings]):
             raise DetectorError(f"{self._path} is not an explainer saved by alibi (no meta.dill); "
                                 "train one with vigil train")
         self.predictor = ModelServerPredictor(s.model_url, s.model_name, max_rows=s.batch_size,
-                                              timeout=s.model_timeout_seconds, on_call=self._on_call)
+                                              timeout=s.model_timeout_seconds, on_call=self._on_call,
+                                              schema=InputSchema.from_settings(s.feature_names, s.categorical))
         # The model is a black box behind HTTP: alibi's TensorFlow/PyTorch explainers are never
         # used here, so their frameworks stay out of this process (vigil.imports).
         from vigil import imports
