@@ -122,6 +122,19 @@ def inference_inputs(model_name: str, n_features: int = 4) -> list[Bad]:
     return out
 
 
+def explain_inputs(n_features: int = 4) -> list[Bad]:
+    """Bad inputs for the explainer's ``POST /explain`` (V1 or V2 bodies, like inference)."""
+    good = _j({"instances": [[1.0] * n_features]})
+    out = [Bad(f"explain V1 {name}", "/explain", body, dict(_JSON)) for name, body in
+           _json_bodies(lambda rows: f'{{"instances": {rows}}}'.encode())]
+    out += [Bad(f"explain V2 {name}", "/explain", body, dict(_JSON)) for name, body in
+            _json_bodies(lambda rows: f'{{"inputs": [{{"name": "x", "datatype": "FP64", "shape": [-1, {n_features}], '
+                                      f'"data": {rows}}}]}}'.encode())
+            if name != "3-D instances"]
+    out += [Bad(f"explain {c.name}", c.path, c.body, c.headers, c.raw_headers) for c in _header_cases("/explain", good)]
+    return out
+
+
 def feedback_inputs() -> list[Bad]:
     """Bad feedback for the logger's ``POST /feedback``."""
     fb = "/feedback"
@@ -331,6 +344,8 @@ def main(argv=None) -> int:
     if a.logger:
         targets += [(a.logger, inference_inputs(a.model_name, a.features)), (a.logger, feedback_inputs())]
     for d in a.detector:  # each detector gets events of a kind it consumes
+        if httpx.get(d.rstrip("/") + "/openapi.json", timeout=10).text.count('"/explain"'):
+            targets.append((d, explain_inputs(a.features)))
         probe_event = Bad("valid request", "/", _j({"instances": [[1.0] * a.features]}), _ce_headers())
         with httpx.Client(timeout=30) as client:
             kind = "response" if send(client, d, probe_event) == 204 else "request"

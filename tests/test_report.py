@@ -43,6 +43,7 @@ spec:
   reference: {storageUri: reference.csv}
   detectors:
     drift: {type: ks, statistics: {petal_width: hellinger}, window: {size: 50, maxAge: 0s}}
+    quality: {window: {size: 50, maxAge: 0s}}
 """
 
 
@@ -63,11 +64,12 @@ def iris(tmp_path_factory) -> Path:
 
 
 class _Rows(HTMLParser):
-    """data-feature -> data-verdict of every element carrying both; every src/href value."""
+    """data-feature -> data-verdict (drift rows), data-quality-feature -> data-quality; every src/href value."""
 
     def __init__(self):
         super().__init__()
         self.verdicts: dict[str, str] = {}
+        self.quality: dict[str, str] = {}
         self.links: list[str] = []
         self.tags: set[str] = set()
 
@@ -76,6 +78,8 @@ class _Rows(HTMLParser):
         self.tags.add(tag)
         if "data-feature" in a:
             self.verdicts[a["data-feature"]] = a["data-verdict"]
+        if "data-quality-feature" in a:
+            self.quality[a["data-quality-feature"]] = a["data-quality"]
         self.links += [v for k, v in attrs if k in ("src", "href") and v]
 
 
@@ -285,3 +289,85 @@ def test_rows_with_missing_values_are_skipped_as_the_drift_service_skips_them(ir
     by_name = {f.name: f for f in report.drift.features}
     assert by_name["petal_length"].current_counts.sum() == 46
     assert by_name["sepal_length"].score == pytest.approx(ks_2samp(ref[:, 0], complete[:, 0]).statistic, abs=1e-12)
+
+
+def test_quality_section_is_the_live_quality_services_verdict(iris, tmp_path, capsys):
+    """Missing, out-of-range and wrong-typed values in the current file: the report's quality rows
+    and counts equal the live quality service's report for the same rows sent as named requests."""
+    from tests.conftest import serve_ready
+    from vigil_detectors.quality.service import create_app as quality_app
+
+    frame = pd.read_csv(iris / "stationary.csv")[FEATURES].astype(object)
+    frame.loc[[1, 4, 8, 15], "sepal_width"] = None  # 4 missing values: completeness
+    frame.loc[20:31, "sepal_length"] = 100.0  # 12 far out of range (a few would be within what a clean window gives)
+    frame.loc[[30, 31], "petal_length"] = "long"  # 2 wrong types
+    path = tmp_path / "dirty.csv"
+    frame.to_csv(path, index=False)
+    html = run_report(iris, str(path), tmp_path / "dirty.html", capsys)
+    rows = [{k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v) for k, v in r.items()}
+            for r in frame.to_dict("records")]
+
+    plan, _ = local_plan(load_monitor(iris / "monitor.yaml"), iris, tmp_path / "work", 0)
+    quality = plan.get("quality")
+    assert quality is not None
+    with serve_ready(quality_app(quality.settings)) as client:
+        replies = []
+        for i in range(0, 50, 10):
+            msg = cloud_event({"instances": rows[i:i + 10]})
+            replies.append(client.post("/", headers=dict(msg.headers), content=msg.body))
+        assert [r.status_code for r in replies] == [202] * 4 + [200], [r.text for r in replies]
+        live = replies[-1].json()["quality"]["report"]
+    found = {(v["feature_name"], v["constraint_check_type"]): v["count"] for v in live["violations"]}
+    assert found == {("sepal_width", "completeness"): 4, ("sepal_length", "range"): 12,
+                     ("petal_length", "dataType"): 2}
+    parsed = parse(html)
+    assert parsed.quality == {"sepal_length": "violation", "sepal_width": "violation", "petal_length": "violation",
+                              "petal_width": "ok", "_extra": "ok"}
+    for (feature, check), n in found.items():
+        assert f"{n} of 50 instances" in html, (feature, check)
+    summary = html[html.index('id="summary"'):html.index('id="drift"')]
+    assert ">3</div>" in summary  # three quality violations in the summary card
+    # drift skips the 6 rows holding a missing or unusable value, as the drift service does
+    assert "44 checked · 6 skipped" in summary
+
+
+def test_a_monitor_without_drift_or_quality_blocks_gets_their_defaults(iris, tmp_path, capsys):
+    bare = iris / "bare.yaml"
+    bare.write_text(MONITOR.split("  detectors:")[0])
+    out = tmp_path / "bare.html"
+    assert main(["report", "-m", str(bare), "--current", str(iris / "shifted.csv"), "-o", str(out),
+                 "--workdir", str(tmp_path / "w")]) == 0
+    html = out.read_text()
+    parsed = parse(html)
+    assert parsed.verdicts["petal_length"] == "drift" and set(parsed.verdicts) == set(FEATURES)
+    assert "defaults: the monitor has no drift block" in html
+    assert "The monitor has no quality detector" in html
+    assert set(parsed.quality) == {*FEATURES, "_extra"}  # profiled from the reference, checked
+
+
+
+def test_a_baseline_that_cannot_be_read_leaves_the_drift_part_standing(iris, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(MONITOR.replace("  reference: {storageUri: reference.csv}",
+                                      f"  reference: {{storageUri: {iris / 'reference.csv'}}}\n"
+                                      f"  baseline: {{storageUri: {tmp_path / 'empty'}}}"))
+    out = tmp_path / "b.html"
+    assert main(["report", "-m", str(broken), "--current", str(iris / "shifted.csv"), "-o", str(out),
+                 "--workdir", str(tmp_path / "w")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: data quality not computed" in err and "statistics.json" in err
+    html = out.read_text()
+    assert parse(html).verdicts["petal_length"] == "drift" and parse(html).quality == {}
+    assert "not computed" in html[html.index('id="quality"'):]
+
+
+def test_a_tensor_monitor_is_refused_in_one_line(tmp_path, capsys):
+    np.save(tmp_path / "ref.npy", np.zeros((4, 2, 2)))
+    (tmp_path / "t.yaml").write_text(MONITOR.replace(
+        "featureNames: [sepal_length, sepal_width, petal_length, petal_width]", "shape: [2, 2]")
+        .replace("reference.csv", "ref.npy").split("  detectors:")[0])
+    assert main(["report", "-m", str(tmp_path / "t.yaml"), "--current", str(tmp_path / "ref.npy"),
+                 "-o", str(tmp_path / "t.html"), "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "tabular features" in err[-1] and "[2, 2]" in err[-1]

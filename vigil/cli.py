@@ -139,6 +139,8 @@ def cmd_status(args) -> int:
     status["restarts"] = run.get("restarts") or {n: 0 for n in run["components"]}
     if run.get("lastExit"):
         status["lastExit"] = run["lastExit"]
+    if run.get("transport"):
+        status["transport"] = run["transport"]
     if args.output == "json":
         print(json.dumps(status, indent=2))
     elif args.output == "yaml":
@@ -229,7 +231,9 @@ def cmd_baseline(args) -> int:
     kinds = ", ".join(f"{types.count(t)} {t}" for t in ("numeric", "integer", "categorical") if t in types)
     print(f"wrote {out / STATISTICS_FILE} and {out / CONSTRAINTS_FILE}: {baseline.statistics.dataset.item_count} "
           f"rows, {len(types)} features ({kinds})")
-    print(f"edit {CONSTRAINTS_FILE} (each check has \"enabled\") and set spec.baseline.storageUri: {out} to use it")
+    where = os.path.relpath(out.resolve(), base.resolve())  # storage URIs are relative to the monitor file
+    print(f"edit {CONSTRAINTS_FILE} (each check has \"enabled\") and set spec.baseline.storageUri: "
+          f"{out.resolve() if where.startswith('..') else where} to use it")
     return 0
 
 
@@ -260,6 +264,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.images:
+        from vigil.demo_images import run_image_demo
+
+        return run_image_demo(base_port=args.base_port, workdir=Path(args.workdir or "vigil-demo-images").resolve(),
+                              keep_running=args.keep_running)
     from vigil.demo import run_demo
 
     return run_demo(base_port=args.base_port, workdir=Path(args.workdir or "vigil-demo").resolve(),
@@ -293,9 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="train a model and detectors on iris, run everything locally, inject drift")
     s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
-                   help=f"first of the six loopback ports the stack uses (default {DEFAULT_BASE_PORT})")
+                   help=f"first of the {len(components.rows())} loopback ports the stack uses (default {DEFAULT_BASE_PORT})")
     s.add_argument("--workdir", help="where the demo writes its model, data and logs (default ./vigil-demo)")
     s.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")
+    s.add_argument("--images", action="store_true", help="the image walkthrough: a Keras CNN on 32x32x3 patches, "
+                   "conv VAE outliers, UAE drift on four corruptions (needs the [detectors] extra)")
     s.set_defaults(func=cmd_demo)
 
     init.add_parser(sub)

@@ -133,7 +133,22 @@ def _logger(ctx: BuildContext, lg) -> dict[str, Any]:
             "queue_bytes": ctx.at(_spec.parse_bytes(lg.queue_bytes), "spec.logger.queueBytes"),
             "upstream_timeout_seconds": ctx.at(_spec.parse_duration(lg.upstream_timeout), "spec.logger.upstreamTimeout"),
             "task": metrics.task if metrics else None, "classes": metrics.classes if metrics else None,
-            "sinks": ctx.sinks()}
+            "sinks": ctx.sinks(), "capture": _capture(ctx, lg.capture)}
+
+
+def _capture(ctx: BuildContext, c) -> Optional[Any]:
+    """``spec.logger.capture`` as the logger's `CaptureSettings` values (`vigil.capture`)."""
+    if c is None:
+        return None
+    path = "spec.logger.capture"
+    try:
+        uri = ctx.writes(c.storage_uri)
+    except _spec.SpecError as e:  # the placement's refusal (pvc:// without a cluster), named by its field
+        raise _spec.SpecError(f"{path}.storageUri", e.message) from None
+    return ctx.at({"uri": uri, "sample_rate": c.sample_rate, "format": c.format,
+                   "rotate_seconds": _spec.parse_duration(c.rotate)}, path,
+                  {"uri": f"{path}.storageUri", "sample_rate": f"{path}.sampleRate", "format": f"{path}.format",
+                   "rotate_seconds": f"{path}.rotate"})
 
 
 def _model(ctx: BuildContext, model) -> dict[str, Any]:
@@ -151,9 +166,14 @@ def _outlier(ctx: BuildContext, o) -> dict[str, Any]:
 
 def _drift(ctx: BuildContext, d) -> dict[str, Any]:
     w = d.window
-    # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref).
-    return {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
-            "reference": None if d.storage_uri else ctx.path(ctx.reference),
+    # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref); one with a
+    # preprocessing step (the UAE's seeded weights) is trained by `vigil train` and loads that artifact.
+    if d.preprocess is not None:
+        source = {"artifact": ctx.artifact(d), "preprocess": ctx.at(d.preprocess.type, "preprocess.type")}
+    else:
+        source = {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
+                  "reference": None if d.storage_uri else ctx.path(ctx.reference)}
+    return {**source,
             "feature_names": ctx.feature_names, "shape": ctx.shape, "categorical": ctx.categorical(),
             "statistic": ctx.at(d.type, "type"), "statistics": ctx.at(d.statistics, "statistics"),
             "p_value": ctx.at(d.p_value, "pValue"),
@@ -162,6 +182,12 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
             "window_step": ctx.at(w.step, "window.step"),
             "max_age_seconds": ctx.at(w.max_age_seconds, "window.maxAge"),
             "state_dir": ctx.state_dir()}
+
+
+def _drift_tensorflow(monitor) -> bool:
+    """Tabular drift runs on NumPy/SciPy; a UAE preprocessing step runs a TensorFlow encoder."""
+    d = getattr(monitor.spec.detectors, "drift", None)
+    return d is not None and d.preprocess is not None and d.preprocess.type == "uae"
 
 
 def _metrics(ctx: BuildContext, m) -> dict[str, Any]:
@@ -208,7 +234,7 @@ def _builtin() -> None:
                        "vigil_detectors.drift.service:create_app", _drift, spec_block=_spec.DriftSpec,
                        consumes=("request",), reply_type=f"{P}.drift", status_key="drift",
                        status_fields=("detected", "pValue", "featuresDrifted", "lastCheck", "windows", "stale"),
-                       trainable=True))
+                       trainable=True, tensorflow=_drift_tensorflow))
     register(ComponentType("metrics", 4, "vigil_detectors.metrics.settings:MetricsSettings",
                        "vigil_detectors.metrics.service:create_app", _metrics, spec_block=_spec.MetricsSpec,
                        consumes=("response", "feedback"), reply_type=f"{P}.metrics", status_key="metrics"))

@@ -49,6 +49,13 @@ class Placement(Protocol):
     def state_dir(self, component: str) -> str:
         """A writable directory that survives a restart of the component."""
 
+    def write_uri(self, uri: str) -> str:
+        """Where a component writes the location a storage URI names (capture): a local path, or a
+        remote URL the component writes itself (s3://, gs://)."""
+
+    def transport_url(self) -> Optional[str]:
+        """The NATS server of a JetStream monitor that names none (vigil up's own, the chart's)."""
+
 
 @dataclass(frozen=True)
 class TrainStep:
@@ -95,6 +102,7 @@ class Component:
     image_role: str = "server"  # server | detectors | custom
     image: Optional[str] = None  # a user image (model.image) instead of ours
     storage: tuple[str, ...] = ()  # storage URIs the component reads
+    writes: tuple[str, ...] = ()  # storage URIs the component writes (the logger's capture)
     train: Optional[TrainStep] = None
     needs_tensorflow: bool = False
     token_secret: Optional[tuple[str, str]] = None  # spec.security.tokenSecret (name, key): VIGIL_TOKEN in pods
@@ -199,6 +207,7 @@ class BuildContext:
         self.monitor, self.placement, self.name, self.block_path = monitor, placement, name, block_path
         self.upstream, self.model_uri, self._others = upstream, model_uri, others
         self.storage: list[str] = []
+        self.written: list[str] = []
         self.train: Optional[TrainStep] = None
 
     @property
@@ -224,6 +233,11 @@ class BuildContext:
         """Where the component reads `uri` (None stays None); the URI becomes storage it reads."""
         return None if uri is None else self.placement.path(self._reads(uri))
 
+    def writes(self, uri: str) -> str:
+        """Where the component writes `uri` (`Placement.write_uri`); the URI becomes storage it writes."""
+        self.written.append(uri)
+        return self.placement.write_uri(uri)
+
     def _reads(self, uri: str) -> str:
         self.storage.append(uri)
         return uri
@@ -239,6 +253,20 @@ class BuildContext:
 
     def state_dir(self) -> str:
         return self.placement.state_dir(self.name)
+
+    def transport(self) -> Optional[At]:
+        """``spec.transport`` as the services read it (`vigil.transport.TransportConfig`); None for HTTP, so
+        HTTP monitors render exactly as before the transport existed."""
+        t = self.monitor.spec.transport
+        if t.type == "http":
+            return None
+        url = t.url or self.placement.transport_url()
+        if not url:
+            raise SpecError("spec.transport.url", "jetstream needs a NATS url here (none given, and this backend "
+                                                  "runs no NATS of its own)")
+        return At({"type": t.type, "url": url, "partitions": t.partitions, "max_bytes": t.max_bytes_value},
+                  "spec.transport", {k: f"spec.transport.{k}" for k in ("type", "url", "partitions")}
+                  | {"max_bytes": "spec.transport.maxBytes"})
 
     def artifact(self, block: Any, against_model: bool = False) -> str:
         """Where the component reads its artifact: the block's storageUri, else one Vigil trains
@@ -282,6 +310,8 @@ def _component(row: registry.ComponentType, monitor: ModelMonitor, placement: Pl
                block_path: str, upstream: str, model_uri: Optional[str], others: list[Component]) -> Component:
     ctx = BuildContext(monitor, placement, row.name, block_path, upstream, model_uri, others)
     values = {"monitor": monitor.name, "namespace": monitor.namespace, **row.build(ctx, block)}
+    if "transport" in row.settings_class().model_fields:
+        values["transport"] = ctx.transport()
     plain = {k: v.value if isinstance(v, At) else v for k, v in values.items()}
     try:
         settings = build_settings(row.settings_class(), plain)
@@ -291,6 +321,7 @@ def _component(row: registry.ComponentType, monitor: ModelMonitor, placement: Pl
         name=row.name, port=placement.port(row.name), env=settings_env(settings),
         replicas=getattr(block, "replicas", 1), resources=getattr(block, "resources", {}),
         image_role=row.image_role, storage=tuple(dict.fromkeys(ctx.storage)), train=ctx.train,
+        writes=tuple(dict.fromkeys(ctx.written)),
         needs_tensorflow=row.needs_tensorflow(monitor), settings=settings,
         token_secret=(ref.name, ref.key) if (ref := monitor.spec.security.token_secret) else None)
 

@@ -20,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from vigil.capture.settings import CaptureSettings
 from vigil.errors import VigilError
 from vigil.logger.settings import LoggerSettings
 from vigil.modelserver.settings import ModelServerSettings
+from vigil.transport import DEFAULT_MAX_BYTES, TransportConfig
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.metrics.settings import MetricsSettings
@@ -71,6 +73,14 @@ def parse_bytes(value: Union[str, int]) -> int:
     if not m:
         raise ValueError(f"not a size: {value!r} (use e.g. 64Mi, 1Gi or a number of bytes)")
     return int(m.group(1)) * _BYTE_UNITS[m.group(2) or ""]
+
+
+def quantity(n: int) -> str:
+    """Bytes as the largest binary quantity that divides them (1073741824 -> '1Gi'), the inverse of `parse_bytes`."""
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        if n >= _BYTE_UNITS[unit] and n % _BYTE_UNITS[unit] == 0:
+            return f"{n // _BYTE_UNITS[unit]}{unit}"
+    return str(n)
 
 
 def inherit(settings: type[BaseModel], name: str) -> Any:
@@ -254,6 +264,37 @@ class SecuritySpec(_Block):
     token_secret: Optional[SecretKeyRef] = None
 
 
+CAPTURE_SCHEMES = ("file", "pvc", "s3", "gs")
+
+
+class CaptureSpec(_Block):
+    """``spec.logger.capture`` (DESIGN §13): rotated files of every sampled request, response and
+    feedback, ``capture-<UTC start time>-<seq>.jsonl|.parquet``, one record per event."""
+
+    storage_uri: str = Field(min_length=1, description=(
+        "Directory the capture files are written to: file:///abs/path (or a path, locally), pvc://CLAIM/path "
+        "(in Kubernetes: the claim is mounted writable in the logger pod) or s3://BUCKET/prefix (the storage "
+        "Secret's credentials)."))
+    sample_rate: float = inherit(CaptureSettings, "sample_rate")
+    format: Literal["jsonl", "parquet"] = inherit(CaptureSettings, "format")
+    rotate: str = Field(seconds(CaptureSettings.model_fields["rotate_seconds"].default),
+                        description="How long one file is written before the next starts (1s to 24h).")
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _where(cls, v: str) -> str:
+        if "://" in v and v.split("://", 1)[0] not in CAPTURE_SCHEMES:
+            raise ValueError(f"capture goes to {', '.join(s + '://' for s in CAPTURE_SCHEMES)} "
+                             f"(or a local path), not {v.split('://', 1)[0]}://")
+        return v
+
+    @field_validator("rotate")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
+
+
 class LoggerSpec(_Block):
     mode: Literal["all", "request", "response"] = inherit(LoggerSettings, "mode")
     sample_rate: float = inherit(LoggerSettings, "sample_rate")
@@ -263,6 +304,7 @@ class LoggerSpec(_Block):
         "and counted (reason queue_bytes)."))
     upstream_timeout: str = Field(seconds(LoggerSettings.model_fields["upstream_timeout_seconds"].default),
                                   description="How long the logger waits for the model server's answer (then 504).")
+    capture: Optional[CaptureSpec] = None
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
     pod: Optional[PodSpec] = None
@@ -279,6 +321,28 @@ class LoggerSpec(_Block):
     def _duration(cls, v):
         parse_duration(v)
         return v
+
+
+class TransportSpec(_Block):
+    """``spec.transport`` (DESIGN §13): HTTP from the logger to each detector (default), or the monitor's
+    NATS JetStream stream with every detector a durable pull consumer."""
+
+    type: Literal["http", "jetstream"] = inherit(TransportConfig, "type")
+    url: Optional[str] = inherit(TransportConfig, "url")
+    partitions: int = inherit(TransportConfig, "partitions")
+    max_bytes: Union[int, str] = Field(quantity(DEFAULT_MAX_BYTES),
+                                       description=TransportConfig.model_fields["max_bytes"].description)
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _size(cls, v):
+        if parse_bytes(v) < 1024:
+            raise ValueError("maxBytes must be at least 1Ki")
+        return v
+
+    @property
+    def max_bytes_value(self) -> int:
+        return parse_bytes(self.max_bytes)
 
 
 class _Detector(_Block):
@@ -320,6 +384,16 @@ class WindowSpec(_Block):
         return parse_duration(self.max_age)
 
 
+class PreprocessSpec(_Block):
+    """``spec.detectors.drift.preprocess``: map each tensor instance to a small vector before the drift test
+    (DESIGN §8, `vigil_detectors.drift.preprocess`). ``uae``: alibi-detect's untrained autoencoder with
+    fixed weights drawn from ``seed`` (built and saved by ``vigil train``), KS per encoded dimension."""
+
+    type: Literal["uae"] = Field(description="uae: an untrained alibi-detect autoencoder (UAE) with seeded weights.")
+    encoding_dim: int = Field(32, ge=1, le=1024, description="Dimensions of the UAE's encoding (KS tests, corrected).")
+    seed: int = Field(0, ge=0, description="Seed of the UAE's random weights (saved with the detector).")
+
+
 class DriftSpec(_Detector):
     replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod holds the window (its state claim)")
     type: str = inherit(DriftSettings, "statistic")
@@ -327,6 +401,7 @@ class DriftSpec(_Detector):
     p_value: float = inherit(DriftSettings, "p_value")
     correction: Literal["bonferroni", "fdr"] = inherit(DriftSettings, "correction")
     window: WindowSpec = Field(default_factory=WindowSpec)
+    preprocess: Optional[PreprocessSpec] = None
 
 
 class MetricsSpec(_Detector):
@@ -401,6 +476,7 @@ class ModelMonitorSpec(_Block):
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
     security: SecuritySpec = Field(default_factory=SecuritySpec)
     logger: LoggerSpec = Field(default_factory=LoggerSpec)
+    transport: TransportSpec = Field(default_factory=TransportSpec)
     detectors: Any = Field(default_factory=DetectorsSpec)  # the registry's DetectorsSpec (set_detector_blocks)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
     pod: Optional[PodSpec] = None

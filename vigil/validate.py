@@ -14,9 +14,12 @@ traceback from a child process (DESIGN §11). `validate_file` returns ``(problem
 - the model's input width (sklearn ``n_features_in_``, XGBoost ``num_features``, Keras input
   shape) equals the number of ``featureNames``;
 - the explainer's model is a classifier (anchors explain class predictions);
+- a local ``spec.baseline.storageUri`` reads as a baseline (`vigil.baseline.load_baseline`) for the schema's features;
 - the ports `vigil up` would bind are free.
 
-Notes do not fail validation: a feature whose reference holds ≤ 10 distinct values and is not
+Notes do not fail validation: a capture location (``spec.logger.capture``) that cannot be written
+(or needs a library that is missing) is served anyway — inference is never held up by it, records
+are dropped and counted — so validate warns about it; a feature whose reference holds ≤ 10 distinct values and is not
 declared categorical is tested as categorical by drift (DESIGN §10), and validate says so.
 Monitors that point at an endpoint or at remote storage skip the checks that need the bytes.
 """
@@ -69,6 +72,40 @@ def _local(uri: Optional[str], base: Path) -> Optional[Path]:
     raw = (parsed.netloc + parsed.path) if parsed.scheme == "file" else uri
     path = Path(raw).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
+
+
+def capture_warnings(monitor: ModelMonitor, base: Path) -> list[str]:
+    """Why the logger could not write its capture files here (they would be dropped and counted)."""
+    import importlib.util
+    import tempfile
+
+    capture = monitor.spec.logger.capture
+    if capture is None:
+        return []
+    field, uri = "spec.logger.capture.storageUri", capture.storage_uri
+    consequence = "capture records would be dropped (vigil_capture_errors_total); inference is unaffected"
+    out = []
+    if capture.format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        out.append(f"spec.logger.capture.format: parquet needs pyarrow, which is not installed "
+                   f"(pip install pyarrow, or format: jsonl): {consequence}")
+    scheme = urlparse(uri).scheme
+    module = {"s3": "s3fs", "gs": "gcsfs"}.get(scheme)
+    if module and importlib.util.find_spec(module) is None:
+        out.append(f"{field}: {scheme}:// needs {module} (pip install 'vigil-ml[storage]'): {consequence}")
+    path = _local(uri, base)
+    if path is None:
+        return out
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        out.append(f"{field}: {path} is not writable ({exc}): {consequence}")
+    return out
 
 
 def port_free(port: int) -> bool:
@@ -164,6 +201,8 @@ def validate(monitor: ModelMonitor, base: Path, base_port: int = DEFAULT_BASE_PO
                 x_ref = x_ref[~np.isnan(x_ref).any(axis=1)]
             if getattr(spec.detectors, "drift", None) is not None and spec.schema_.shape is None:
                 notes += categorical_hints(x_ref, monitor)
+    notes += capture_warnings(monitor, base)
+    problems += baseline_problems(monitor, base)
     model = _local(spec.model.storage_uri, base)
     if model is not None and "spec.model.storageUri" not in missing and not spec.model.image:
         _check_model(monitor, model, problems)
@@ -175,6 +214,24 @@ def validate(monitor: ModelMonitor, base: Path, base_port: int = DEFAULT_BASE_PO
                 problems.append(f"port {port} ({name}) is in use on 127.0.0.1: stop what uses it or pass "
                                 f"--base-port N")
     return problems, notes
+
+
+def baseline_problems(monitor: ModelMonitor, base: Path) -> list[str]:
+    """A local ``spec.baseline.storageUri`` must be a baseline the quality service can read, naming the schema's features."""
+    path = _local(monitor.spec.baseline.storage_uri, base)
+    if path is None:
+        return []
+    from vigil.baseline import BaselineError, load_baseline
+
+    try:
+        baseline = load_baseline(path)
+    except BaselineError as exc:
+        return [f"spec.baseline.storageUri: {exc}"]
+    names = monitor.spec.schema_.feature_names or []
+    if not set(names) & set(baseline.constraints.names):
+        return [f"spec.baseline.storageUri: {path} has constraints for {baseline.constraints.names}, none of the "
+                f"schema's featureNames {names}"]
+    return []
 
 
 def _planned(monitor: ModelMonitor) -> list[str]:

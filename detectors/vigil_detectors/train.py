@@ -13,7 +13,9 @@ picked by the schema's feature names) and hands the array to the detector's trai
 - outlier: `vigil_detectors.outlier.train.train_outlier` — alibi-detect `OutlierVAE`,
   saved with `alibi_detect.saving.save_detector`;
 - drift: `train_drift` below — the drift service's own `fit_statistic` (KS, chi-squared,
-  PSI, … on NumPy/SciPy), saved as ``drift.json`` + ``reference.npy``;
+  PSI, … on NumPy/SciPy), saved as ``drift.json`` + ``reference.npy``; with
+  ``preprocess: {type: uae}`` an alibi-detect `KSDrift` carrying a seeded `UAE`
+  (`vigil_detectors.drift.preprocess`), saved with alibi-detect's saver;
 - explainer: `vigil_detectors.explainer.train.train_explainer` — alibi `AnchorTabular`
   fitted against the model, saved with `alibi.saving.save_explainer`.
 
@@ -84,11 +86,14 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
     `options` is the ``spec.detectors.drift`` block: ``type`` (default statistic), ``statistics``
     (``{feature name: statistic}``), ``pValue``, ``correction``.
     """
-    from vigil_detectors.drift.statistics import fit_statistic
-
     options = options or {}
     p_value = float(options.get("pValue", options.get("p_value", 0.05)))
     correction = str(options.get("correction", "bonferroni"))
+    if options.get("preprocess"):
+        return train_drift_preprocess(x_ref, options["preprocess"], out_dir, p_value=p_value, correction=correction,
+                                      progress=progress)
+    from vigil_detectors.drift.statistics import fit_statistic
+
     kind = str(options.get("type", "ks"))
     names = list(feature_names or [])
     overrides = {categorical_index(f, names): str(t) for f, t in (options.get("statistics") or {}).items()}
@@ -101,6 +106,28 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
         progress("drift: tested as categorical (at most 10 distinct values in the reference): "
                  + ", ".join(names[i] if names else str(i) for i in statistic.inferred))
     out = save_atomically(lambda tmp: statistic.save(str(tmp)), Path(out_dir))
+    progress(f"drift: saved to {out}")
+    return out
+
+
+def train_drift_preprocess(x_ref: np.ndarray, preprocess: dict, out_dir, *, p_value: float, correction: str,
+                           progress: Progress = say) -> Path:
+    """``drift.preprocess: {type: uae, encodingDim, seed}``: alibi-detect's `KSDrift` with a seeded, untrained `UAE`
+    as its ``preprocess_fn``, saved with alibi-detect's saver (`vigil_detectors.drift.preprocess`).
+
+    `x_ref` is (n, *shape) for a tensor schema (rows of features: the UAE's dense encoder on each row)."""
+    from vigil_detectors.drift import preprocess as pre
+
+    kind = preprocess.get("type")
+    if kind != "uae":
+        raise ValueError(f"drift preprocess type {kind!r} is not trained here (uae is)")
+    dim, seed = int(preprocess.get("encodingDim", 32)), int(preprocess.get("seed", 0))
+    shape = list(x_ref.shape[1:])
+    progress(f"drift: building a UAE (seed {seed}) encoding {shape} instances to {dim} dimensions and encoding "
+             f"{x_ref.shape[0]} reference instances (KS per dimension, p-value {p_value}, {correction})")
+    detector = pre.fit_uae(x_ref, encoding_dim=dim, seed=seed, p_value=p_value, correction=correction)
+    out = save_atomically(lambda tmp: pre.save_uae(detector, tmp, shape=shape, encoding_dim=dim, seed=seed),
+                          Path(out_dir))
     progress(f"drift: saved to {out}")
     return out
 

@@ -84,6 +84,8 @@ def storage_uris(monitor: ModelMonitor) -> dict[str, str]:
         uris[f"spec.detectors.{row.name}.storageUri"] = getattr(block, "storage_uri", None)
     storage = getattr(s, "storage", None)
     uris["spec.storage.artifactsUri"] = getattr(storage, "artifacts_uri", None)
+    capture = getattr(s.logger, "capture", None)
+    uris["spec.logger.capture.storageUri"] = capture.storage_uri if capture else None
     return {k: v for k, v in uris.items() if v}
 
 
@@ -245,7 +247,7 @@ class Reconciler:
         await check_addresses(monitor, addresses.api_server_hosts(self.kube.host))
         storage = getattr(monitor.spec, "storage", None)
         placement = KubePlacement(monitor.name, monitor.namespace,
-                                  artifacts_uri=getattr(storage, "artifacts_uri", None))
+                                  artifacts_uri=getattr(storage, "artifacts_uri", None), nats_url=self.config.nats_url)
         plan = build_plan(monitor, placement)
         rendered = manifests.render(plan, placement, self.config)
         kopf.adopt(rendered.all(), owner=kopf.Body(cast(kopf.RawBody, dict(body))))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -151,10 +151,6 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _records(location: str, kinds: Optional[list[str]]) -> Iterator[Record]:
-    yield from iter_records(location, kinds)
-
-
 def cmd_replay(args) -> int:
     from vigil.auth import read_token_file, token_from_env
     from vigil.spec import SpecError
@@ -168,7 +164,7 @@ def cmd_replay(args) -> int:
             if not args.to.startswith(("http://", "https://")):
                 print(f"error: --to {args.to}: a detector URL, http(s)://HOST:PORT/", file=sys.stderr)
                 return 2
-            targets = [Target("to", args.to, frozenset(("request", "response", "feedback")))]
+            targets = [Target("detector", args.to, frozenset(("request", "response", "feedback")))]
         else:
             targets = monitor_targets(args.monitor, args.base_port)
             if not targets:
@@ -183,7 +179,7 @@ def cmd_replay(args) -> int:
           + ", ".join(f"{t.name} {t.url}" for t in targets), file=sys.stderr)
     progress = _Progress(len(files))
     try:
-        summary = replay(_records(args.capture, kinds), targets, args.speed or 0.0, token, progress)
+        summary = replay(iter_records(args.capture, kinds), targets, args.speed or 0.0, token, progress)
     except CaptureError as e:
         progress.done()
         print(f"error: {e}", file=sys.stderr)
@@ -199,7 +195,9 @@ def add_parser(sub) -> None:
     from vigil.plan import DEFAULT_BASE_PORT
 
     s = sub.add_parser("replay", help="re-send captured events (spec.logger.capture) to detectors as CloudEvents",
-                       description=__doc__.split("\n\n")[0])
+                       description="Re-send every captured event as the binary-mode CloudEvent the logger sent (same "
+                                   "ce-id: detectors drop what they already hold), to one detector or through a "
+                                   "monitor's sinks.")
     s.add_argument("capture", help="capture directory or file (local path, file:// or s3://)")
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--to", help="a detector's URL (its POST /), e.g. http://127.0.0.1:8083/")

@@ -1,7 +1,8 @@
 """The logger's capture writer: a bounded queue and one writer thread that rotate files through fsspec.
 
-The inference path only calls `CaptureWriter.offer` (a ``put_nowait`` under a lock: it never
-waits, never touches the disk or the network). A record over the edge's body limit
+The inference path only calls `CaptureWriter.offer` (an append under a lock: it never
+waits, never touches the disk or the network, never wakes the writer, which drains the queue
+on a timer, every ``flush_seconds``, in batches). A record over the edge's body limit
 (``too_large``) or one that does not fit the queue (``queue_full`` by count,
 ``queue_bytes`` by bytes) is dropped and counted at once. The writer thread takes what is
 queued, appends it to the current file and makes it readable:
@@ -26,11 +27,10 @@ what is left is counted as ``shutdown``. No record is dropped uncounted.
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -168,12 +168,13 @@ class CaptureWriter:
     """Bounded, counted capture of the logger's events (see the module docstring)."""
 
     def __init__(self, settings: CaptureSettings, metrics: CaptureMetrics, max_record_bytes: int = 32 * 1024 * 1024,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, subdir: str = ""):
         self.settings = settings
+        self.subdir = subdir.strip("/")  # one per logger replica (its pod name)
         self.metrics = metrics
         self.max_record_bytes = max_record_bytes
         self.clock = clock
-        self.queue: queue.Queue[tuple[str, dict[str, Any], bytes]] = queue.Queue(maxsize=settings.queue_size)
+        self.queue: deque[tuple[str, dict[str, Any], bytes]] = deque()  # bounded in `offer`
         self.bytes = 0
         self._lock = threading.Lock()
         self._drop_lock = threading.Lock()
@@ -209,22 +210,20 @@ class CaptureWriter:
             self._drop("too_large")
             return False
         with self._lock:
-            if self.bytes + size > self.settings.queue_bytes:
+            if len(self.queue) >= self.settings.queue_size:
+                reason = "queue_full"
+            elif self.bytes + size > self.settings.queue_bytes:
                 reason = "queue_bytes"
             else:
-                try:
-                    self.queue.put_nowait((kind, attributes, data))
-                except queue.Full:
-                    reason = "queue_full"
-                else:
-                    self.bytes += size
-                    return True
+                self.queue.append((kind, attributes, data))
+                self.bytes += size
+                return True
         self._drop(reason)
         return False
 
     @property
     def depth(self) -> int:
-        return self.queue.qsize()
+        return len(self.queue)
 
     # -- the writer thread -------------------------------------------------------------------------
 
@@ -240,15 +239,10 @@ class CaptureWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(grace + 5.0)
-        left = 0
-        while True:
-            try:
-                _, _, data = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            left += 1
-            with self._lock:
-                self.bytes -= len(data)
+        with self._lock:
+            left = len(self.queue)
+            self.queue.clear()
+            self.bytes = 0
         if left:
             self._drop("shutdown", left)
             log.warning("capture: %d queued records dropped at shutdown", left)
@@ -259,7 +253,7 @@ class CaptureWriter:
             now = time.monotonic()
             if self._stop.is_set():
                 deadline_stop = deadline_stop or now + self._grace
-                if self.queue.empty() or now > deadline_stop:
+                if not self.queue or now > deadline_stop:
                     break
             wait = self.settings.flush_seconds
             if self._segment is not None:
@@ -268,24 +262,19 @@ class CaptureWriter:
                 time.sleep(min(wait or 0.05, self._retry_at - now, 0.5))
                 self._rotate_if_due()
                 continue
-            batch = self._take(wait if not self._stop.is_set() else 0.0)
+            if not self._stop.is_set():  # wake up on a timer, not per record: the inference path never waits on us
+                self._stop.wait(wait)
             self._rotate_if_due()
-            if batch:
+            while self._retry_at <= time.monotonic():  # not backing off
+                batch = self._take()
+                if not batch:
+                    break
                 self._write(batch)
         self._close_segment()
 
-    def _take(self, wait: float) -> list[tuple[str, dict[str, Any], bytes]]:
-        try:
-            first = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
-        except queue.Empty:
-            return []
-        batch = [first]
-        while len(batch) < _BATCH:
-            try:
-                batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
+    def _take(self) -> list[tuple[str, dict[str, Any], bytes]]:
         with self._lock:
+            batch = [self.queue.popleft() for _ in range(min(_BATCH, len(self.queue)))]
             self.bytes -= sum(len(d) for _, _, d in batch)
         return batch
 
@@ -316,7 +305,8 @@ class CaptureWriter:
         if self.settings.format == "parquet":
             _pyarrow()
         if self._fs is None:
-            self._fs, self._root = filesystem(self.settings.uri)
+            self._fs, root = filesystem(self.settings.uri)
+            self._root = f"{root.rstrip('/')}/{self.subdir}" if self.subdir else root
         if _is_local(self._fs):
             self._fs.makedirs(self._root, exist_ok=True)
         opened = self.clock()

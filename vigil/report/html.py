@@ -9,10 +9,12 @@ histograms, statistic, score, threshold, p-value and verdict.
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
 from typing import Optional
 
 from vigil.report.build import Report
 from vigil.report.drift import FeatureDrift
+from vigil.report.quality import COLUMNS, QualityPart
 from vigil.report.svg import CURRENT_COLOUR, REFERENCE_COLOUR, histogram
 
 CSS = """
@@ -49,6 +51,11 @@ svg.hist .grid { stroke: #eceff3; } svg.hist .axis { stroke: #9aa3ae; }
 svg.hist text { font-size: 10px; fill: #5b6675; } svg.hist .ytick { text-anchor: end; } svg.hist .xtick { text-anchor: middle; }
 section { margin-bottom: 28px; }
 .empty { color: var(--muted); background: #fff; border: 1px dashed var(--line); border-radius: 8px; padding: 12px 16px; }
+td.bad { color: var(--drift); font-weight: 650; background: #fdf1f1; } td.warn { color: #8a5a00; }
+td.na { color: #b0b7c1; } .ratio { color: var(--muted); font-weight: 400; font-size: 12px; }
+table.quality td, table.quality th { text-align: right; } table.quality td:first-child, table.quality th:first-child,
+table.quality td:last-child, table.quality th:last-child { text-align: left; }
+ul.violations { margin: 0 0 10px; padding-left: 20px; } ul.violations li { margin: 2px 0; }
 footer { color: var(--muted); font-size: 12.5px; margin-top: 24px; }
 code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px; }
 """
@@ -71,6 +78,14 @@ def _card(label: str, value: str, note: str = "", cls: str = "") -> str:
             f'<div class="note">{note}</div></div>')
 
 
+def _quality_card(report: Report) -> str:
+    q = report.quality
+    if q is None:
+        return _card("Quality violations", "—", escape(report.quality_note))
+    cls = "verdict drift" if q.violations else "verdict ok"
+    return _card("Quality violations", f"{len(q.violations)}", escape(", ".join(q.features_violated)) or "none", cls)
+
+
 def _row(f: FeatureDrift) -> str:
     kind = "categorical" if f.categorical else "numeric"
     return (f'<tr class="feature {f.verdict}" data-feature="{escape(f.name, quote=True)}" data-verdict="{f.verdict}">'
@@ -79,6 +94,52 @@ def _row(f: FeatureDrift) -> str:
             f'<td>{escape(f.test)}</td><td class="num">{_num(f.score)}</td><td class="num">{_threshold(f)}</td>'
             f'<td class="num">{_num(f.p_value)}</td>'
             f'<td><span class="badge {f.verdict}">{"drift" if f.drifted else "ok"}</span></td></tr>')
+
+
+LABELS = {"completeness": "Missing", "dataType": "Wrong type", "range": "Out of range", "categories": "Unknown category",
+          "missingColumns": "Absent column"}
+
+
+def _quality_cell(entry: Optional[dict]) -> str:
+    if entry is None:
+        return '<td class="num na">—</td>'
+    cls = "bad" if entry["violated"] else ("warn" if entry["count"] else "")
+    text = f'{entry["count"]:,} <span class="ratio">({entry["ratio"]:.1%})</span>' if entry["count"] else "0"
+    return f'<td class="num {cls}" title="allowed in this window: {entry["allowed"]:,}">{text}</td>'
+
+
+def _quality(q: Optional[QualityPart], note: str) -> str:
+    if q is None:
+        return f'<section id="quality"><h2>Data quality</h2><div class="empty">{escape(note)}</div></section>'
+    head = "".join(f"<th>{LABELS[c]}</th>" for c in COLUMNS)
+    rows = []
+    for feature, checks in q.cells.items():
+        if feature == "_extra":
+            continue
+        verdict = "violation" if q.violated(feature) else "ok"
+        rows.append(f'<tr data-quality-feature="{escape(feature, quote=True)}" data-quality="{verdict}">'
+                    f'<td class="name">{escape(feature)}</td>' + "".join(_quality_cell(checks.get(c)) for c in COLUMNS)
+                    + f'<td><span class="badge {"drift" if verdict == "violation" else "ok"}">{verdict}</span></td></tr>')
+    extra = q.cells.get("_extra", {}).get("extraColumns")
+    if extra is not None:
+        verdict = "violation" if extra["violated"] else "ok"
+        cls = "bad" if extra["violated"] else ""
+        rows.append(f'<tr data-quality-feature="_extra" data-quality="{verdict}"><td class="name">Unknown keys</td>'
+                    f'<td colspan="{len(COLUMNS)}" class="{cls}" style="text-align:left">{extra["count"]:,} of '
+                    f'{q.instances:,} instances carried keys the schema does not name'
+                    + (f" ({escape(', '.join(q.extra_names))})" if q.extra_names else "")
+                    + f'</td><td><span class="badge {"drift" if verdict == "violation" else "ok"}">{verdict}</span>'
+                    '</td></tr>')
+    items = "".join(f"<li><b>{escape(v['feature_name'])}</b> · {escape(v['constraint_check_type'])}: "
+                    f"{escape(v['description'])}</li>" for v in q.violations)
+    listing = f'<ul class="violations">{items}</ul>' if items else ""
+    source = f"baseline <code>{escape(q.baseline)}</code>" if q.baseline else "baseline profiled from the reference"
+    noted = f" {escape(note)}." if note else ""
+    return (f'<section id="quality"><h2>Data quality</h2><div class="legend">Instances violating each check, '
+            f'of {q.instances:,} ({source}). Red: a violation, more than a clean window gives; amber: a few, '
+            f'within what a clean window gives; —: the check does not apply.{noted}</div>{listing}'
+            f'<table class="quality"><thead><tr><th>Feature</th>{head}<th>Verdict</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></section>')
 
 
 def render(report: Report) -> str:
@@ -95,19 +156,20 @@ def render(report: Report) -> str:
     cards = "".join([
         _card("Drift", "Detected" if d.detected else "None", p_note, f"verdict {verdict}"),
         _card("Features drifted", f"{n_drifted} / {n_tested}", escape(", ".join(d.drifted)) or "none"),
-        _card("Quality violations", "—", "not computed: no baseline checks in this report"),
+        _quality_card(report),
         _card("Rows", f"{report.current_rows:,}", f"current{source} ({d.checked_rows:,} checked{skipped}) · "
                                                    f"reference {report.reference_rows:,}"),
     ])
     rows = "".join(_row(f) for f in d.features)
-    title = f"Vigil drift report · {report.monitor}"
+    title = f"Vigil report · {report.monitor}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title><style>{CSS}</style></head>
 <body><main>
 <header><h1>{escape(title)}</h1>
-<p>monitor <b>{escape(report.monitor)}</b> (namespace {escape(report.namespace)}) · generated {escape(report.created)}
- · check: {settings}</p></header>
+<p>drift and data quality of <b>{escape(Path(report.current_path).name)}</b> against the reference of monitor
+<b>{escape(report.monitor)}</b> (namespace {escape(report.namespace)}) · generated {escape(report.created)}</p>
+<p>drift check: {settings}</p></header>
 <section class="cards" id="summary">{cards}</section>
 <section id="drift"><h2>Drift per feature</h2>
 <div class="legend">Share of rows per drift bin (numeric: the reference's deciles):<span class="swatch"
@@ -115,8 +177,9 @@ def render(report: Report) -> str:
  style="background:{CURRENT_COLOUR}"></span>current</div>
 <table><thead><tr><th>Feature</th><th>Distribution</th><th>Statistic</th><th>Score</th><th>Threshold</th>
 <th>p-value</th><th>Verdict</th></tr></thead><tbody>{rows}</tbody></table></section>
+{_quality(report.quality, report.quality_note)}
 <footer>Current data <code>{escape(report.current_path)}</code> · monitor file <code>{escape(report.monitor_path)}</code>.
-Verdicts come from the drift service's own check fitted from the monitor's reference, on all current rows as one
-window; hover a bar for its bin and share.</footer>
+Verdicts come from the drift and quality services' own checks, set up from the monitor as they set them up, on
+all current rows as one window; hover a bar for its bin and share.</footer>
 </main></body></html>
 """

@@ -38,9 +38,10 @@ import numpy as np
 
 from vigil.events import PayloadError
 from vigil.telemetry import ServiceMetrics
+from vigil_detectors.drift import preprocess as _preprocess
 from vigil_detectors.drift.fitting import fit_check
 from vigil_detectors.drift.settings import DriftSettings
-from vigil_detectors.drift.statistics import CheckResult, DriftStatistic
+from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic
 from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
@@ -72,10 +73,12 @@ def _iso(ts: float) -> str:
 class DriftDetector(Detector[DriftSettings]):
     name = "drift"
     accepts = frozenset({"request"})
+    ordered = True  # JetStream: the window takes a batch in stream order (see holds)
 
     def __init__(self, settings: DriftSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
         self.statistic: Optional[DriftStatistic] = None
+        self.preprocess: Optional[_preprocess.Preprocessor] = None  # tensor instances -> encoded rows (UAE)
         self.window: Optional[DriftWindow] = None
         self.store: Optional[WindowStore] = None
         self.history: Optional[History] = None  # one line per window check (state dir only)
@@ -118,7 +121,17 @@ class DriftDetector(Detector[DriftSettings]):
     # -- start-up --
     def load(self) -> None:
         s = self.settings
-        self.statistic = fit_check(s)
+        if s.artifact and _preprocess.is_preprocessed(s.artifact):
+            # KS per encoded dimension, on the reference the artifact encoded with its saved weights
+            self.preprocess = _preprocess.load_preprocessor(s.artifact)
+            self.statistic = fit_statistic(self.preprocess.reference, p_value=s.p_value, correction=s.correction,
+                                           kind=s.statistic)
+            self.feature_names = list(self.preprocess.feature_names)
+        elif s.preprocess:
+            raise DetectorError(f"drift preprocess {s.preprocess!r} needs the artifact vigil train writes "
+                                f"(VIGIL_DRIFT_ARTIFACT {s.artifact or 'not set'} has no {_preprocess.CONFIG})")
+        else:
+            self.statistic = fit_check(s)
         n = self.statistic.n_features
         if self.feature_names and len(self.feature_names) != n:
             raise DetectorError(f"{len(self.feature_names)} feature names for a drift detector of {n} features")
@@ -173,6 +186,8 @@ class DriftDetector(Detector[DriftSettings]):
         rows = event.instances
         # the frame calls process only once loaded, with decoded request instances
         assert self.statistic is not None and self.window is not None and rows is not None
+        if self.preprocess is not None:  # encode once, at ingest: the window holds the encodings
+            rows = await asyncio.to_thread(self.preprocess, rows)
         n = self.statistic.n_features
         if rows.shape[1] != n:
             raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
@@ -183,7 +198,8 @@ class DriftDetector(Detector[DriftSettings]):
             now = time.time()
             if self.store:
                 try:
-                    self.store.append(rows, now)  # in the checkpoint before the event is acknowledged
+                    # in the checkpoint (with its stream sequence, under JetStream) before it is acknowledged
+                    self.store.append(rows, now, event.extra.get("sequence"))
                 except OSError as exc:
                     self.checkpoint.failed("event log", exc)
                     raise CheckpointError(str(exc)) from None
@@ -197,6 +213,9 @@ class DriftDetector(Detector[DriftSettings]):
             for window in due:
                 body = await self._check(window, trigger)
             return body
+
+    def holds(self, sequence: int) -> bool:
+        return self.store is not None and self.store.holds(sequence)
 
     async def _age_loop(self) -> None:
         max_age = self.settings.max_age_seconds
@@ -329,4 +348,6 @@ class DriftDetector(Detector[DriftSettings]):
             "stale": self.stale,
         }
         block.update(self.statistic.describe())
+        if self.preprocess is not None:
+            block.update(self.preprocess.describe())
         return {"drift": block}

@@ -11,6 +11,10 @@ Every rejection is a 4xx `{"error": ..., "reason": ...}` counted in `vigil_event
 (`vigil.edge`);
 the service keeps running and the detector never sees the bad event. The reply is a
 binary-mode CloudEvent `dev.vigil.detection.<name>` that keeps the incoming id.
+
+With ``transport.type: jetstream`` the same `handle` (parse, de-duplicate, process, reply)
+takes the events a durable pull consumer fetches from the monitor's stream
+(`vigil_detectors.frame.consumer`); ``POST /`` keeps working beside it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Optional
 
-from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
-from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -33,6 +35,7 @@ from vigil.edge import Edge, parse_json
 from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
 from vigil.events import SOURCE_PREFIX, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
+from vigil_detectors.frame import wire
 from vigil_detectors.frame.base import Detector, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
 from vigil_detectors.frame.dedup import RecentIds
@@ -110,17 +113,15 @@ def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent
                                                    "application/cloudevents+json")
     _check_required(headers, body, content_type == _STRUCTURED)
     try:
-        event = ce_http.from_http_event(ce_http.HTTPMessage(headers=_header_dict(headers), body=body))
+        attrs, data = wire.read_event(_header_dict(headers), body)  # the SDK's reading, fast for the usual event
     except RecursionError:
         raise InvalidInput("too_deep", "event nests too deeply") from None
     except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as exc:
         reason = "bad_json" if isinstance(exc, json.JSONDecodeError) else "bad_cloudevent"
         raise InvalidInput(reason, f"not a valid CloudEvent: {exc}") from None
-    attrs = event.get_attributes()
     kind = event_kind(attrs.get("type"))
     if kind is None:
         raise InvalidInput("unknown_type", f"unknown event type {attrs.get('type')!r}")
-    data = event.get_data()
     if isinstance(data, (bytes, str)):
         data = parse_json(data.encode() if isinstance(data, str) else data, "event data")
     ev = InferenceEvent(id=str(attrs.get("id")), type=attrs["type"], kind=kind, inference_id=inference_id(attrs),
@@ -141,8 +142,8 @@ def _reply(detector: Detector, settings, incoming: InferenceEvent, body: dict) -
              "id": incoming.id, "datacontenttype": "application/json"}
     if incoming.inference_id:
         attrs["inferenceid"] = incoming.inference_id
-    msg = ce_http.to_binary_event(CloudEvent(attributes=attrs, data=body))
-    return Response(content=msg.body, headers=msg.headers, status_code=200)
+    headers, content = wire.reply(attrs, body)
+    return Response(content=content, headers=headers, status_code=200)
 
 
 class _DetectorApp(FastAPI):
@@ -185,10 +186,16 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             state["error"] = f"{type(exc).__name__}: {exc}"
             log.exception("%s detector failed to load", detector.name)
 
+    consumer: Optional[Any] = None  # the JetStream consumer, when the transport is jetstream
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loader = asyncio.create_task(_load())
+        if consumer is not None:
+            consumer.start(loader)
         yield
+        if consumer is not None:
+            await consumer.stop()
         loader.cancel()
         if state["ready"]:
             await detector.stop()
@@ -199,17 +206,17 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     app.state.edge = edge  # detector routers (the explainer's /explain) reject through it too
     edge.install(app)
 
-    @app.post("/")
-    async def ingest(request: Request) -> Response:
+    async def handle(headers, body: bytes, extra: Optional[dict] = None) -> Response:
+        """One event, whichever transport brought it: parse, de-duplicate, process, reply."""
         try:
-            edge.check_auth(request)
-            body = await edge.read(request)
             if not state["ready"]:
                 raise NotReady("not_ready", "detector is not ready yet (artifact loading)")
             started = time.perf_counter()
-            event = _parse(request.headers, body, settings, detector)
+            event = _parse(headers, body, settings, detector)
         except Rejected as exc:
             return edge.reject(exc)
+        if extra:
+            event.extra.update(extra)
         edge.count_received(event.kind if event.kind in ("request", "response", "feedback") else "other")
         if event.kind not in detector.accepts:
             return Response(status_code=204)
@@ -240,7 +247,22 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             return Response(status_code=202)
         return _reply(detector, settings, event, result)
 
+    @app.post("/")
+    async def ingest(request: Request) -> Response:
+        try:
+            edge.check_auth(request)
+            body = await edge.read(request)
+        except Rejected as exc:
+            return edge.reject(exc)
+        return await handle(request.headers, body)
+
     app.fast_ingest = ingest
+    transport = getattr(settings, "transport", None)
+    if transport is not None and transport.jetstream:
+        from vigil_detectors.frame.consumer import JetStreamConsumer
+
+        consumer = JetStreamConsumer(detector, settings, metrics, handle, log)
+        app.state.consumer = consumer
 
     @app.get("/status")
     async def status() -> dict:
@@ -254,6 +276,8 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             out["error"] = detector.checkpoint.error
         if state["ready"]:
             out.update(detector.status())
+        if consumer is not None:
+            out["transport"] = consumer.status()
         return out
 
     @app.get("/metrics")

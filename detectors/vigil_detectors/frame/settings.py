@@ -8,6 +8,7 @@ from pydantic import Field, PositiveInt, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.instances import InputSchema
+from vigil.transport import TransportConfig
 
 #: A categorical block as the services take it: ``{"column index": number of categories | null |
 #: [values]}`` (`vigil.plan` renders the schema's block so; a value list maps strings to codes).
@@ -31,6 +32,10 @@ class DetectorSettings(BaseSettings):
     feature_names: Optional[list[str]] = None
     #: Categorical features: {"feature index": number of categories, or the list of its values}.
     categorical: Categories = Field(default_factory=dict)
+    #: HTTP (events POSTed to ``/``) or JetStream (a durable pull consumer; ``POST /`` still works).
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+    #: JetStream: only these partitions of the stream (one replica's share, keyed by inference id); None: all.
+    consumer_partitions: Optional[list[int]] = None
     #: The shape of one tensor instance (spec.schema.shape, DESIGN §8), exclusive with feature_names:
     #: request events then decode to (n, *shape) arrays, and any other instance shape is a 400.
     shape: Optional[list[PositiveInt]] = None

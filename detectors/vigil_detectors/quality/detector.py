@@ -1,9 +1,10 @@
 """The quality detector: request instances checked against the baseline's constraints, window by window.
 
-`QualityDetector` plugs into the detector frame. At start-up it reads the baseline
-(``baseline``: a directory, `vigil.baseline.load_baseline`) or, when the monitor has none,
-profiles ``reference`` into one (`compute_baseline`, written to ``<state dir>/baseline`` so it
-can be looked at and edited). Request bodies are decoded leniently
+`QualityDetector` plugs into the detector frame. At start-up it gets its constraints from
+`constraints.load_constraints` (shared with `vigil report`): the baseline (``baseline``: a
+directory, `vigil.baseline.load_baseline`) or, when the monitor has none, ``reference``
+profiled into one (`compute_baseline`, written to ``<state dir>/baseline`` so it can be
+looked at and edited). Request bodies are decoded leniently
 (`vigil.instances.decode_table(..., strict=False)`: a null, a string in a numeric column or an
 unknown key is a finding, not a 400), every instance's flags are counted in
 ``vigil_quality_violations_total{feature,check}`` and summed into the window
@@ -22,12 +23,11 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Optional
 
 from vigil.telemetry import ServiceMetrics
-from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
-from vigil_detectors.quality.checks import CHECKS, EXTRA, Compiled, Counts, Report, compile_constraints, verdict
+from vigil_detectors.frame import Detector, InferenceEvent
+from vigil_detectors.quality.checks import CHECKS, EXTRA, Compiled, Counts, Report, verdict
 from vigil_detectors.quality.settings import QualitySettings
 from vigil_detectors.quality.window import QualityWindow
 
@@ -71,35 +71,12 @@ class QualityDetector(Detector[QualitySettings]):
 
     # -- start-up --
     def load(self) -> None:
-        from vigil.baseline import compute_baseline, load_baseline
-        from vigil.instances import InputSchema
+        from vigil_detectors.quality.constraints import load_constraints
 
         s = self.settings
-        if s.baseline:
-            baseline = load_baseline(s.baseline)
-            self.baseline_dir = s.baseline
-            names = list(s.feature_names or baseline.constraints.names)
-            self.schema = InputSchema.from_settings(names, s.categorical_indices)
-        elif s.reference:
-            from vigil.data import load_table
-
-            names = list(s.feature_names or [])
-            self.schema = InputSchema.from_settings(names or None, s.categorical_indices)
-            baseline = compute_baseline(load_table(s.reference, names or None), self.schema)
-            names = names or [f.name for f in baseline.statistics.features]
-            if s.state_dir:
-                self.baseline_dir = str(baseline.write(Path(s.state_dir) / "baseline"))
-                log.info("quality: baseline profiled from %s, written to %s (edit it and set "
-                         "spec.baseline.storageUri to use your copy)", s.reference, self.baseline_dir)
-        else:
-            raise DetectorError("the quality detector needs VIGIL_QUALITY_BASELINE (a baseline directory) or "
-                                "VIGIL_QUALITY_REFERENCE (reference data to profile)")
-        unknown = sorted(set(baseline.constraints.names) - set(names))
-        if unknown:
-            log.warning("quality: constraints name features the schema does not have (ignored): %s", ", ".join(unknown))
-        if not set(names) & set(baseline.constraints.names):
-            raise DetectorError(f"the baseline's constraints name none of the features {names}")
-        self.compiled = compile_constraints(baseline.constraints, names, dict(self.schema.categorical))
+        loaded = load_constraints(s)  # shared with vigil report
+        self.schema, self.compiled, self.baseline_dir = loaded.schema, loaded.compiled, loaded.directory
+        names = loaded.names
         self.window = QualityWindow(s.window_size, self.compiled)
         for name, c in zip(names, self.compiled.constraints, strict=True):  # every series exists from the start
             for check in CHECKS[:4]:
@@ -111,6 +88,8 @@ class QualityDetector(Detector[QualitySettings]):
             from vigil_detectors.frame.history import History
 
             self.history = History.in_dir(s.state_dir, s.history_max_bytes)
+            if self.window.restore(s.state_dir):
+                log.info("quality: continuing the saved window (%d/%d instances)", self.window.fill, self.window.size)
             tail = self.history.tail(1)
             if tail:
                 self.last = tail[-1]
@@ -124,6 +103,12 @@ class QualityDetector(Detector[QualitySettings]):
     async def stop(self) -> None:
         if self._timer:
             self._timer.cancel()
+        if self.settings.state_dir and self.window is not None and self.window.fill:
+            async with self._lock:
+                try:
+                    self.window.save(self.settings.state_dir)
+                except OSError as exc:
+                    log.error("quality: cannot save the partial window: %s", exc)
 
     # -- ingest --
     def decode_request(self, event: InferenceEvent) -> None:
