@@ -478,3 +478,86 @@ def test_vigil_status_table_shows_quality():
     status = summarize({"quality": {"component": "quality", "ready": True,
                                     "quality": {"violations": 1, "featuresViolated": ["age"], "lastCheck": "t"}}}, {})
     assert "QUALITY    violations=1  features=age  last=t" in format_table(status)
+
+
+def test_vigil_validate_reads_the_baseline(tmp_path):
+    from vigil.spec import load_monitor
+    from vigil.validate import validate
+
+    names, ref, _ = split("iris", 0)
+    path = monitor(tmp_path, baseline={"storageUri": "bl"})
+
+    def problems():
+        return [p for p in validate(load_monitor(path), tmp_path, check_ports=False)[0] if "baseline" in p]
+
+    assert problems() and "statistics.json: not found" in problems()[0]
+    compute_baseline(ref, InputSchema.from_settings(names)).write(tmp_path / "bl")
+    assert problems() == []
+    doc = json.loads((tmp_path / "bl" / "constraints.json").read_text())
+    doc["features"][0]["completeness"]["min"] = 2
+    (tmp_path / "bl" / "constraints.json").write_text(json.dumps(doc))
+    (line,) = problems()
+    assert line.startswith("spec.baseline.storageUri: ") and "features.0.completeness.min" in line
+
+
+def test_a_clean_restart_continues_the_partial_window_once(iris_with_color, tmp_path):
+    names, x, csv = iris_with_color
+    rows = iris_rows(names, x[:100])
+    for r in rows[:8]:
+        r["sepal_width"] = None
+    settings = dict(reference=csv, feature_names=names, categorical={"4": COLORS}, window_size=100,
+                    max_age_seconds=0, state_dir=str(tmp_path / "state"))
+    with quality_service(**settings) as client:
+        assert post(client, {"instances": rows[:40]}).status_code == 202
+    assert (tmp_path / "state" / "window.json").exists()
+    with quality_service(**settings) as client:
+        assert client.get("/status").json()["quality"]["fill"] == 40
+        assert not (tmp_path / "state" / "window.json").exists()  # taken: a crash now cannot count it twice
+        report = post(client, {"instances": rows[40:]}).json()["quality"]["report"]
+        assert report["instances"] == 100 and report["counts"]["sepal_width"]["completeness"]["count"] == 8
+
+
+@pytest.mark.slow
+def test_vigil_up_feeds_quality_through_the_logger(tmp_path):
+    """`vigil up`'s backend: logger, model and quality as processes; inferences through the logger reach quality."""
+    import asyncio
+
+    import joblib
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.prom import free_port_range
+    from vigil.events import v2_request
+    from vigil.local import LocalStack, local_plan
+    from vigil.spec import load_monitor
+    from vigil.status import poll, summarize
+
+    data = datasets.load_iris()
+    joblib.dump(LogisticRegression(max_iter=1000).fit(data.data, data.target), tmp_path / "model.joblib")
+    rng = np.random.default_rng(0)
+    write_csv(tmp_path / "reference.csv", IRIS, data.data[rng.integers(0, 150, 500)] + rng.normal(0, 0.05, (500, 4)))
+    doc = {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "q", "namespace": "test"},
+           "spec": {"model": {"storageUri": "model.joblib", "format": "sklearn", "name": "iris"},
+                    "schema": {"featureNames": IRIS}, "reference": {"storageUri": "reference.csv"},
+                    "detectors": {"quality": {"window": {"size": 100}}}}}
+    (tmp_path / "monitor.yaml").write_text(yaml.safe_dump(doc))
+    plan, placement = local_plan(load_monitor(tmp_path / "monitor.yaml"), tmp_path, tmp_path / "work", free_port_range(7))
+    assert plan.names == ["logger", "model", "quality"]
+    stack = LocalStack(plan, placement, say=lambda _: None)
+    stack.start(timeout=120)
+    try:
+        urls = stack.component_urls()
+        rows = data.data[rng.integers(0, 150, 100)].copy()
+        rows[:10, 0] = 40.0  # ten flowers with an impossible sepal length: the model still answers
+        with httpx.Client(timeout=30) as client:
+            for i in range(0, 100, 10):
+                r = client.post(f"{urls['logger']}/v2/models/iris/infer", json=v2_request(rows[i:i + 10]))
+                assert r.status_code == 200, r.text
+            quality = wait_until(lambda: (q := client.get(f"{urls['quality']}/status").json()["quality"])["windows"]
+                                 and q, timeout=30, what="a quality window")
+        found = {(v["feature_name"], v["constraint_check_type"]): v["count"] for v in quality["report"]["violations"]}
+        assert list(found) == [("sepal_length", "range")] and found[("sepal_length", "range")] >= 10
+        status = summarize(asyncio.run(poll(urls)), {})
+        assert status["quality"]["violations"] == 1 and status["quality"]["featuresViolated"] == ["sepal_length"]
+    finally:
+        stack.stop()

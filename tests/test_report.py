@@ -343,3 +343,31 @@ def test_a_monitor_without_drift_or_quality_blocks_gets_their_defaults(iris, tmp
     assert "defaults: the monitor has no drift block" in html
     assert "The monitor has no quality detector" in html
     assert set(parsed.quality) == {*FEATURES, "_extra"}  # profiled from the reference, checked
+
+
+
+def test_a_baseline_that_cannot_be_read_leaves_the_drift_part_standing(iris, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(MONITOR.replace("  reference: {storageUri: reference.csv}",
+                                      f"  reference: {{storageUri: {iris / 'reference.csv'}}}\n"
+                                      f"  baseline: {{storageUri: {tmp_path / 'empty'}}}"))
+    out = tmp_path / "b.html"
+    assert main(["report", "-m", str(broken), "--current", str(iris / "shifted.csv"), "-o", str(out),
+                 "--workdir", str(tmp_path / "w")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: data quality not computed" in err and "statistics.json" in err
+    html = out.read_text()
+    assert parse(html).verdicts["petal_length"] == "drift" and parse(html).quality == {}
+    assert "not computed" in html[html.index('id="quality"'):]
+
+
+def test_a_tensor_monitor_is_refused_in_one_line(tmp_path, capsys):
+    np.save(tmp_path / "ref.npy", np.zeros((4, 2, 2)))
+    (tmp_path / "t.yaml").write_text(MONITOR.replace(
+        "featureNames: [sepal_length, sepal_width, petal_length, petal_width]", "shape: [2, 2]")
+        .replace("reference.csv", "ref.npy").split("  detectors:")[0])
+    assert main(["report", "-m", str(tmp_path / "t.yaml"), "--current", str(tmp_path / "ref.npy"),
+                 "-o", str(tmp_path / "t.html"), "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "tabular features" in err[-1] and "[2, 2]" in err[-1]

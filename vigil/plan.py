@@ -289,7 +289,8 @@ class BuildContext:
     def sinks(self) -> list[dict]:
         """The logger's sinks: every planned detector that consumes events and wants them."""
         d = self.monitor.spec.detectors
-        return [{"name": c.name, "url": self.placement.url(c.name), "types": list(registry.get(c.name).consumes)}
+        return [{"name": c.name, "url": self.placement.url(c.name),
+                 "types": list(registry.get(c.name).kinds(getattr(d, c.name, None)))}
                 for c in self._others if registry.get(c.name).consumes
                 and registry.get(c.name).subscribes(getattr(d, c.name))]
 

@@ -79,6 +79,8 @@ class DriftDetector(Detector[DriftSettings]):
         super().__init__(settings, metrics)
         self.statistic: Optional[DriftStatistic] = None
         self.preprocess: Optional[_preprocess.Preprocessor] = None  # tensor instances -> encoded rows (UAE)
+        if settings.preprocess == "model-output":  # the model's class probabilities, from its responses
+            self.accepts = frozenset({"response"})
         self.window: Optional[DriftWindow] = None
         self.store: Optional[WindowStore] = None
         self.history: Optional[History] = None  # one line per window check (state dir only)
@@ -121,12 +123,21 @@ class DriftDetector(Detector[DriftSettings]):
     # -- start-up --
     def load(self) -> None:
         s = self.settings
-        if s.artifact and _preprocess.is_preprocessed(s.artifact):
+        kind = _preprocess.read_config(s.artifact)["type"] if s.artifact and _preprocess.is_preprocessed(s.artifact) \
+            else None
+        if kind != s.preprocess and kind is not None and s.preprocess is not None:
+            raise DetectorError(f"the drift artifact {s.artifact} was trained for preprocess {kind}, "
+                                f"the monitor says {s.preprocess}")
+        if kind == "uae":
             # KS per encoded dimension, on the reference the artifact encoded with its saved weights
+            assert s.artifact is not None  # kind comes from it
             self.preprocess = _preprocess.load_preprocessor(s.artifact)
             self.statistic = fit_statistic(self.preprocess.reference, p_value=s.p_value, correction=s.correction,
                                            kind=s.statistic)
             self.feature_names = list(self.preprocess.feature_names)
+        elif kind == "model-output":  # a drift suite on the reference's class probabilities
+            self.statistic = fit_check(s)
+            self.feature_names = [f"proba_{i}" for i in range(self.statistic.n_features)]
         elif s.preprocess:
             raise DetectorError(f"drift preprocess {s.preprocess!r} needs the artifact vigil train writes "
                                 f"(VIGIL_DRIFT_ARTIFACT {s.artifact or 'not set'} has no {_preprocess.CONFIG})")
@@ -182,8 +193,13 @@ class DriftDetector(Detector[DriftSettings]):
                 self.store = None
 
     # -- ingest --
+    def decode_outputs(self, data: Any) -> Optional[np.ndarray]:
+        if self.settings.preprocess == "model-output":
+            return _preprocess.probabilities(data)
+        return super().decode_outputs(data)
+
     async def process(self, event: InferenceEvent) -> Optional[dict]:
-        rows = event.instances
+        rows = event.outputs if self.settings.preprocess == "model-output" else event.instances
         # the frame calls process only once loaded, with decoded request instances
         assert self.statistic is not None and self.window is not None and rows is not None
         if self.preprocess is not None:  # encode once, at ingest: the window holds the encodings

@@ -54,7 +54,9 @@ class DriftSettings(DetectorSettings):
     max_age_seconds: float = Field(600.0, ge=0.0)
     #: Preprocessing of tensor instances (``spec.detectors.drift.preprocess.type``, DESIGN §8): ``uae`` needs an
     #: artifact written by ``vigil train`` (the encoder with its seeded weights and the encoded reference).
-    preprocess: Optional[Literal["uae"]] = None
+    #: ``model-output``: the drift service reads response events instead, testing the model's class
+    #: probabilities (``predict_proba``) against the reference's, which the artifact holds.
+    preprocess: Optional[Literal["uae", "model-output"]] = None
     #: Where the window is checkpointed so a restart loses no instances (None = not persisted).
     state_dir: Optional[str] = None
 

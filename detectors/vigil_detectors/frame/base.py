@@ -58,7 +58,7 @@ class Detector(ABC, Generic[SettingsT]):
     #: component name: outlier | drift | metrics | explainer
     name: ClassVar[str]
     #: event kinds this detector consumes; others are acknowledged and ignored
-    accepts: ClassVar[frozenset[str]] = frozenset({"request"})
+    accepts: frozenset[str] = frozenset({"request"})  # a detector may set its own from its settings
     #: JetStream (`frame.consumer`): process a fetched batch one event after another, in stream
     #: order (a window, a slow explanation), instead of all at once
     ordered: ClassVar[bool] = False
