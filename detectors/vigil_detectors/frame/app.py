@@ -64,6 +64,7 @@ class _Edge(Edge):
         self.counts["duplicates"] = 0
         self.name = name
         self.seen = RecentIds()  # ce-ids processed recently (delivery de-duplication)
+        self.in_flight: set[int] = set()  # ce-ids being processed right now (a retry of one waits: 429)
 
 
 def _header_dict(headers) -> dict[str, str]:
@@ -225,6 +226,11 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             edge.duplicates.inc()
             edge.counts["duplicates"] += 1
             return Response(status_code=202)
+        if key in edge.in_flight:  # a retry while the first delivery is still being processed (a slow event,
+            # e.g. a batch of images, outlasting the sender's timeout): try again later, never process it twice
+            return JSONResponse({"error": "this event is still being processed; retry later"}, status_code=429,
+                                headers={"retry-after": "1"})
+        edge.in_flight.add(key)
         try:
             result: Optional[dict] = await detector.process(event)
         except Rejected as exc:
@@ -234,6 +240,8 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
         except Exception as exc:
             log.exception("%s detector failed on event %s", detector.name, event.id)
             return edge.reject(Rejected(500, "internal", f"{type(exc).__name__}: {exc}"))
+        finally:
+            edge.in_flight.discard(key)
         edge.seen.add(key)
         skips = _skips(event)
         for reason, n in skips.items():
