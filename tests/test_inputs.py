@@ -224,6 +224,8 @@ def stack(tmp_path_factory):
     (tmp / "monitor.yaml").write_text(MONITOR)
     plan, placement = local_plan(load_monitor(tmp / "monitor.yaml"), tmp, tmp / "work", free_port_range(6))
     s = LocalStack(plan, placement, say=lambda _: None)
+    s.train()  # outlier from the reference with strings and a missing cell: that row dropped, and said
+    assert "100 rows x 5 features (1 row holding a missing value dropped)" in (s.logs / "train-outlier.log").read_text()
     s.start(timeout=240)
     try:
         yield s, [strings[i] for i in live_idx], coded[live_idx]
