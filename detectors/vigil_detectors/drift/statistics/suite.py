@@ -11,7 +11,7 @@ group in one vectorised pass and decides:
   Benjamini–Hochberg FDR — where m counts only the features tested by p-value;
 - distances (psi, hellinger, jensenshannon, wasserstein): drifted when score ≥ threshold,
   the statistic's default raised for windows too small for it (`base.Statistic.thresholds`,
-  at level significance/m, m the distance-tested features).
+  at level `base.FALSE_ALARM_RATE`/m, m the distance-tested features).
 
 The window drifted if any feature did. `DriftSuite.save` writes a directory (``drift.json``
 + ``reference.npy``) that `load_statistic` fits again; nothing here imports TensorFlow or
@@ -136,7 +136,7 @@ class DriftSuite:
         """Per feature: the distance threshold for a window of `rows` (NaN for p-value tests)."""
         if rows not in self._thresholds:
             out = np.full(self.n_features, np.nan)
-            level = self.p_val / max(1, int((~self.p_tested).sum()))
+            level = base.FALSE_ALARM_RATE / max(1, int((~self.p_tested).sum()))
             for stat, cols in self.groups:
                 if not stat.p_value_test:
                     out[cols] = stat.thresholds(rows, level)
