@@ -16,6 +16,11 @@ events the sink got, the logger's drop counters and its own
     python bench/bench_logger.py                     # 200 req/s, 3000 requests
     python bench/bench_logger.py --pin               # services on CPU 0, client on CPU 1
     python bench/bench_logger.py --rate 500 --requests 5000 --rows 10
+    python bench/bench_logger.py --capture jsonl     # the same with capture off, then on (DESIGN §13)
+
+With ``--capture jsonl|parquet`` the run is made twice, with the logger's capture off and
+then writing every event to rotated files in a temporary directory, and prints both, the
+logger's CPU per 1,000 requests (from /proc) and what capture wrote.
 
 Targets (issue 2): added p50 < 2 ms and p99 < 10 ms at 200 requests/s.
 """
@@ -63,10 +68,14 @@ def sink_app():
     async def count(request):
         return JSONResponse(counts)
 
+    async def reset(request):
+        counts.clear()
+        return JSONResponse(counts)
+
     async def ready(request):
         return JSONResponse({"ready": True})
 
-    return Starlette(routes=[Route("/count", count), Route("/readyz", ready),
+    return Starlette(routes=[Route("/count", count), Route("/readyz", ready), Route("/reset", reset),
                              Route("/{path:path}", receive, methods=["POST"])])
 
 
@@ -168,6 +177,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--rows", type=int, default=1, help="rows per inference request")
     ap.add_argument("--pin", action="store_true", help="services on CPU 0 (taskset -c 0), this client on CPU 1")
+    ap.add_argument("--capture", choices=("jsonl", "parquet"),
+                    help="run twice: capture off, then on in this format, and compare")
     ap.add_argument("--sink-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.sink_server:
@@ -190,6 +201,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     body = json.dumps(v2_request(X[rng.integers(0, len(X), args.rows)])).encode()
 
+    cases = ["off", args.capture] if args.capture else ["off"]
+    runs = {}
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         model_path = Path(tmp) / "model.joblib"
         joblib.dump(LogisticRegression(max_iter=500).fit(X, y), model_path)
@@ -206,31 +219,69 @@ def main() -> None:
             model_env = {"VIGIL_MODEL_URI": str(model_path), "VIGIL_MODEL_FORMAT": "sklearn",
                          "VIGIL_MODEL_NAME": "iris", "VIGIL_MODEL_MONITOR": "bench"}
             with serve_component("model", model_env, prefix=prefix) as model_url:
-                sinks = [{"name": "drift", "url": sink_url + "/drift", "types": ["request"]},
-                         {"name": "metrics", "url": sink_url + "/metrics", "types": ["response", "feedback"]}]
-                logger_env = {"VIGIL_LOGGER_UPSTREAM": model_url, "VIGIL_LOGGER_MODEL_NAME": "iris",
-                              "VIGIL_LOGGER_MONITOR": "bench", "VIGIL_LOGGER_SINKS": json.dumps(sinks)}
-                with serve_component("logger", logger_env, prefix=prefix) as logger_url:
-                    res = asyncio.run(drive(logger_url, model_url, body, args.rate, args.requests, args.warmup))
-                    expected = args.requests + args.warmup  # per sink: each logger request gives one event to each
-                    deadline = time.monotonic() + 15
-                    counts = {}
-                    while time.monotonic() < deadline:
-                        counts = httpx.get(sink_url + "/count").json()
-                        if sum(counts.values()) >= 2 * expected:
-                            break
-                        time.sleep(0.2)
-                    text = httpx.get(logger_url + "/metrics").text
+                for case in cases:
+                    capture_dir = Path(tmp) / f"capture-{case}"
+                    runs[case] = run_logger(case, model_url, sink_url, body, args, prefix, capture_dir)
         finally:
             sink_proc.terminate()
             sink_proc.wait(10)
+    for case in cases:
+        report(args, case, **runs[case])
+    if args.capture:
+        off, on = runs["off"], runs[args.capture]
+        q_off, q_on = (quantiles(r["res"]["logger"]) for r in (off, on))
+        d_off, d_on = (quantiles(r["res"]["direct"]) for r in (off, on))
+        print(f"\ncapture {args.capture} vs off: added p50 {1e3 * (q_on['p50'] - d_on['p50']):.3f} ms vs "
+              f"{1e3 * (q_off['p50'] - d_off['p50']):.3f} ms, added p99 {1e3 * (q_on['p99'] - d_on['p99']):.3f} ms vs "
+              f"{1e3 * (q_off['p99'] - d_off['p99']):.3f} ms; logger CPU {on['cpu_per_1000']:.3f} s vs "
+              f"{off['cpu_per_1000']:.3f} s per 1,000 requests (x{on['cpu_per_1000'] / off['cpu_per_1000']:.2f})")
 
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_logger(case: str, model_url: str, sink_url: str, body: bytes, args, prefix, capture_dir: Path) -> dict:
+    import httpx
+
+    from tests.servers import serve_component
+
+    sinks = [{"name": "drift", "url": sink_url + "/drift", "types": ["request"]},
+             {"name": "metrics", "url": sink_url + "/metrics", "types": ["response", "feedback"]}]
+    logger_env = {"VIGIL_LOGGER_UPSTREAM": model_url, "VIGIL_LOGGER_MODEL_NAME": "iris",
+                  "VIGIL_LOGGER_MONITOR": "bench", "VIGIL_LOGGER_SINKS": json.dumps(sinks)}
+    if case != "off":
+        logger_env["VIGIL_LOGGER_CAPTURE"] = json.dumps({"uri": str(capture_dir), "format": case,
+                                                         "rotate_seconds": 5})
+    httpx.get(sink_url + "/reset")
+    with serve_component("logger", logger_env, prefix=prefix) as logger_url:
+        cpu0 = cpu_seconds(logger_url.pid)
+        res = asyncio.run(drive(logger_url, model_url, body, args.rate, args.requests, args.warmup))
+        expected = args.requests + args.warmup  # per sink: each logger request gives one event to each
+        deadline = time.monotonic() + 15
+        counts = {}
+        while time.monotonic() < deadline:
+            counts = httpx.get(sink_url + "/count").json()
+            if sum(counts.values()) >= 2 * expected:
+                break
+            time.sleep(0.2)
+        cpu = cpu_seconds(logger_url.pid) - cpu0
+        text = httpx.get(logger_url + "/metrics").text
+    files = sorted(p.name for p in capture_dir.glob("capture-*")) if case != "off" else []
+    return {"res": res, "counts": counts, "text": text, "expected": expected,
+            "cpu_per_1000": cpu / (args.requests + args.warmup) * 1000, "files": files}
+
+
+def report(args, case: str, res: dict, counts: dict, text: str, expected: int, cpu_per_1000: float,
+           files: list[str]) -> None:
     direct, via = quantiles(res["direct"]), quantiles(res["logger"])
     added = {k: via[k] - direct[k] for k in via}
     ms = lambda v: f"{v * 1e3:8.3f}"  # noqa: E731
     load = os.getloadavg()
-    print(f"\nVigil request logger: added latency at {args.rate:g} req/s, {args.requests} requests per path, "
-          f"{args.rows} row(s)/request, 2 sinks, "
+    print(f"\nVigil request logger, capture {case}: added latency at {args.rate:g} req/s, "
+          f"{args.requests} requests per path, {args.rows} row(s)/request, 2 sinks, "
           f"{'pinned (services CPU 0, client CPU 1)' if args.pin else 'not pinned'}")
     print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           "(shared with other work: expect noise)")
@@ -247,6 +298,11 @@ def main() -> None:
     print(f"logger: events sent {metric_total(text, 'vigil_logger_events_sent_total'):.0f}, dropped "
           f"{metric_total(text, 'vigil_logger_events_dropped_total'):.0f}; its own added-latency histogram: "
           f"{histogram_summary(text, 'vigil_logger_added_latency_seconds')}")
+    print(f"logger CPU: {cpu_per_1000:.3f} s per 1,000 requests")
+    if case != "off":
+        print(f"capture: {metric_total(text, 'vigil_capture_records_total'):.0f} records written "
+              f"(expected {2 * expected}), dropped {metric_total(text, 'vigil_capture_records_dropped_total'):.0f}, "
+              f"errors {metric_total(text, 'vigil_capture_errors_total'):.0f}, {len(files)} files")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 `LiveStack` runs, on 127.0.0.1 only:
 
-- `vigil up` of an iris ModelMonitor with all four detectors (model, logger, outlier,
-  drift, metrics, explainer as real processes; the VAE and the explainer trained first);
+- `vigil up` of an iris ModelMonitor with every detector (model, logger, outlier,
+  drift, metrics, explainer, quality as real processes; the VAE and the explainer trained first);
 - the operator (`vigil operator`) against the project's Kubernetes API emulator
   (tests/kubeemu.py, kmock) holding the same monitor, so its own metrics exist too;
 - Debian's `prometheus`, scraping every component as job "vigil" with the `component`,
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tests.prom import free_port_range  # noqa: E402  (the bench reuses the tests' loopback helpers)
 
 NAMESPACE, MONITOR = "live", "iris"
-COMPONENTS = ("logger", "model", "outlier", "drift", "metrics", "explainer")  # port order of vigil up
+COMPONENTS = ("logger", "model", "outlier", "drift", "metrics", "explainer", "quality")  # port order of vigil up
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
@@ -57,6 +57,7 @@ def monitor_doc(window: int, storage: str = "") -> dict:
                 "metrics": {"task": "classification", "classes": ["setosa", "versicolor", "virginica"],
                             "window": window},
                 "explainer": {"type": "anchor-tabular", "threshold": 0.9, "sampleRate": 0.0},
+                "quality": {"window": {"size": window, "maxAge": "10m"}},
             },
         },
     }

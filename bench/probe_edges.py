@@ -4,8 +4,14 @@
         --detector http://127.0.0.1:8083 --model-name iris
 
 (``vigil up monitor.yaml`` gives these ports.) Every bad input must get a 4xx, never a
-5xx, never a dropped connection; the last line reads ``N bad inputs: X 4xx, 0 5xx``
-and the exit status is 1 if anything was not a 4xx. The same list (`bad_inputs`) is
+5xx, never a dropped connection. With ``--workdir DIR`` (the work dir of a running
+``vigil up``: its ``run.json`` names the logger and each detector's pid) it also injects
+faults while valid traffic flows through the logger: a poison request (400-digit integer)
+followed by a valid one on a new connection, 100 times; an oversized body followed by a
+valid one; and a kill -9 of each detector. A fault is survived when every valid request
+got a 200 and a killed detector is ready again (new pid) within 30 s. The last line reads
+``N bad inputs: X 4xx, 0 5xx; M faults: M survived`` and the exit status is 1 if anything
+was not a 4xx or a fault was not survived. The same list (`bad_inputs`) is
 what tests/test_edges.py sends to real servers, so a probe and the tests agree.
 """
 
@@ -13,9 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import httpx
@@ -108,6 +119,19 @@ def inference_inputs(model_name: str, n_features: int = 4) -> list[Bad]:
                 dict(_JSON)),
             Bad("unknown model", "/v2/models/nope/infer", good, dict(_JSON)),
             Bad("unknown route", "/v2/nope/nope", good, dict(_JSON))]
+    return out
+
+
+def explain_inputs(n_features: int = 4) -> list[Bad]:
+    """Bad inputs for the explainer's ``POST /explain`` (V1 or V2 bodies, like inference)."""
+    good = _j({"instances": [[1.0] * n_features]})
+    out = [Bad(f"explain V1 {name}", "/explain", body, dict(_JSON)) for name, body in
+           _json_bodies(lambda rows: f'{{"instances": {rows}}}'.encode())]
+    out += [Bad(f"explain V2 {name}", "/explain", body, dict(_JSON)) for name, body in
+            _json_bodies(lambda rows: f'{{"inputs": [{{"name": "x", "datatype": "FP64", "shape": [-1, {n_features}], '
+                                      f'"data": {rows}}}]}}'.encode())
+            if name != "3-D instances"]
+    out += [Bad(f"explain {c.name}", c.path, c.body, c.headers, c.raw_headers) for c in _header_cases("/explain", good)]
     return out
 
 
@@ -207,6 +231,99 @@ def probe(targets: list[tuple[str, list[Bad]]]) -> tuple[int, int, list[str]]:
     return n, fours, wrong
 
 
+# -- faults (with --workdir of a running `vigil up`) ----------------------------------------------
+
+class _Traffic(threading.Thread):
+    """Valid requests through the logger, one at a time, recording each status (None: failed)."""
+
+    def __init__(self, url: str, body: bytes):
+        super().__init__(daemon=True)
+        self.url, self.body = url, body
+        self.codes: list[Optional[int]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.halt.is_set():
+                try:
+                    self.codes.append(client.post(self.url, content=self.body, headers=_JSON).status_code)
+                except httpx.HTTPError:
+                    self.codes.append(None)
+                time.sleep(0.01)
+
+
+def _poison_then_valid(url: str, poison: bytes, valid: bytes, times: int) -> list[str]:
+    """Each round: a bad request, then a valid one on a new client connection; failures as text."""
+    bad = []
+    for i in range(times):
+        with httpx.Client(timeout=30) as c:
+            try:
+                c.post(url, content=poison, headers=_JSON)
+            except httpx.HTTPError:
+                pass
+        with httpx.Client(timeout=30) as c:
+            try:
+                code: Optional[int] = c.post(url, content=valid, headers=_JSON).status_code
+            except httpx.HTTPError:
+                code = None
+        if code != 200:
+            bad.append(f"round {i}: {code}")
+    return bad
+
+
+def _kill_detector(workdir: Path, name: str, traffic: _Traffic) -> Optional[str]:
+    """kill -9 one component under traffic; None if it came back and inference never failed."""
+    run = json.loads((workdir / "run.json").read_text())
+    pid, url = run["pids"][name], run["components"][name]
+    before = len(traffic.codes)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ready = httpx.get(url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            ready = False
+        if ready and json.loads((workdir / "run.json").read_text())["pids"][name] != pid:
+            break
+        if time.monotonic() > deadline:
+            return f"{name} not back within 30 s"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    failed = [c for c in traffic.codes[before:] if c != 200]
+    return f"{len(failed)} inference requests failed while {name} was down" if failed else None
+
+
+def faults(workdir: Path, model_name: str, n_features: int) -> tuple[int, list[str]]:
+    """Inject the fault list into a running `vigil up`; (number of faults, what was not survived)."""
+    run = json.loads((workdir / "run.json").read_text())
+    entry = run["components"]["logger"] + f"/v2/models/{model_name}/infer"
+    valid = _j({"inputs": [{"name": "x", "shape": [1, n_features], "datatype": "FP64", "data": [1.0] * n_features}]})
+    poison = b'{"instances": [[' + b"9" * 400 + b", 1.0" * (n_features - 1) + b"]]}"
+    not_survived: list[str] = []
+    n = 0
+    for label, bad_body in (("poison (400-digit integer) then valid, x100", poison),
+                            ("oversized body then valid, x3", b"[" + b"1," * (17 << 20) + b"1]")):
+        n += 1
+        times = 100 if "x100" in label else 3
+        failures = _poison_then_valid(entry, bad_body, valid, times)
+        if failures:
+            not_survived.append(f"{label}: {len(failures)} valid requests failed ({failures[:3]})")
+    traffic = _Traffic(entry, valid)
+    traffic.start()
+    try:
+        for name in sorted(run["pids"]):
+            if name in ("logger", "model"):
+                continue  # the inference path itself: its death is not a detector fault
+            n += 1
+            problem = _kill_detector(workdir, name, traffic)
+            if problem:
+                not_survived.append(f"kill -9 {name}: {problem}")
+    finally:
+        traffic.halt.set()
+        traffic.join(30)
+    return n, not_survived
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--logger", help="request logger base URL")
@@ -214,13 +331,21 @@ def main(argv=None) -> int:
     p.add_argument("--detector", action="append", default=[], help="detector base URL (repeatable)")
     p.add_argument("--model-name", default="model")
     p.add_argument("--features", type=int, default=4)
+    p.add_argument("--workdir", type=Path, help="work dir of a running `vigil up`: also inject the fault list")
     a = p.parse_args(argv)
+    if a.workdir:
+        run = json.loads((a.workdir / "run.json").read_text())
+        a.logger = a.logger or run["components"]["logger"]
+        a.model = a.model or run["components"]["model"]
+        a.detector = a.detector or [u for n, u in run["components"].items() if n not in ("logger", "model")]
     targets = []
     if a.model:
         targets.append((a.model, inference_inputs(a.model_name, a.features)))
     if a.logger:
         targets += [(a.logger, inference_inputs(a.model_name, a.features)), (a.logger, feedback_inputs())]
     for d in a.detector:  # each detector gets events of a kind it consumes
+        if httpx.get(d.rstrip("/") + "/openapi.json", timeout=10).text.count('"/explain"'):
+            targets.append((d, explain_inputs(a.features)))
         probe_event = Bad("valid request", "/", _j({"instances": [[1.0] * a.features]}), _ce_headers())
         with httpx.Client(timeout=30) as client:
             kind = "response" if send(client, d, probe_event) == 204 else "request"
@@ -231,8 +356,15 @@ def main(argv=None) -> int:
     for line in wrong:
         print("NOT 4xx:", line)
     fives = sum(1 for w in wrong if w.rsplit(": ", 1)[1].startswith("5"))
-    print(f"{n} bad inputs: {fours} 4xx, {fives} 5xx" + (f", {len(wrong) - fives} other" if len(wrong) > fives else ""))
-    return 0 if not wrong else 1
+    line = f"{n} bad inputs: {fours} 4xx, {fives} 5xx" + (f", {len(wrong) - fives} other" if len(wrong) > fives else "")
+    lost: list[str] = []
+    if a.workdir:
+        m, lost = faults(a.workdir, a.model_name, a.features)
+        for problem in lost:
+            print("NOT SURVIVED:", problem)
+        line += f"; {m} faults: {m - len(lost)} survived"
+    print(line)
+    return 0 if not wrong and not lost else 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ COPY pyproject.toml README.md ./
 COPY vigil/ vigil/
 COPY operator/ operator/
 COPY detectors/ detectors/
-RUN /opt/vigil/bin/pip install --no-compile ".[detectors]" \
+# `storage` (s3fs, gcsfs): the init containers and training Jobs read and write s3:// and gs://.
+RUN /opt/vigil/bin/pip install --no-compile ".[detectors,storage]" \
  && /opt/vigil/bin/python -m compileall -q /opt/vigil/lib
 
 FROM ${PYTHON_IMAGE}

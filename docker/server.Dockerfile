@@ -24,8 +24,9 @@ COPY pyproject.toml README.md ./
 COPY vigil/ vigil/
 COPY operator/ operator/
 COPY detectors/ detectors/
-# Same TensorFlow pins as the `detectors` extra in pyproject.toml.
-RUN /opt/vigil/bin/pip install --no-compile . \
+# Same TensorFlow pins as the `detectors` extra in pyproject.toml. The `storage` extra (s3fs,
+# gcsfs) is for the init container that fetches s3:// and gs:// artifacts (python -m vigil.storage).
+RUN /opt/vigil/bin/pip install --no-compile ".[storage]" \
  && if [ "$WITH_TENSORFLOW" = "true" ]; then \
         /opt/vigil/bin/pip install --no-compile "tensorflow~=2.18.0" "tf-keras~=2.18.0"; \
     fi \

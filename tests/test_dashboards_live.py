@@ -102,7 +102,7 @@ def test_overview_shows_the_incident(live):
     up = _by(run(live, _panel("vigil-overview", "Components up")["targets"][0]["expr"]), "component")
     assert up == {c: 1.0 for c in livestack.COMPONENTS}
     ready = _by(run(live, _panel("vigil-overview", "Detectors ready")["targets"][0]["expr"]), "component")
-    assert ready == {c: 1.0 for c in ("outlier", "drift", "metrics", "explainer")}
+    assert ready == {c: 1.0 for c in ("outlier", "drift", "metrics", "explainer", "quality")}
     phases = _by(run(live, _panel("vigil-overview", "Monitors by phase")["targets"][0]["expr"]), "phase")
     assert sum(phases.values()) == 1.0, phases  # the one monitor the operator serves
     # The panel has the series; its rate can read 0 here because the logger creates a

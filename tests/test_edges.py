@@ -1,8 +1,9 @@
 """Every HTTP edge under bad input and faults (DESIGN §11), with real services on loopback.
 
 - the hand list of bad inputs (`bench/probe_edges.py`, the same one the probe sends to a
-  live stack) against the model server, the logger (inference and feedback) and two
-  detectors (drift, metrics): every one a 4xx, counted by the service that refused it;
+  live stack) against the model server, the logger (inference and feedback), two
+  detectors (drift, metrics) and the explainer's ``POST /explain``: every one a 4xx,
+  counted by the service that refused it;
 - a hypothesis fuzz pass over the same edges: random JSON, random bytes, random header
   sets — no 5xx, every 4xx counted;
 - a poison request (a 400-digit integer) then a valid one on a new client connection,
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from bench.probe_edges import Bad, detector_inputs, feedback_inputs, inference_inputs, send
+from bench.probe_edges import Bad, detector_inputs, explain_inputs, feedback_inputs, inference_inputs, send
 from tests.servers import metric_value, serve_component
 
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -41,6 +42,10 @@ def stack(tmp_path_factory):
     X, y = load_iris(return_X_y=True)
     joblib.dump(LogisticRegression(max_iter=500).fit(X, y), d / "iris.joblib")
     pd.DataFrame(X, columns=FEATURES).to_csv(d / "reference.csv", index=False)
+    from vigil_detectors.explainer.train import train_explainer
+
+    train_explainer(X, {"seed": 0}, str(d / "iris.joblib"), d / "explainer", FEATURES, {}, model_format="sklearn",
+                    progress=lambda m: None)
     env = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1"}
     with serve_component("model", {**env, "VIGIL_MODEL_URI": str(d / "iris.joblib"), "VIGIL_MODEL_NAME": "iris"},
                          ready_path="/v2/health/ready") as model, \
@@ -52,8 +57,12 @@ def stack(tmp_path_factory):
                                        "VIGIL_LOGGER_CLASSES": json.dumps(CLASSES),
                                        "VIGIL_LOGGER_SINKS": json.dumps([{"name": "metrics", "url": metrics,
                                                                           "types": ["response", "feedback"]}])}) \
-            as logger:
-        yield {"model": model, "logger": logger, "metrics": metrics, "drift": drift}
+            as logger, \
+            serve_component("explainer", {**env, "VIGIL_EXPLAINER_ARTIFACT": str(d / "explainer"),
+                                          "VIGIL_EXPLAINER_MODEL_URL": model, "VIGIL_EXPLAINER_MODEL_NAME": "iris",
+                                          "VIGIL_EXPLAINER_FEATURE_NAMES": json.dumps(FEATURES)}, timeout=180) \
+            as explainer:
+        yield {"model": model, "logger": logger, "metrics": metrics, "drift": drift, "explainer": explainer}
 
 
 def rejected(*bases: str) -> int:
@@ -79,10 +88,11 @@ def targets(stack) -> dict[str, tuple[str, tuple[str, ...], list[Bad]]]:
         "feedback": (s["logger"], (s["logger"],), feedback_inputs()),
         "drift": (s["drift"], (s["drift"],), detector_inputs()),
         "metrics": (s["metrics"], (s["metrics"],), detector_inputs(kind="response")),
+        "explain": (s["explainer"], (s["explainer"],), explain_inputs()),
     }
 
 
-@pytest.mark.parametrize("edge", ["model", "logger", "feedback", "drift", "metrics"])
+@pytest.mark.parametrize("edge", ["model", "logger", "feedback", "drift", "metrics", "explain"])
 def test_hand_list_is_all_counted_4xx(stack, edge):
     base, counters, cases = targets(stack)[edge]
     with httpx.Client(timeout=60) as client:
@@ -101,6 +111,9 @@ def test_hand_list_is_all_counted_4xx(stack, edge):
     r = httpx.post(base + "/v1/models/iris:predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}) \
         if edge in ("model", "logger") else None
     assert r is None or r.status_code == 200
+    if edge == "explain":  # and the explainer still explains
+        r = httpx.post(base + "/explain", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}, timeout=120)
+        assert r.status_code == 200 and r.json()["anchor"] is not None, r.text
 
 
 # -- fuzz --------------------------------------------------------------------------------------------
@@ -145,7 +158,7 @@ _HEADERS = st.fixed_dictionaries({}, optional={
 })
 
 
-@pytest.mark.parametrize("edge", ["model", "logger", "feedback", "drift", "metrics"])
+@pytest.mark.parametrize("edge", ["model", "logger", "feedback", "drift", "metrics", "explain"])
 def test_fuzz_no_5xx_every_4xx_counted(stack, edge):
     base, counters, cases = targets(stack)[edge]
     paths = sorted({c.path for c in cases})

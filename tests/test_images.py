@@ -70,8 +70,8 @@ def test_pinned_base_and_non_root(name):
 
 @pytest.mark.parametrize("name, install", [
     ("operator", '/opt/vigil/bin/pip install --no-compile . '),
-    ("server", '/opt/vigil/bin/pip install --no-compile . '),
-    ("detectors", '/opt/vigil/bin/pip install --no-compile ".[detectors]"'),
+    ("server", '/opt/vigil/bin/pip install --no-compile ".[storage]" '),
+    ("detectors", '/opt/vigil/bin/pip install --no-compile ".[detectors,storage]"'),
 ])
 def test_each_image_installs_what_it_needs(name, install):
     text = DOCKERFILES[name].read_text()

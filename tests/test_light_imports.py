@@ -43,6 +43,36 @@ with TestClient(create_app(s)) as c:
 """
 HEAVY = ("tensorflow", "alibi", "alibi_detect", "tf_keras", "keras")
 
+#: The explainer calls the model server as a black box: fitted by `train_explainer` and then
+#: served, explaining one instance, it needs alibi but never TensorFlow (vigil.imports).
+EXPLAINER = """
+import tempfile, joblib, httpx
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from tests.conftest import serve_ready, wait_ready
+from tests.servers import serve_app
+from vigil.events import v2_request
+from vigil.modelserver.app import create_app as model_app
+from vigil.modelserver.settings import ModelServerSettings
+from vigil_detectors.explainer.service import create_app
+from vigil_detectors.explainer.settings import ExplainerSettings
+from vigil_detectors.explainer.train import train_explainer
+x, y = load_iris(return_X_y=True)
+d = tempfile.mkdtemp()
+joblib.dump(RandomForestClassifier(n_estimators=10, random_state=0).fit(x, y), d + "/m.joblib")
+names = ["a", "b", "c", "d"]
+train_explainer(x, {"seed": 0}, d + "/m.joblib", d + "/exp", names, {}, model_format="sklearn", progress=lambda m: None)
+with serve_app(model_app(ModelServerSettings(uri=d + "/m.joblib", format="sklearn", name="iris"))) as url:
+    wait_ready(url, "/v2/health/ready")
+    s = ExplainerSettings(artifact=d + "/exp", model_url=url, model_name="iris", feature_names=names, seed=0,
+                          threshold=0.9)
+    with serve_ready(create_app(s), client_timeout=120) as c:
+        r = c.post("/explain", json=v2_request(x[:1]))
+        assert r.status_code == 200 and r.json()["anchor"], r.text
+import sys
+sys.modules.pop("alibi", None)  # alibi itself is expected here; TensorFlow is not
+"""
+
 CASES = {
     "cli": "import vigil.cli; vigil.cli.build_parser()",
     "logger": "from vigil.logger.app import create_app; create_app()",
@@ -56,6 +86,8 @@ CASES = {
     "detector frame": "import vigil_detectors.frame",
     "drift/metrics service modules": "import vigil_detectors.drift.service, vigil_detectors.metrics.service",
     "drift service on tabular data (fitted, checking a window)": DRIFT_TABULAR,
+    "quality service module": "import vigil_detectors.quality.service",
+    "explainer (fitted, served, explaining a sklearn model)": EXPLAINER,
     "vigil train --component drift": (
         "import numpy as np, tempfile, os\n"
         "from vigil_detectors.train import train_array\n"
@@ -68,8 +100,8 @@ CASES = {
 @pytest.mark.parametrize("name", CASES)
 def test_no_tensorflow(name):
     code = CASES[name] + f"\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={"VIGIL_LOGGER_UPSTREAM": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin",
-                              "PYTHONPATH": PYTHONPATH})
+                              "PYTHONPATH": PYTHONPATH}, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", f"{name} imported {out.stdout}"

@@ -117,3 +117,29 @@ def test_a_traceback_stays_in_its_record(fmt):
     assert len(lines) == 1 and "it failed" in lines[0] and "line two" in lines[0]
     if fmt == "json":
         assert "ValueError" in json.loads(lines[0])["exception"]
+
+
+def test_log_echo_passes_on_only_warnings_and_errors(tmp_path):
+    """`vigil up` echoes its components' WARNING+ records (text and JSON) to the terminal, named
+    by component; INFO, TensorFlow's C++ lines and text already in the file before start are not."""
+    from vigil.logecho import LogEcho
+
+    (tmp_path / "drift.log").write_text("2026-01-01T00:00:00.000Z ERROR vigil.drift: old, before start\n")
+    said: list[str] = []
+    echo = LogEcho(tmp_path, ["drift", "logger"], said.append)
+    with open(tmp_path / "drift.log", "a") as f:
+        f.write("2026-01-01T00:00:01.000Z INFO vigil.drift: fitted\n"
+                "W0000 00:00:1700000000.1 12 cuda_executor.cc:1] could not open file\n"
+                "2026-01-01T00:00:02.000Z WARNING vigil.drift: window log torn\n"
+                "2026-01-01T00:00:03.000Z ERROR vigil.dr")  # a record still being written
+    (tmp_path / "logger.log").write_text(
+        '{"time": "t", "level": "ERROR", "logger": "vigil.logger", "message": "sink down"}\n'
+        '{"time": "t", "level": "INFO", "logger": "vigil.logger", "message": "ok"}\n')
+    echo.poll()
+    assert said == ["  [drift] 2026-01-01T00:00:02.000Z WARNING vigil.drift: window log torn",
+                    '  [logger] {"time": "t", "level": "ERROR", "logger": "vigil.logger", "message": "sink down"}']
+    with open(tmp_path / "drift.log", "a") as f:
+        f.write("ift: boom\n")
+    echo.poll()
+    assert said[-1] == "  [drift] 2026-01-01T00:00:03.000Z ERROR vigil.drift: boom"
+    assert len(said) == 3

@@ -20,7 +20,7 @@ from tests.prom import need
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "vigil-rules.yaml"
 RULE_TESTS = sorted((ROOT / "tests" / "rules").glob("*.test.yaml"))
-ALERTS = {"VigilDriftDetected", "VigilOutlierRateHigh", "VigilAccuracyLow", "VigilEventsDropped",
+ALERTS = {"VigilDriftDetected", "VigilQualityViolations", "VigilOutlierRateHigh", "VigilAccuracyLow", "VigilEventsDropped",
           "VigilComponentDown", "VigilDetectorNotReady", "VigilOperatorReconcileErrors"}
 
 sys.path.insert(0, str(ROOT / "alerts"))
@@ -81,6 +81,7 @@ def test_each_alert_has_a_firing_and_a_quiet_case():
     ("monitoring.prometheusRule.alerts.accuracyLow.threshold=0.5", "VigilAccuracyLow"),
     ("monitoring.prometheusRule.alerts.accuracyLow.minFeedback=1000", "VigilAccuracyLow"),
     ("monitoring.prometheusRule.alerts.componentDown.for=30m", "VigilComponentDown"),
+    ("monitoring.prometheusRule.alerts.qualityViolations.for=10m", "VigilQualityViolations"),
     ("monitoring.prometheusRule.alerts.eventsDropped.threshold=100", "VigilEventsDropped"),
 ])
 def test_unit_tests_notice_a_changed_threshold(promtool, tmp_path, setting, alert):

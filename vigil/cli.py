@@ -1,4 +1,5 @@
-"""`vigil` — the one command line: demo, init, up, validate, status, train, serve, fetch, operator.
+"""`vigil` — the one command line: demo, init, up, validate, status, train, baseline, report, serve, fetch, operator,
+replay.
 
 Each subcommand imports what it needs when it runs, so `vigil status` or `vigil operator`
 never pay for (or need) TensorFlow.
@@ -182,12 +183,81 @@ def cmd_train(args) -> int:
     options = validate_options(args.component, parse_json_option("--options", args.options, {}))
     feature_names = parse_json_option("--feature-names", args.feature_names, None)
     categorical = parse_json_option("--categorical", args.categorical, {})
+    shape = parse_json_option("--shape", args.shape, None)
+    if shape is not None and not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 1 for d in shape)):
+        raise SystemExit(f"error: --shape must be a JSON list of positive integers, got {args.shape}")
     from vigil_detectors.train import train_component
 
     train_component(component=args.component, reference=args.reference, output=args.output,
                     options=options, feature_names=feature_names,
-                    categorical=categorical, model=args.model, model_format=args.model_format,
+                    categorical=categorical, shape=shape, model=args.model, model_format=args.model_format,
                     model_name=args.model_name)
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from vigil.baseline import CONSTRAINTS_FILE, STATISTICS_FILE, BaselineError, compute_baseline
+    from vigil.data import DataError, load_table
+    from vigil.instances import InputSchema
+    from vigil.local import LocalPlacement
+    from vigil.spec import load_monitor
+
+    monitor = load_monitor(args.monitor)  # a SpecError: exit 2 (main)
+    if monitor.spec.reference is None:
+        print(f"error: {args.monitor}: a baseline profiles spec.reference, which this monitor does not have",
+              file=sys.stderr)
+        return 2
+    base = Path(args.monitor).parent
+    out = Path(args.out) if args.out else base / "baseline"
+    if (out / CONSTRAINTS_FILE).exists() and not args.force:
+        print(f"error: {out / CONSTRAINTS_FILE} exists (it may hold your edits); pass --force to overwrite it "
+              "or --out DIR for another directory", file=sys.stderr)
+        return 1
+    schema = InputSchema.from_spec(monitor.spec.schema_)
+    try:
+        reference = LocalPlacement(_workdir(args, monitor.name), base).path(monitor.spec.reference.storage_uri)
+        print(f"vigil baseline: profiling {reference} ({len(schema.feature_names or ())} features) …", flush=True)
+        baseline = compute_baseline(load_table(reference, schema.feature_names), schema)
+        baseline.write(out)
+    except (DataError, BaselineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the baseline to {out}: {exc}", file=sys.stderr)
+        return 1
+    types = [f.inferred_type for f in baseline.statistics.features]
+    kinds = ", ".join(f"{types.count(t)} {t}" for t in ("numeric", "integer", "categorical") if t in types)
+    print(f"wrote {out / STATISTICS_FILE} and {out / CONSTRAINTS_FILE}: {baseline.statistics.dataset.item_count} "
+          f"rows, {len(types)} features ({kinds})")
+    where = os.path.relpath(out.resolve(), base.resolve())  # storage URIs are relative to the monitor file
+    print(f"edit {CONSTRAINTS_FILE} (each check has \"enabled\") and set spec.baseline.storageUri: "
+          f"{out.resolve() if where.startswith('..') else where} to use it")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from vigil.errors import VigilError
+    from vigil.report import build_report, render
+    from vigil.spec import SpecError, load_monitor
+
+    if not Path(args.monitor).is_file():
+        print(f"error: {args.monitor}: monitor file not found", file=sys.stderr)
+        return 2
+    try:
+        workdir = _workdir(args, load_monitor(args.monitor).name)
+        report = build_report(args.monitor, args.current, workdir, say=lambda msg: print(msg, file=sys.stderr))
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(report), encoding="utf-8")
+    except SpecError:
+        raise  # main() names the field
+    except (VigilError, ValueError, OSError) as exc:  # SpecError, DataError, DetectorError, unreadable files
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    d = report.drift
+    print(f"drift: {len(d.drifted)} of {len(d.features)} features drifted"
+          + (f" ({', '.join(d.drifted)})" if d.drifted else ""))
+    print(f"wrote {out.resolve()}")
     return 0
 
 
@@ -217,6 +287,7 @@ def cmd_fetch(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vigil import __version__, init
+    from vigil.capture import replay
 
     p = argparse.ArgumentParser(prog="vigil", description="Model monitoring: drift, outliers, metrics, explanations.")
     p.add_argument("--version", action="version", version=f"vigil {__version__}")
@@ -269,10 +340,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--options", help="detector options as JSON (the detector block of the spec)")
     s.add_argument("--feature-names", help="JSON list of feature names")
     s.add_argument("--categorical", help="JSON map feature -> categories")
+    s.add_argument("--shape", help="JSON shape of one tensor instance, e.g. [32,32,3] (reference: .npy [n, *shape])")
     s.add_argument("--model", help="model file or V2 endpoint URL (the explainer fits against the model)")
     s.add_argument("--model-format", default="sklearn", help="format of --model: sklearn (default), xgboost, tensorflow")
     s.add_argument("--model-name", help="model name on the endpoint's V2 path /v2/models/{name}/infer")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("baseline", help="profile the reference into statistics.json and constraints.json")
+    s.add_argument("monitor", help="ModelMonitor YAML file (its spec.reference is profiled)")
+    s.add_argument("--out", help="directory to write (default: baseline/ beside the monitor file)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing constraints.json")
+    s.add_argument("--workdir", help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("report", help="write an HTML drift report: current data against a monitor's reference")
+    s.add_argument("-m", "--monitor", required=True, help="ModelMonitor YAML file")
+    s.add_argument("--current", required=True, help="current data: a CSV, Parquet or .npy file, or a capture directory")
+    s.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    s.add_argument("--workdir", help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("serve", help="run one component (what vigil up and the pods run)")
     s.add_argument("component", choices=components.names(),
@@ -299,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pairs", nargs="*", metavar="SRC DEST",
                    help="local paths or s3://, gs://, https:// URLs; archives (.tar.gz, .zip) unpack into DEST")
     s.set_defaults(func=cmd_fetch)
+
+    replay.add_parser(sub)
     return p
 
 

@@ -133,26 +133,46 @@ def _logger(ctx: BuildContext, lg) -> dict[str, Any]:
             "queue_bytes": ctx.at(_spec.parse_bytes(lg.queue_bytes), "spec.logger.queueBytes"),
             "upstream_timeout_seconds": ctx.at(_spec.parse_duration(lg.upstream_timeout), "spec.logger.upstreamTimeout"),
             "task": metrics.task if metrics else None, "classes": metrics.classes if metrics else None,
-            "sinks": ctx.sinks()}
+            "sinks": ctx.sinks(), "capture": _capture(ctx, lg.capture)}
+
+
+def _capture(ctx: BuildContext, c) -> Optional[Any]:
+    """``spec.logger.capture`` as the logger's `CaptureSettings` values (`vigil.capture`)."""
+    if c is None:
+        return None
+    path = "spec.logger.capture"
+    try:
+        uri = ctx.writes(c.storage_uri)
+    except _spec.SpecError as e:  # the placement's refusal (pvc:// without a cluster), named by its field
+        raise _spec.SpecError(f"{path}.storageUri", e.message) from None
+    return ctx.at({"uri": uri, "sample_rate": c.sample_rate, "format": c.format,
+                   "rotate_seconds": _spec.parse_duration(c.rotate)}, path,
+                  {"uri": f"{path}.storageUri", "sample_rate": f"{path}.sampleRate", "format": f"{path}.format",
+                   "rotate_seconds": f"{path}.rotate"})
 
 
 def _model(ctx: BuildContext, model) -> dict[str, Any]:
     return {"uri": ctx.at(ctx.path(model.storage_uri), "spec.model.storageUri"), "format": model.format,
-            "name": ctx.monitor.model_name}
+            "name": ctx.monitor.model_name, "shape": ctx.shape}
 
 
 def _outlier(ctx: BuildContext, o) -> dict[str, Any]:
-    return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names,
+    return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names, "shape": ctx.shape,
             "max_batch_size": ctx.at(o.max_batch_size, "maxBatchSize"),
             "max_batch_delay_ms": ctx.at(o.max_batch_delay_ms, "maxBatchDelayMs")}
 
 
 def _drift(ctx: BuildContext, d) -> dict[str, Any]:
     w = d.window
-    # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref).
-    return {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
-            "reference": None if d.storage_uri else ctx.path(ctx.reference),
-            "feature_names": ctx.feature_names, "categorical": ctx.categorical(),
+    # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref); one with a
+    # preprocessing step (the UAE's seeded weights) is trained by `vigil train` and loads that artifact.
+    if d.preprocess is not None:
+        source = {"artifact": ctx.artifact(d), "preprocess": ctx.at(d.preprocess.type, "preprocess.type")}
+    else:
+        source = {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
+                  "reference": None if d.storage_uri else ctx.path(ctx.reference)}
+    return {**source,
+            "feature_names": ctx.feature_names, "shape": ctx.shape, "categorical": ctx.categorical(),
             "statistic": ctx.at(d.type, "type"), "statistics": ctx.at(d.statistics, "statistics"),
             "p_value": ctx.at(d.p_value, "pValue"),
             "correction": ctx.at(d.correction, "correction"),
@@ -160,6 +180,12 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
             "window_step": ctx.at(w.step, "window.step"),
             "max_age_seconds": ctx.at(w.max_age_seconds, "window.maxAge"),
             "state_dir": ctx.state_dir()}
+
+
+def _drift_tensorflow(monitor) -> bool:
+    """Tabular drift runs on NumPy/SciPy; a UAE preprocessing step runs a TensorFlow encoder."""
+    d = getattr(monitor.spec.detectors, "drift", None)
+    return d is not None and d.preprocess is not None and d.preprocess.type == "uae"
 
 
 def _metrics(ctx: BuildContext, m) -> dict[str, Any]:
@@ -171,7 +197,23 @@ def _metrics(ctx: BuildContext, m) -> dict[str, Any]:
 def _explainer(ctx: BuildContext, e) -> dict[str, Any]:
     return {"artifact": ctx.artifact(e, against_model=True), "model_url": ctx.upstream, "model_name": ctx.monitor.model_name,
             "threshold": ctx.at(e.threshold, "threshold"), "sample_rate": ctx.at(e.sample_rate, "sampleRate"),
-            "feature_names": ctx.feature_names, "categorical": ctx.categorical()}
+            "feature_names": ctx.feature_names, "shape": ctx.shape, "categorical": ctx.categorical()}
+
+
+def _quality(ctx: BuildContext, q) -> dict[str, Any]:
+    # No baseline directory: the service profiles reference at start-up (as drift fits from it).
+    baseline = ctx.monitor.spec.baseline.storage_uri
+    schema = ctx.monitor.spec.schema_
+    if not schema.feature_names:
+        raise _spec.SpecError("spec.detectors.quality", "checks named tabular features: it needs schema.featureNames")
+    return {"baseline": ctx.at(ctx.path(baseline), "spec.baseline.storageUri") if baseline else None,
+            "reference": None if baseline else ctx.path(ctx.reference),
+            "feature_names": ctx.feature_names,
+            "categorical": ctx.at({str(_spec.categorical_index(k, schema.feature_names)): v
+                                   for k, v in schema.categorical.items()}, "spec.schema.categorical"),
+            "window_size": ctx.at(q.window.size, "window.size"),
+            "max_age_seconds": ctx.at(q.window.max_age_seconds, "window.maxAge"),
+            "state_dir": ctx.state_dir()}
 
 
 def _builtin() -> None:
@@ -190,7 +232,7 @@ def _builtin() -> None:
                        "vigil_detectors.drift.service:create_app", _drift, spec_block=_spec.DriftSpec,
                        consumes=("request",), reply_type=f"{P}.drift", status_key="drift",
                        status_fields=("detected", "pValue", "featuresDrifted", "lastCheck", "windows", "stale"),
-                       trainable=True))
+                       trainable=True, tensorflow=_drift_tensorflow))
     register(ComponentType("metrics", 4, "vigil_detectors.metrics.settings:MetricsSettings",
                        "vigil_detectors.metrics.service:create_app", _metrics, spec_block=_spec.MetricsSpec,
                        consumes=("response", "feedback"), reply_type=f"{P}.metrics", status_key="metrics"))
@@ -199,6 +241,10 @@ def _builtin() -> None:
                        "vigil_detectors.explainer.service:create_app", _explainer, spec_block=_spec.ExplainerSpec,
                        consumes=("request",), subscribes=lambda e: e.sample_rate > 0, reply_type=f"{P}.explanation",
                        status_key="explainer", trainable=True, endpoints=(("explain", "/explain"),)))
+    register(ComponentType("quality", 6, "vigil_detectors.quality.settings:QualitySettings",
+                       "vigil_detectors.quality.service:create_app", _quality, spec_block=_spec.QualitySpec,
+                       consumes=("request",), reply_type=f"{P}.quality", status_key="quality",
+                       status_fields=("violations", "featuresViolated", "lastCheck")))
 
 
 def _plugins(value: str) -> None:

@@ -78,6 +78,10 @@ VALIDATIONS: dict[str, list[dict[str, str]]] = {
         "message": "reference.storageUri is required to train a detector that has no storageUri",
         "fieldPath": ".reference",
     }],
+    "spec.schema": [{"rule": "has(self.featureNames) != has(self.shape)",
+                     "message": "set exactly one of schema.featureNames (tabular) or schema.shape (tensors)"},
+                    {"rule": "!has(self.shape) || !has(self.categorical) || size(self.categorical) == 0",
+                     "message": "categorical needs featureNames; a shape (tensor) schema has no named features"}],
     "spec.model": [{"rule": "has(self.storageUri) != has(self.endpoint)",
                     "message": "set exactly one of model.storageUri or model.endpoint"}],
     **{f"{block}.autoscaling": [{"rule": "self.minReplicas <= self.maxReplicas",
@@ -99,7 +103,7 @@ DESCRIPTIONS: dict[str, str] = {
     "spec.model.format": "Model format of storageUri (scikit-learn joblib, XGBoost JSON, TensorFlow/Keras).",
     "spec.model.name": "Model name on the V2 path /v2/models/{name}/infer (default the monitor's name).",
     "spec.model.image": "Any V2-protocol server image to run instead of Vigil's model server.",
-    "spec.schema": "What one instance looks like.",
+    "spec.schema": "What one instance looks like: featureNames (tabular) or shape (tensors), exactly one.",
     "spec.schema.featureNames": "Feature names in column order (unique).",
     "spec.schema.categorical": ("Categorical features: feature name -> number of categories, or the list of its "
                                 "values. Drift uses chi-squared for these, KS for the rest."),
@@ -140,6 +144,15 @@ DESCRIPTIONS: dict[str, str] = {
     "spec.detectors.explainer.threshold": "Anchor precision threshold.",
     "spec.detectors.explainer.sampleRate": ("Share of inference events explained in the background (0 = only on "
                                             "POST /explain)."),
+    "spec.detectors.quality": ("Data quality (completeness, dataType, range, categories, extra and missing columns) "
+                               "of every instance against the baseline's constraints, reported per window."),
+    "spec.detectors.quality.storageUri": "Not read by the quality service (its baseline is spec.baseline).",
+    "spec.detectors.quality.window": "Instances per quality report.",
+    "spec.detectors.quality.window.maxAge": "Report a partly filled window after this long (e.g. 30s, 10m, 1h).",
+    "spec.baseline": ("Statistics and constraints of the reference (statistics.json, constraints.json; `vigil "
+                      "baseline` writes them)."),
+    "spec.baseline.storageUri": ("A directory holding both files (e.g. an edited copy); when absent the quality "
+                                 "service profiles reference at start-up."),
     "spec.prometheus": "Prometheus Operator objects for this monitor (the chart installs the dashboards).",
     "spec.storage": "Storage credentials and where trained artifacts go.",
     "spec.storage.secretName": ("Secret (this namespace) whose keys become the environment of every init container "
@@ -167,6 +180,8 @@ PRINTER_COLUMNS = yaml.safe_load("""
    description: Share of recent instances flagged as outliers.}
 - {name: Accuracy, type: number, jsonPath: .status.metrics.accuracy,
    description: Accuracy from ground-truth feedback (classification).}
+- {name: Quality, type: integer, priority: 1, jsonPath: .status.quality.violations,
+   description: Data-quality checks the last quality window violated.}
 - {name: P-Value, type: number, priority: 1, jsonPath: .status.drift.pValue,
    description: Smallest corrected per-feature p-value of the last drift window.}
 - {name: Endpoint, type: string, priority: 1, jsonPath: .status.endpoints.inference,
@@ -223,6 +238,12 @@ properties:
       rate: {type: number}
       seen: {type: integer}
       threshold: {type: number, nullable: true}
+  quality:
+    type: object
+    properties:
+      violations: {type: integer, description: Checks the last quality window violated.}
+      featuresViolated: {type: array, items: {type: string}}
+      lastCheck: {type: string, nullable: true}
   metrics:
     type: object
     description: accuracy and feedback for classification; mae, rmse, r2 for regression.

@@ -10,6 +10,8 @@
 - Parquet (``.parquet``, ``.pq``): columns selected by name like a CSV with a header
   (pyarrow is imported only when a Parquet file is read).
 - NumPy (``.npy``): a 2-D array (or 1-D for a single feature) with one column per feature.
+- Tensors (``shape`` given, a ``spec.schema.shape`` monitor, DESIGN §8): a ``.npy`` of shape
+  ``[n, *shape]`` (images, embeddings), returned as an (n, *shape) float64 array.
 
 The result is a C-contiguous ``float64`` array of shape (rows, features), holding bit for bit
 the numbers the same text gives when it arrives as JSON: CSV numbers are parsed with a
@@ -161,8 +163,24 @@ def _read_csv(path: Path, sep: str, names: Optional[Sequence[str]]) -> np.ndarra
     return out
 
 
-def load_table(path: Union[str, os.PathLike], feature_names: Optional[Sequence[str]] = None) -> np.ndarray:
-    """The reference table at `path` as a (rows, features) float64 array; see the module docstring."""
+def _check_tensors(arr: np.ndarray, path: Path, shape: Sequence[int]) -> np.ndarray:
+    expected = [int(d) for d in shape]
+    if list(arr.shape[1:]) != expected:
+        raise DataError(f"{path}: expected instances of shape {expected} (an array of shape [n, "
+                        f"{', '.join(map(str, expected))}]), got an array of shape {list(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise DataError(f"{path}: the array holds no instances")
+    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if bad.any():
+        raise DataError(f"{path}: {int(bad.sum())} instance(s) hold missing or non-finite values "
+                        f"(the first is instance {int(np.argmax(bad))})")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def load_table(path: Union[str, os.PathLike], feature_names: Optional[Sequence[str]] = None,
+               shape: Optional[Sequence[int]] = None) -> np.ndarray:
+    """The reference table at `path` as a (rows, features) float64 array, or with `shape` (a tensor
+    schema) the (n, *shape) array of a ``.npy``; see the module docstring."""
     p = _local(path)
     names = list(feature_names) if feature_names else None
     if not p.exists():
@@ -179,7 +197,12 @@ def load_table(path: Union[str, os.PathLike], feature_names: Optional[Sequence[s
                 raise DataError(f"{p}: not a numeric .npy array ({exc})") from None
             if arr.dtype.kind not in "biuf":
                 raise DataError(f"{p}: .npy array has dtype {arr.dtype}, expected numbers")
+            if shape is not None:
+                return _check_tensors(arr, p, shape)
             return _check(arr.astype(np.float64, copy=False), p, names)
+        if shape is not None:
+            raise DataError(f"{p}: reference data for a shape {list(shape)} (tensor) schema must be a .npy "
+                            f"array of shape [n, {', '.join(map(str, shape))}]")
         if lower.endswith(_PARQUET):
             try:
                 import pyarrow  # noqa: F401  (pandas' parquet engine, imported only here)

@@ -1,11 +1,12 @@
 """`vigil demo`: the whole product on one machine in a few minutes.
 
-Trains a classifier on scikit-learn's iris data, writes a `ModelMonitor` with all four
-detectors, runs it with the local backend exactly as `vigil up` would, then plays three
+Trains a classifier on scikit-learn's iris data, writes a `ModelMonitor` with every
+detector, runs it with the local backend exactly as `vigil up` would, then plays three
 phases of traffic through the request logger — normal, drifted (petal length shifted,
 so the model goes wrong and accuracy falls) and outliers — sending ground-truth feedback
-for every inference. It prints what each detector saw after each phase, one anchor
-explanation and, with `--keep-running`, where to look (`/metrics` URLs, a Prometheus
+for every inference. It prints what each detector saw after each phase (the quality
+detector finds the drifted petal lengths beyond the baseline's range, and says where its
+report, history and baseline are), one anchor explanation and, with `--keep-running`, where to look (`/metrics` URLs, a Prometheus
 command line); without it the stack stops and the demo says so instead of printing dead URLs.
 """
 
@@ -24,7 +25,7 @@ from vigil.events import v2_request
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 CLASSES = ["setosa", "versicolor", "virginica"]
-WINDOW = 300  # drift window and metrics window, in instances
+WINDOW = 300  # drift, quality and metrics window, in instances
 # One full drift window per phase: the window then holds exactly that phase's rows whatever
 # order the logger's concurrent senders deliver them in, so each verdict is reproducible.
 PHASE_ROWS = WINDOW
@@ -67,6 +68,7 @@ spec:
     drift: {{type: ks, pValue: 0.05, correction: bonferroni, window: {{size: {WINDOW}, mode: tumbling, maxAge: 10m}}}}
     metrics: {{task: classification, classes: [{", ".join(CLASSES)}], window: {WINDOW}}}
     explainer: {{type: anchor-tabular, threshold: 0.95}}
+    quality: {{window: {{size: {WINDOW}, maxAge: 10m}}}}
 """
 
 
@@ -132,11 +134,11 @@ class DemoClient:
         return self.http.get(f"{self.urls[component]}/status").json()
 
     def settle(self, drift_windows: Optional[int], timeout: float = 60.0) -> None:
-        """Wait until the logger has delivered every event and drift has checked its windows."""
+        """Wait until the logger has delivered every event and drift and quality have checked their windows."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             depth = self.status("logger")["logger"]["queueDepth"]
-            windows = self.status("drift").get("drift", {}).get("windows", 0)
+            windows = min(self.status(c).get(c, {}).get("windows", 0) for c in ("drift", "quality"))
             if depth == 0 and (drift_windows is None or windows >= drift_windows):
                 time.sleep(0.5)  # let the last deliveries be processed
                 return
@@ -165,11 +167,21 @@ def report_phase(name: str, client: DemoClient, before: dict, say) -> dict:
     else:
         say(f"  drift     : no window completed in this phase ({drift.get('fill', 0)}/{WINDOW} instances waiting)")
     say(f"  outliers  : {flagged} of {seen} instances flagged ({flagged / max(seen, 1):.1%})")
+    quality = client.status("quality")["quality"]
+    reported = quality["windows"] - before.get("quality_windows", 0)
+    if reported:
+        found = quality["report"]["violations"]
+        say("  quality   : " + ("; ".join(v["description"] for v in found) if found else
+                                "no violation (window #{}, {} instances checked)".format(
+                                    quality["windows"], quality["report"]["instances"])))
+    else:
+        say(f"  quality   : no window completed in this phase ({quality.get('fill', 0)}/{WINDOW} instances waiting)")
     acc = metrics.get("accuracy")
     say(f"  accuracy  : {acc:.3f} over the last {WINDOW} instances with feedback" if acc is not None else
         "  accuracy  : no feedback joined yet")
     return {"seen": outlier["seen"], "outliers": outlier.get("outliers", 0), "windows": drift["windows"],
-            "drift": drift if checked else None, "accuracy": acc}
+            "drift": drift if checked else None, "accuracy": acc, "quality_windows": quality["windows"],
+            "quality": quality if reported else None}
 
 
 def prometheus_hint(workdir: Path, urls: dict[str, str], say) -> None:
@@ -182,6 +194,24 @@ def prometheus_hint(workdir: Path, urls: dict[str, str], say) -> None:
             "--web.listen-address=127.0.0.1:9090   (then query vigil_drift_detected)")
     else:
         say(f"  Prometheus config written to {cfg} (install Debian's `prometheus` package to scrape it)")
+
+
+def report_hint(workdir: Path, monitor_path: Path, rows: np.ndarray, say: Callable[[str], None]) -> None:
+    """The drifted phase's rows as drifted.csv and its HTML drift report (`vigil report`)."""
+    from vigil.errors import VigilError
+    from vigil.report import build_report, render
+
+    current = workdir / "drifted.csv"
+    np.savetxt(current, rows, delimiter=",", header=",".join(FEATURES), comments="", fmt="%.3f")
+    try:
+        report = build_report(str(monitor_path), str(current), workdir / ".vigil" / "report")
+    except (VigilError, ValueError) as exc:
+        say(f"\n Drift report: not written ({exc})")
+        return
+    out = workdir / "report.html"
+    out.write_text(render(report), encoding="utf-8")
+    say(f"\n Drift report of the drifted phase (open it in a browser): {out}")
+    say(f"  vigil report -m {monitor_path} --current {current} -o {out}")
 
 
 def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Callable[[str], None] = print) -> int:
@@ -197,7 +227,7 @@ def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Cal
     try:
         say("2/4 training detectors from reference data")
         stack.train()
-        say("3/4 starting the stack on 127.0.0.1 (the model, logger and four detectors)")
+        say("3/4 starting the stack on 127.0.0.1 (the model, logger and five detectors)")
         stack.start()
         client = DemoClient(stack.component_urls(), monitor.model_name)
 
@@ -228,17 +258,32 @@ def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Cal
         else:
             say(f"  explainer answered {r.status_code}: {r.text[:200]}")
 
+        drifted_rows = next(rows for name, (rows, _), _ in phases if name == "drifted")
+        report_hint(workdir, monitor_path, drifted_rows, say)
+
         normal, drifted = results["normal"]["drift"], results["drifted"]["drift"]
         ok = bool(normal and not normal["detected"] and drifted and drifted["detected"])
+        q_normal, q_drifted = results["normal"]["quality"], results["drifted"]["quality"]
+        quality_ok = bool(q_normal and not q_normal["violations"] and q_drifted and q_drifted["violations"])
         say("\nResult: " + ("drift caught in the drifted phase and not in the normal one"
                              if ok else "UNEXPECTED: drift verdicts differ from what was injected"))
+        say("        " + ("quality: the drifted phase's out-of-range values reported, the normal phase clean"
+                          if quality_ok else "UNEXPECTED: quality reports differ from what was injected"))
+        ok = ok and quality_ok
+        q = plan.get("quality")
+        state = Path(q.settings.state_dir) if q is not None and q.settings.state_dir else None
+        if state is not None:
+            say(f"Quality: reports in {state / 'history.jsonl'} (one line per window); the baseline profiled "
+                f"from reference.csv in {state / 'baseline'} (statistics.json, constraints.json: edit it and set "
+                "spec.baseline.storageUri to use your copy).")
         say(f"Done in {time.monotonic() - started:.0f}s. Work dir: {workdir}")
         if keep_running:
             say("Where to look (the stack keeps running; Ctrl-C stops it):")
             for name, url in stack.component_urls().items():
                 say(f"  {name:<10} {url}/metrics    {url}/status")
             prometheus_hint(workdir, stack.component_urls(), say)
-            say(f"  vigil status --workdir {placement.workdir}")
+            say(f"  vigil status --workdir {placement.workdir} --history 3   # drift and quality checks")
+            say(f"  curl {placement.url('quality')}/history?limit=3   # quality reports (JSON)")
             stack.wait()
         else:
             say("The stack is stopping now. To look around: `vigil demo --keep-running` leaves it up "

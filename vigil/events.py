@@ -9,10 +9,14 @@ with a short `reason` (a bounded metric label) and a message that names what is 
 `decode_instances` is the numeric, schema-less reader (every value a finite number);
 tabular components read requests with `vigil.instances.decode_table`, which adds named
 rows, category strings and missing values (DESIGN §8).
+With the `shape` of one tensor instance (``spec.schema.shape``, DESIGN §8) instances are
+N-D: `decode_instances` returns (n, *shape) and any other instance shape is a 400 naming
+the expected and the received shape (`tensor_batch`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -101,11 +105,27 @@ def _v2_tensor(tensor: dict, what: str) -> np.ndarray:
     return arr
 
 
-def decode_instances(body: Any, n_features: Optional[int] = None) -> np.ndarray:
-    """Rows of features (n, f) from a V2 `inputs` or V1 `instances` body.
+def tensor_batch(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """`arr` as a batch (n, *shape) of tensor instances (an array of exactly `shape` is one instance);
+    anything else is a 400 naming the expected and the received shape."""
+    expected = tuple(int(d) for d in shape)
+    if arr.shape[1:] == expected and arr.shape[0] > 0:
+        return arr
+    if arr.shape == expected:
+        return arr.reshape(1, *expected)
+    got = list(arr.shape[1:]) if arr.ndim >= 2 else list(arr.shape)  # the first axis read as the batch
+    raise PayloadError("bad_shape", f"expected instances of shape {list(expected)} (a batch [n, "
+                                    f"{', '.join(map(str, expected))}]), got instance shape {got} "
+                                    f"(the body's array has shape {list(arr.shape)})")
 
-    A single instance (1-D) becomes one row. With several V2 input tensors of one
-    column each (one tensor per feature), they are stacked as columns.
+
+def decode_instances(body: Any, n_features: Optional[int] = None,
+                     shape: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Rows of features (n, f) from a V2 `inputs` or V1 `instances` body, or with `shape` a batch of
+    tensor instances (n, *shape).
+
+    A single instance (1-D, or of exactly `shape`) becomes one row. With several V2 input
+    tensors of one column each (one tensor per feature), they are stacked as columns.
     """
     if not isinstance(body, dict):
         raise PayloadError("bad_body", "body must be a JSON object with 'inputs' (V2) or 'instances' (V1)")
@@ -114,6 +134,9 @@ def decode_instances(body: Any, n_features: Optional[int] = None) -> np.ndarray:
         if not isinstance(inputs, list) or not inputs:
             raise PayloadError("bad_body", "'inputs' must be a non-empty list of tensors")
         tensors = [_v2_tensor(t, "input") for t in inputs]
+        if shape is not None and len(tensors) != 1:
+            raise PayloadError("bad_shape", f"a tensor monitor (instance shape {list(shape)}) takes one V2 input "
+                                            f"tensor, got {len(tensors)}")
         if len(tensors) == 1:
             arr = tensors[0]
         else:
@@ -127,6 +150,8 @@ def decode_instances(body: Any, n_features: Optional[int] = None) -> np.ndarray:
         arr = _numeric(body["data"]["ndarray"], "data.ndarray")  # Seldon's V1 body
     else:
         raise PayloadError("bad_body", "body has neither 'inputs' (V2) nor 'instances' (V1)")
+    if shape is not None:
+        return tensor_batch(arr, shape)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2 or arr.shape[0] == 0:

@@ -24,6 +24,12 @@ non-numeric strings outside a category list (``non_numeric``), non-integer categ
 columns (``feature_count``). ``strict=False`` (quality) records those values in `wrong_type`
 (NaN in `rows`) instead; only a body that is not an inference body at all still raises.
 
+With a tensor schema (``InputSchema.shape``, ``spec.schema.shape``: images, embeddings) the body
+holds one V2 tensor ``[n, *shape]`` or V1 ``instances`` of n nested lists; `Decoded.rows` is then
+(n, *shape) and the masks are (n, prod(shape)), one column per value (pixel), so
+`Decoded.incomplete` names the instances holding a null/NaN. Any other instance shape is a 400
+naming the expected and the received shape (`vigil.events.tensor_batch`).
+
 Numbers are taken as the doubles JSON gives (bit for bit), so `vigil.data.load_table`, which
 maps reference cells through the same `InputSchema`, reads the same values.
 """
@@ -37,7 +43,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from vigil.events import NUMERIC_DATATYPES, PayloadError
+from vigil.events import NUMERIC_DATATYPES, PayloadError, tensor_batch
 
 #: Reasons `decode_table` may raise with (bounded metric label values).
 REASONS = ("bad_body", "bad_shape", "non_numeric", "out_of_range", "feature_count", "bad_category")
@@ -433,10 +439,49 @@ def _finish(table: np.ndarray, extra: Optional[list[list[str]]], schema: InputSc
                    wrong_type=out["wrong_type"], extra=extra if extra is not None else [[] for _ in range(n)])
 
 
+def _tensors(body: dict, shape: tuple[int, ...], strict: bool) -> Decoded:
+    """A tensor schema's body: (n, *shape) float64 with null/NaN as missing values."""
+    if "inputs" in body:
+        inputs = body["inputs"]
+        if not isinstance(inputs, list) or not inputs:
+            raise PayloadError("bad_body", "'inputs' must be a non-empty list of tensors")
+        if len(inputs) != 1:
+            raise PayloadError("bad_shape", f"a tensor monitor (instance shape {list(shape)}) takes one V2 input "
+                                            f"tensor, got {len(inputs)}")
+        _, arr = _v2_tensor(inputs[0], strict)
+    elif "instances" in body or (isinstance(body.get("data"), dict) and "ndarray" in body["data"]):
+        data = body["instances"] if "instances" in body else body["data"]["ndarray"]
+        floats = _as_floats(data, strict)  # null -> NaN (numpy reads None as NaN for float64)
+        if floats is None:
+            raise PayloadError("bad_shape", f"instances must be nested lists of numbers of shape {list(shape)} each "
+                                            "(ragged or non-numeric values)")
+        arr = floats
+    else:
+        raise PayloadError("bad_body", "body has neither 'inputs' (V2) nor 'instances' (V1)")
+    if arr.dtype == object:
+        raise PayloadError("non_numeric", f"a tensor of shape {list(shape)} must hold numbers")
+    batch = tensor_batch(arr, shape)
+    flat = batch.reshape(len(batch), -1)
+    missing = np.isnan(flat)
+    inf = np.isinf(flat)
+    wrong = np.zeros_like(missing)
+    if inf.any():
+        if strict:
+            raise PayloadError("non_numeric", "instances hold infinity")
+        wrong = inf
+        batch = batch.copy()
+        batch.reshape(len(batch), -1)[inf] = np.nan
+    none = np.zeros_like(missing)
+    return Decoded(rows=batch, missing=missing, absent=none, unseen=none.copy(), wrong_type=wrong,
+                   extra=[[] for _ in range(len(batch))])
+
+
 def decode_table(body: Any, schema: InputSchema, *, strict: bool = True) -> Decoded:
     """The instances of an inference request body as a `Decoded` table; see the module docstring."""
     if not isinstance(body, dict):
         raise PayloadError("bad_body", "body must be a JSON object with 'inputs' (V2) or 'instances' (V1)")
+    if schema.shape is not None:
+        return _tensors(body, schema.shape, strict)
     if "inputs" in body:
         table, extra, _ = _from_v2(body["inputs"], schema, strict)
     elif "instances" in body:

@@ -27,6 +27,7 @@ import httpx
 
 from vigil import components as registry
 from vigil.errors import VigilError
+from vigil.logecho import LogEcho
 from vigil.plan import DEFAULT_BASE_PORT, Component, Plan, build_plan, endpoints, train_argv
 from vigil.spec import ModelMonitor, SpecError
 from vigil.supervise import Supervised
@@ -65,6 +66,17 @@ class LocalPlacement:
 
     def artifact_uri(self, component: str) -> str:
         return f"file://{self.workdir / 'artifacts' / component}"
+
+    def write_uri(self, uri: str) -> str:
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            raw = (parsed.netloc + parsed.path) if parsed.scheme == "file" else uri
+            path = Path(raw).expanduser()
+            return str(path if path.is_absolute() else (self.base_dir / path).resolve())
+        if parsed.scheme == "pvc":
+            raise SpecError("storageUri", f"{uri}: pvc:// storage exists only in a cluster; "
+                                          "use a local path or file:// URI with vigil up")
+        return uri  # s3://, gs://: the component writes there itself (fsspec)
 
     def state_dir(self, component: str) -> str:
         return str(self.workdir / "state" / component)
@@ -114,6 +126,7 @@ class LocalStack:
         self.extra_env: dict[str, str] = {}  # for every component (VIGIL_TOKEN from --token-file)
         self._ready: set[str] = set()
         self.logs = self.workdir / "logs"
+        self.echo: LogEcho | None = None  # warnings and errors of the components, to the terminal
 
     # -- training -----------------------------------------------------------------
     def train(self, retrain: bool = False) -> None:
@@ -151,6 +164,7 @@ class LocalStack:
                 raise LocalError(f"model.image ({c.image}) cannot run without Kubernetes; "
                                  "run that server yourself and set model.endpoint instead")
             self._check_port_free(c)
+        self.echo = LogEcho(self.logs, [c.name for c in self.plan.components], self.say)
         # Sinks and the model first, the logger (the entry point) last.
         order = sorted(self.plan.components, key=lambda c: c.name == "logger")
         for c in order:
@@ -173,6 +187,8 @@ class LocalStack:
         pending = [n for n in names if n not in self._ready]
         with httpx.Client(timeout=2.0) as client:
             while pending:
+                if self.echo:
+                    self.echo.poll()
                 for name in list(pending):
                     proc = self.procs[name]
                     if proc.poll() is not None:
@@ -231,6 +247,8 @@ class LocalStack:
     def supervise_once(self, client: httpx.Client) -> None:
         """One round of supervision: notice exits, restart what is due, mark restarted ones ready."""
         changed = False
+        if self.echo:
+            self.echo.poll()
         for name, sup in self.supervised.items():
             reason = sup.exited()
             if reason:

@@ -49,6 +49,10 @@ class Placement(Protocol):
     def state_dir(self, component: str) -> str:
         """A writable directory that survives a restart of the component."""
 
+    def write_uri(self, uri: str) -> str:
+        """Where a component writes the location a storage URI names (capture): a local path, or a
+        remote URL the component writes itself (s3://, gs://)."""
+
 
 @dataclass(frozen=True)
 class TrainStep:
@@ -65,7 +69,7 @@ class TrainStep:
     options: dict = field(default_factory=dict)  # the detector's spec block (camelCase)
     feature_names: tuple[str, ...] = ()
     categorical: dict = field(default_factory=dict)  # the schema's block, as written
-    shape: Optional[tuple[int, ...]] = None  # tensor instances (spec.schema.shape, DESIGN §8): not in the spec yet
+    shape: Optional[tuple[int, ...]] = None  # tensor instances: spec.schema.shape (DESIGN §8)
 
 
 def train_argv(step: TrainStep, path: Callable[[str], str]) -> list[str]:
@@ -75,7 +79,8 @@ def train_argv(step: TrainStep, path: Callable[[str], str]) -> list[str]:
             "--output", path(step.output_uri), "--options", json.dumps(step.options, sort_keys=True, default=str),
             "--feature-names", json.dumps(list(step.feature_names)),
             "--categorical", json.dumps(step.categorical, sort_keys=True)]
-    # step.shape (tensor instances) joins here as --shape once spec.schema.shape exists (DESIGN §8).
+    if step.shape is not None:
+        argv += ["--shape", json.dumps(list(step.shape))]
     model = path(step.model_uri) if step.model_uri else step.model_endpoint
     if model:
         argv += ["--model", model, "--model-format", step.model_format or "sklearn"]
@@ -94,6 +99,7 @@ class Component:
     image_role: str = "server"  # server | detectors | custom
     image: Optional[str] = None  # a user image (model.image) instead of ours
     storage: tuple[str, ...] = ()  # storage URIs the component reads
+    writes: tuple[str, ...] = ()  # storage URIs the component writes (the logger's capture)
     train: Optional[TrainStep] = None
     needs_tensorflow: bool = False
     token_secret: Optional[tuple[str, str]] = None  # spec.security.tokenSecret (name, key): VIGIL_TOKEN in pods
@@ -198,6 +204,7 @@ class BuildContext:
         self.monitor, self.placement, self.name, self.block_path = monitor, placement, name, block_path
         self.upstream, self.model_uri, self._others = upstream, model_uri, others
         self.storage: list[str] = []
+        self.written: list[str] = []
         self.train: Optional[TrainStep] = None
 
     @property
@@ -205,8 +212,16 @@ class BuildContext:
         return self.monitor.spec.reference.storage_uri if self.monitor.spec.reference else None
 
     @property
-    def feature_names(self) -> list[str]:
-        return list(self.monitor.spec.schema_.feature_names)
+    def feature_names(self) -> Optional[list[str]]:
+        """The schema's feature names (None for a tensor schema)."""
+        names = self.monitor.spec.schema_.feature_names
+        return None if names is None else list(names)
+
+    @property
+    def shape(self) -> Optional[list[int]]:
+        """The shape of one instance of a tensor schema (None for a tabular one)."""
+        shape = self.monitor.spec.schema_.shape
+        return None if shape is None else list(shape)
 
     def at(self, value: Any, path: str, keys: Optional[dict[str, str]] = None) -> At:
         return At(value, path if path.startswith("spec") else f"{self.block_path}.{path}", keys)
@@ -215,6 +230,11 @@ class BuildContext:
         """Where the component reads `uri` (None stays None); the URI becomes storage it reads."""
         return None if uri is None else self.placement.path(self._reads(uri))
 
+    def writes(self, uri: str) -> str:
+        """Where the component writes `uri` (`Placement.write_uri`); the URI becomes storage it writes."""
+        self.written.append(uri)
+        return self.placement.write_uri(uri)
+
     def _reads(self, uri: str) -> str:
         self.storage.append(uri)
         return uri
@@ -222,8 +242,8 @@ class BuildContext:
     def categorical(self) -> At:
         """The schema's categorical block as ``{"column index": n categories}`` (the services' form)."""
         schema = self.monitor.spec.schema_
-        cats = categorical_indices(schema.categorical, schema.feature_names)
-        names = {str(categorical_index(k, schema.feature_names)): k for k in schema.categorical}
+        cats = categorical_indices(schema.categorical, schema.names)
+        names = {str(categorical_index(k, schema.names)): k for k in schema.categorical}
         return At({str(i): n for i, n in cats.items()}, "spec.schema.categorical",
                   {key: f"spec.schema.categorical.{name}" for key, name in names.items()})
 
@@ -245,7 +265,8 @@ class BuildContext:
         self.train = TrainStep(
             self.name, self.reference, out, **model,
             options=block.model_dump(by_alias=True, exclude=POD_FIELDS),
-            feature_names=tuple(spec.schema_.feature_names), categorical=dict(spec.schema_.categorical))
+            feature_names=tuple(spec.schema_.names), categorical=dict(spec.schema_.categorical),
+            shape=spec.schema_.instance_shape)
         return self.placement.path(self._reads(out))
 
     def sinks(self) -> list[dict]:
@@ -280,6 +301,7 @@ def _component(row: registry.ComponentType, monitor: ModelMonitor, placement: Pl
         name=row.name, port=placement.port(row.name), env=settings_env(settings),
         replicas=getattr(block, "replicas", 1), resources=getattr(block, "resources", {}),
         image_role=row.image_role, storage=tuple(dict.fromkeys(ctx.storage)), train=ctx.train,
+        writes=tuple(dict.fromkeys(ctx.written)),
         needs_tensorflow=row.needs_tensorflow(monitor), settings=settings,
         token_secret=(ref.name, ref.key) if (ref := monitor.spec.security.token_secret) else None)
 

@@ -13,13 +13,14 @@ import copy
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from vigil.capture.settings import CaptureSettings
 from vigil.errors import VigilError
 from vigil.logger.settings import LoggerSettings
 from vigil.modelserver.settings import ModelServerSettings
@@ -27,6 +28,7 @@ from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.metrics.settings import MetricsSettings
 from vigil_detectors.outlier.settings import OutlierSettings
+from vigil_detectors.quality.settings import QualitySettings
 
 API_GROUP = "vigil.dev"
 API_VERSION = "v1alpha1"
@@ -192,21 +194,45 @@ class ModelSpec(_Block):
 
 
 class SchemaSpec(_Block):
-    feature_names: list[str] = Field(min_length=1)
+    """What one instance looks like: named columns (``featureNames``, tabular) or one tensor (``shape``,
+    DESIGN §8: images, embeddings) — exactly one of the two."""
+
+    feature_names: Optional[list[str]] = Field(None, min_length=1)
+    shape: Optional[list[Annotated[int, Field(ge=1)]]] = Field(None, min_length=1, max_length=8, description=(
+        "The shape of ONE instance for tensor inputs (images, embeddings), e.g. [32, 32, 3]; requests carry "
+        "[n, *shape] (V2) or n nested lists (V1), reference data is a .npy of shape [n, *shape]. "
+        "Exclusive with featureNames."))
     categorical: dict[str, Union[int, list[Union[str, int, float]]]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_categoricals(self):
-        unknown = sorted(set(self.categorical) - set(self.feature_names))
+        if (self.feature_names is None) == (self.shape is None):
+            raise ValueError("set exactly one of schema.featureNames (tabular) or schema.shape (tensors)")
+        if self.shape is not None:
+            if self.categorical:
+                raise ValueError("categorical needs featureNames; a shape (tensor) schema has no named features")
+            return self
+        names = self.feature_names or []
+        unknown = sorted(set(self.categorical) - set(names))
         if unknown:
             raise ValueError(f"categorical names features not in featureNames: {unknown}")
-        if len(set(self.feature_names)) != len(self.feature_names):
+        if len(set(names)) != len(names):
             raise ValueError("featureNames must be unique")
         return self
 
+    @property
+    def names(self) -> list[str]:
+        """The feature names ([] for a tensor schema)."""
+        return list(self.feature_names or [])
+
+    @property
+    def instance_shape(self) -> Optional[tuple[int, ...]]:
+        """The shape of one instance of a tensor schema (None for a tabular one)."""
+        return tuple(self.shape) if self.shape is not None else None
+
     def categorical_indices(self) -> dict[int, Optional[int]]:
         """Feature index -> number of categories (a value list counts its values)."""
-        return categorical_indices(self.categorical, self.feature_names)
+        return categorical_indices(self.categorical, self.names)
 
 
 class ReferenceSpec(_Block):
@@ -229,6 +255,37 @@ class SecuritySpec(_Block):
     token_secret: Optional[SecretKeyRef] = None
 
 
+CAPTURE_SCHEMES = ("file", "pvc", "s3", "gs")
+
+
+class CaptureSpec(_Block):
+    """``spec.logger.capture`` (DESIGN §13): rotated files of every sampled request, response and
+    feedback, ``capture-<UTC start time>-<seq>.jsonl|.parquet``, one record per event."""
+
+    storage_uri: str = Field(min_length=1, description=(
+        "Directory the capture files are written to: file:///abs/path (or a path, locally), pvc://CLAIM/path "
+        "(in Kubernetes: the claim is mounted writable in the logger pod) or s3://BUCKET/prefix (the storage "
+        "Secret's credentials)."))
+    sample_rate: float = inherit(CaptureSettings, "sample_rate")
+    format: Literal["jsonl", "parquet"] = inherit(CaptureSettings, "format")
+    rotate: str = Field(seconds(CaptureSettings.model_fields["rotate_seconds"].default),
+                        description="How long one file is written before the next starts (1s to 24h).")
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _where(cls, v: str) -> str:
+        if "://" in v and v.split("://", 1)[0] not in CAPTURE_SCHEMES:
+            raise ValueError(f"capture goes to {', '.join(s + '://' for s in CAPTURE_SCHEMES)} "
+                             f"(or a local path), not {v.split('://', 1)[0]}://")
+        return v
+
+    @field_validator("rotate")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
+
+
 class LoggerSpec(_Block):
     mode: Literal["all", "request", "response"] = inherit(LoggerSettings, "mode")
     sample_rate: float = inherit(LoggerSettings, "sample_rate")
@@ -238,6 +295,7 @@ class LoggerSpec(_Block):
         "and counted (reason queue_bytes)."))
     upstream_timeout: str = Field(seconds(LoggerSettings.model_fields["upstream_timeout_seconds"].default),
                                   description="How long the logger waits for the model server's answer (then 504).")
+    capture: Optional[CaptureSpec] = None
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
     pod: Optional[PodSpec] = None
@@ -295,6 +353,16 @@ class WindowSpec(_Block):
         return parse_duration(self.max_age)
 
 
+class PreprocessSpec(_Block):
+    """``spec.detectors.drift.preprocess``: map each tensor instance to a small vector before the drift test
+    (DESIGN §8, `vigil_detectors.drift.preprocess`). ``uae``: alibi-detect's untrained autoencoder with
+    fixed weights drawn from ``seed`` (built and saved by ``vigil train``), KS per encoded dimension."""
+
+    type: Literal["uae"] = Field(description="uae: an untrained alibi-detect autoencoder (UAE) with seeded weights.")
+    encoding_dim: int = Field(32, ge=1, le=1024, description="Dimensions of the UAE's encoding (KS tests, corrected).")
+    seed: int = Field(0, ge=0, description="Seed of the UAE's random weights (saved with the detector).")
+
+
 class DriftSpec(_Detector):
     replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod holds the window (its state claim)")
     type: str = inherit(DriftSettings, "statistic")
@@ -302,6 +370,7 @@ class DriftSpec(_Detector):
     p_value: float = inherit(DriftSettings, "p_value")
     correction: Literal["bonferroni", "fdr"] = inherit(DriftSettings, "correction")
     window: WindowSpec = Field(default_factory=WindowSpec)
+    preprocess: Optional[PreprocessSpec] = None
 
 
 class MetricsSpec(_Detector):
@@ -324,6 +393,38 @@ class ExplainerSpec(_Detector):
     sample_rate: float = inherit(ExplainerSettings, "sample_rate")
 
 
+class QualityWindowSpec(_Block):
+    """The quality window: `size` instances per report, or what arrived within `maxAge`."""
+
+    size: int = inherit(QualitySettings, "window_size")
+    max_age: str = seconds(QualitySettings.model_fields["max_age_seconds"].default)
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
+
+    @property
+    def max_age_seconds(self) -> float:
+        return parse_duration(self.max_age)
+
+
+class QualitySpec(_Detector):
+    """Data quality (DESIGN §9): every instance checked against the baseline's constraints."""
+
+    replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod holds the window and its history")
+    window: QualityWindowSpec = Field(default_factory=QualityWindowSpec)
+
+
+class BaselineSpec(_Block):
+    """``spec.baseline``: a directory holding statistics.json and constraints.json (`vigil baseline`
+    writes them; edit constraints.json to loosen or turn off checks). Null: profiled from reference."""
+
+    storage_uri: Optional[str] = None
+    _uri = field_validator("storage_uri")(lambda cls, v: _check_uri(v))
+
+
 class _NoDetectors(_Block):
     """``spec.detectors``: one optional block per registered detector (`vigil.components`);
     `set_detector_blocks` rebuilds it when a detector is registered."""
@@ -341,6 +442,7 @@ class ModelMonitorSpec(_Block):
     model: ModelSpec
     schema_: SchemaSpec = Field(alias="schema")
     reference: Optional[ReferenceSpec] = None
+    baseline: BaselineSpec = Field(default_factory=BaselineSpec)
     security: SecuritySpec = Field(default_factory=SecuritySpec)
     logger: LoggerSpec = Field(default_factory=LoggerSpec)
     detectors: Any = Field(default_factory=DetectorsSpec)  # the registry's DetectorsSpec (set_detector_blocks)
@@ -357,6 +459,9 @@ class ModelMonitorSpec(_Block):
                  if getattr(d, n, None) is not None and getattr(getattr(d, n), "storage_uri", None) is None]
         if needs and self.reference is None:
             raise ValueError(f"reference.storageUri is required to train {', '.join(needs)} (or give each a storageUri)")
+        if getattr(d, "quality", None) is not None and self.baseline.storage_uri is None and self.reference is None:
+            raise ValueError("reference.storageUri is required to profile the quality baseline "
+                             "(or set baseline.storageUri)")
         return self
 
 

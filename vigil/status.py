@@ -9,6 +9,7 @@ each detector adds one block under its own key, which this module lifts into the
 
 - drift:    ``"drift": {"detected", "pValue", "featuresDrifted", "lastCheck", "windows", ...}``
 - outlier:  ``"outliers": {"rate", "seen", "threshold", ...}``
+- quality:  ``"quality": {"violations", "featuresViolated", "lastCheck", ...}``
 - metrics:  ``"metrics": {"accuracy", "feedback", ...}`` (regression: ``"mae"``, ``"rmse"``, ``"r2"``)
 - explainer: ``"explainer": {"explanations", ...}``
 
@@ -165,6 +166,10 @@ def format_table(status: dict[str, Any]) -> str:
     if "outliers" in status:
         o = status["outliers"]
         lines.append(f"OUTLIERS   rate={o.get('rate', 0):.3f}  seen={o.get('seen', 0)}")
+    if "quality" in status:
+        q = status["quality"]
+        lines.append(f"QUALITY    violations={q.get('violations', 0)}  "
+                     f"features={','.join(q.get('featuresViolated') or []) or '-'}  last={q.get('lastCheck') or '-'}")
     if "metrics" in status:
         m = status["metrics"]
         shown = "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()

@@ -16,7 +16,9 @@ traceback from a child process (DESIGN §11). `validate_file` returns ``(problem
 - the explainer's model is a classifier (anchors explain class predictions);
 - the ports `vigil up` would bind are free.
 
-Notes do not fail validation: a feature whose reference holds ≤ 10 distinct values and is not
+Notes do not fail validation: a capture location (``spec.logger.capture``) that cannot be written
+(or needs a library that is missing) is served anyway — inference is never held up by it, records
+are dropped and counted — so validate warns about it; a feature whose reference holds ≤ 10 distinct values and is not
 declared categorical is tested as categorical by drift (DESIGN §10), and validate says so.
 Monitors that point at an endpoint or at remote storage skip the checks that need the bytes.
 """
@@ -71,6 +73,40 @@ def _local(uri: Optional[str], base: Path) -> Optional[Path]:
     return path if path.is_absolute() else (base / path).resolve()
 
 
+def capture_warnings(monitor: ModelMonitor, base: Path) -> list[str]:
+    """Why the logger could not write its capture files here (they would be dropped and counted)."""
+    import importlib.util
+    import tempfile
+
+    capture = monitor.spec.logger.capture
+    if capture is None:
+        return []
+    field, uri = "spec.logger.capture.storageUri", capture.storage_uri
+    consequence = "capture records would be dropped (vigil_capture_errors_total); inference is unaffected"
+    out = []
+    if capture.format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        out.append(f"spec.logger.capture.format: parquet needs pyarrow, which is not installed "
+                   f"(pip install pyarrow, or format: jsonl): {consequence}")
+    scheme = urlparse(uri).scheme
+    module = {"s3": "s3fs", "gs": "gcsfs"}.get(scheme)
+    if module and importlib.util.find_spec(module) is None:
+        out.append(f"{field}: {scheme}:// needs {module} (pip install 'vigil-ml[storage]'): {consequence}")
+    path = _local(uri, base)
+    if path is None:
+        return out
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        out.append(f"{field}: {path} is not writable ({exc}): {consequence}")
+    return out
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -86,10 +122,11 @@ def categorical_hints(x_ref: np.ndarray, monitor: ModelMonitor) -> list[str]:
     from vigil_detectors.drift.statistics.suite import inferred_categorical
 
     schema = monitor.spec.schema_
-    declared = {schema.feature_names.index(n): None for n in schema.categorical}
+    names = schema.names
+    declared = {names.index(n): None for n in schema.categorical}
     out = []
     for j in inferred_categorical(x_ref, declared):
-        name, distinct = schema.feature_names[j], np.unique(x_ref[:, j]).size
+        name, distinct = names[j], np.unique(x_ref[:, j]).size
         out.append(f"spec.schema.featureNames: {name} has {distinct} distinct reference values, so drift "
                    f"tests it as categorical; declare it in schema.categorical to say so (or to list its values)")
     return out
@@ -110,8 +147,17 @@ def _check_model(monitor: ModelMonitor, path: Path, problems: list[str]) -> None
     except Exception as exc:  # noqa: BLE001 - any load failure (ModelLoadError, unpickling) is one line
         problems.append(f"{field}: cannot load {path} as a {declared} model: {str(exc).splitlines()[0][:300]}{hint}")
         return
-    names = spec.schema_.feature_names
-    if model.n_features is not None and int(model.n_features) != len(names):
+    shape = spec.schema_.instance_shape
+    if shape is not None:
+        width = int(np.prod(shape))
+        if model.input_shape is not None and tuple(model.input_shape) != shape:
+            problems.append(f"spec.schema.shape: instances of shape {list(shape)} declared but the model takes "
+                            f"{list(model.input_shape)} ({model.platform})")
+        elif model.n_features is not None and int(model.n_features) != width:
+            problems.append(f"spec.schema.shape: instances of shape {list(shape)} ({width} values) declared but the "
+                            f"model takes {model.n_features} inputs ({model.platform})")
+    names = spec.schema_.names
+    if shape is None and model.n_features is not None and int(model.n_features) != len(names):
         problems.append(f"spec.schema.featureNames: {len(names)} features declared but the model takes "
                         f"{model.n_features} inputs ({model.platform})")
     if getattr(spec.detectors, "explainer", None) is not None and not model.classifier:
@@ -142,12 +188,13 @@ def validate(monitor: ModelMonitor, base: Path, base_port: int = DEFAULT_BASE_PO
     ref = _local(spec.reference.storage_uri if spec.reference else None, base)
     if ref is not None and "spec.reference.storageUri" not in missing:
         try:
-            x_ref = load_table(ref, spec.schema_.feature_names)
+            x_ref = load_table(ref, spec.schema_.feature_names, shape=spec.schema_.shape)
         except DataError as exc:
             problems.append(f"spec.reference.storageUri: {exc}")
         else:
-            if getattr(spec.detectors, "drift", None) is not None:
+            if getattr(spec.detectors, "drift", None) is not None and spec.schema_.shape is None:
                 notes += categorical_hints(x_ref, monitor)
+    notes += capture_warnings(monitor, base)
     model = _local(spec.model.storage_uri, base)
     if model is not None and "spec.model.storageUri" not in missing and not spec.model.image:
         _check_model(monitor, model, problems)

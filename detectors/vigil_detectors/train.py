@@ -13,7 +13,9 @@ picked by the schema's feature names) and hands the array to the detector's trai
 - outlier: `vigil_detectors.outlier.train.train_outlier` — alibi-detect `OutlierVAE`,
   saved with `alibi_detect.saving.save_detector`;
 - drift: `train_drift` below — the drift service's own `fit_statistic` (KS, chi-squared,
-  PSI, … on NumPy/SciPy), saved as ``drift.json`` + ``reference.npy``;
+  PSI, … on NumPy/SciPy), saved as ``drift.json`` + ``reference.npy``; with
+  ``preprocess: {type: uae}`` an alibi-detect `KSDrift` carrying a seeded `UAE`
+  (`vigil_detectors.drift.preprocess`), saved with alibi-detect's saver;
 - explainer: `vigil_detectors.explainer.train.train_explainer` — alibi `AnchorTabular`
   fitted against the model, saved with `alibi.saving.save_explainer`.
 
@@ -84,11 +86,14 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
     `options` is the ``spec.detectors.drift`` block: ``type`` (default statistic), ``statistics``
     (``{feature name: statistic}``), ``pValue``, ``correction``.
     """
-    from vigil_detectors.drift.statistics import fit_statistic
-
     options = options or {}
     p_value = float(options.get("pValue", options.get("p_value", 0.05)))
     correction = str(options.get("correction", "bonferroni"))
+    if options.get("preprocess"):
+        return train_drift_preprocess(x_ref, options["preprocess"], out_dir, p_value=p_value, correction=correction,
+                                      progress=progress)
+    from vigil_detectors.drift.statistics import fit_statistic
+
     kind = str(options.get("type", "ks"))
     names = list(feature_names or [])
     overrides = {categorical_index(f, names): str(t) for f, t in (options.get("statistics") or {}).items()}
@@ -105,11 +110,39 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
     return out
 
 
+def train_drift_preprocess(x_ref: np.ndarray, preprocess: dict, out_dir, *, p_value: float, correction: str,
+                           progress: Progress = say) -> Path:
+    """``drift.preprocess: {type: uae, encodingDim, seed}``: alibi-detect's `KSDrift` with a seeded, untrained `UAE`
+    as its ``preprocess_fn``, saved with alibi-detect's saver (`vigil_detectors.drift.preprocess`).
+
+    `x_ref` is (n, *shape) for a tensor schema (rows of features: the UAE's dense encoder on each row)."""
+    from vigil_detectors.drift import preprocess as pre
+
+    kind = preprocess.get("type")
+    if kind != "uae":
+        raise ValueError(f"drift preprocess type {kind!r} is not trained here (uae is)")
+    dim, seed = int(preprocess.get("encodingDim", 32)), int(preprocess.get("seed", 0))
+    shape = list(x_ref.shape[1:])
+    progress(f"drift: building a UAE (seed {seed}) encoding {shape} instances to {dim} dimensions and encoding "
+             f"{x_ref.shape[0]} reference instances (KS per dimension, p-value {p_value}, {correction})")
+    detector = pre.fit_uae(x_ref, encoding_dim=dim, seed=seed, p_value=p_value, correction=correction)
+    out = save_atomically(lambda tmp: pre.save_uae(detector, tmp, shape=shape, encoding_dim=dim, seed=seed),
+                          Path(out_dir))
+    progress(f"drift: saved to {out}")
+    return out
+
+
 def train_array(component: str, x_ref: np.ndarray, options: Optional[dict], out_dir, *,
                 feature_names: Optional[Sequence[str]] = None, categorical: Optional[Categorical] = None,
-                model: Optional[str] = None, model_format: Optional[str] = None, model_name: Optional[str] = None,
+                shape: Optional[Sequence[int]] = None, model: Optional[str] = None,
+                model_format: Optional[str] = None, model_name: Optional[str] = None,
                 progress: Progress = say) -> Path:
-    """Fit `component` on an in-memory reference array and save it to `out_dir`."""
+    """Fit `component` on an in-memory reference array and save it to `out_dir`.
+
+    With `shape` (a tensor schema) `x_ref` is (n, *shape); otherwise (rows, features)."""
+    if shape is not None and tuple(x_ref.shape[1:]) != tuple(shape):
+        raise ValueError(f"reference instances have shape {list(x_ref.shape[1:])}, but the schema's shape is "
+                         f"{list(shape)}")
     if component == "outlier":
         from vigil_detectors.outlier.train import train_outlier
 
@@ -130,22 +163,27 @@ def train_array(component: str, x_ref: np.ndarray, options: Optional[dict], out_
 
 def train_component(component: str, reference: Union[str, Path], output: Union[str, Path],
                     options: Optional[dict] = None, *, feature_names: Optional[Sequence[str]] = None,
-                    categorical: Optional[Categorical] = None, model: Optional[str] = None,
-                    model_format: Optional[str] = None, model_name: Optional[str] = None,
+                    categorical: Optional[Categorical] = None, shape: Optional[Sequence[int]] = None,
+                    model: Optional[str] = None, model_format: Optional[str] = None, model_name: Optional[str] = None,
                     progress: Progress = say) -> Path:
     """Read the reference table at `reference`, fit `component` and save it to `output`; returns `output`.
 
     `options` is the detector's block of the monitor spec (camelCase keys). `feature_names`
     picks and orders the reference columns (None: every column, in file order).
     `categorical` is the schema's block (``{feature: n categories or [values]}``); `model`
-    a model file or V2 URL (explainer only).
+    a model file or V2 URL (explainer only). `shape` (a tensor schema): the reference is a .npy of
+    shape [n, *shape].
     """
     from vigil.data import load_table
 
     if component not in components.trainable():
         raise ValueError(f"cannot train {component!r}; one of {', '.join(components.trainable())}")
     progress(f"{component}: reading reference data {reference}")
-    x_ref = load_table(str(reference), feature_names)
-    progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features")
+    x_ref = load_table(str(reference), feature_names, shape=shape)
+    if shape is not None:
+        progress(f"{component}: {x_ref.shape[0]} instances of shape {list(x_ref.shape[1:])}")
+    else:
+        progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features")
     return train_array(component, x_ref, options, output, feature_names=feature_names, categorical=categorical,
+                       shape=shape,
                        model=model, model_format=model_format, model_name=model_name, progress=progress)

@@ -17,6 +17,9 @@ component mounts read-only; only init containers mount a user's claim or a host 
 read-only. A training Job fetches its inputs, trains into its ``out`` volume (an init
 container) and uploads the artifact (its main container: the only writer of the
 artifact location). No ReadWriteOnce claim the operator makes is mounted by two pods.
+The one main container that mounts a user's claim is the logger's, writable, when it
+captures to ``pvc://`` (`write_plan`; with more than one logger replica the claim must be
+ReadWriteMany, each replica writing its own subdirectory).
 
 Every pod meets the "restricted" Pod Security Standard: non-root uid, no privilege
 escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root filesystem
@@ -37,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from vigil import components as registry
 from vigil.auth import TOKEN_ENV
 from vigil.plan import Component, Plan, TrainStep, train_argv
 from vigil_operator import podcontrols
@@ -51,6 +55,8 @@ from vigil_operator.placement import (
     claim_path,
     host_mount,
     resolve,
+    write_claim_path,
+    write_host_mount,
 )
 
 MANAGED_BY = "vigil-operator"
@@ -209,6 +215,23 @@ def fetch_plan(uris: Iterable[Optional[str]]) -> Fetch:
     return out
 
 
+def write_plan(uris: Iterable[str]) -> tuple[list[dict], list[dict], bool]:
+    """(volumes, container mounts, writes remote storage) of what a component writes (capture):
+    a claim or host path mounted writable where `KubePlacement.write_uri` points."""
+    volumes: list[dict] = []
+    mounts: list[dict] = []
+    resolved = [resolve(u) for u in dict.fromkeys(uris)]
+    for claim_name in dict.fromkeys(s.claim for s in resolved if s.claim):
+        name = _vol_name("dst-pvc", claim_name)
+        volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim_name}})
+        mounts.append({"name": name, "mountPath": write_claim_path(claim_name)})
+    for host in dict.fromkeys(s.host_path for s in resolved if s.host_path):
+        name = _vol_name("dst-host", _hash(host, 10))
+        volumes.append({"name": name, "hostPath": {"path": host, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": name, "mountPath": write_host_mount(host)})
+    return volumes, mounts, any(s.remote for s in resolved)
+
+
 def fetch_container(pairs: list[str], mounts: list[dict], image: str, plan: Plan, config: OperatorConfig,
                     name: str = "fetch", writes: Optional[list[dict]] = None) -> dict:
     """`vigil fetch` with the given SRC/DEST pairs."""
@@ -325,7 +348,7 @@ def deployment(component: Component, plan: Plan, placement: KubePlacement, confi
     custom = component.image_role == "custom"
     stateful = component.name in placement.stateful
     tensorflow = component.needs_tensorflow
-    env = [{"name": "HOME", "value": "/tmp"}]
+    env: list[dict[str, Any]] = [{"name": "HOME", "value": "/tmp"}]
     if component.image_role == "detectors" or tensorflow:
         env.append({"name": "TF_USE_LEGACY_KERAS", "value": "1"})
     env += token_env(component)
@@ -343,12 +366,19 @@ def deployment(component: Component, plan: Plan, placement: KubePlacement, confi
     if stateful:
         volumes.append({"name": "state", "persistentVolumeClaim": {"claimName": placement.state_claim(component.name)}})
         mounts.append({"name": "state", "mountPath": STATE_DIR})
+    write_volumes, write_mounts, writes_remote = write_plan(component.writes)
+    volumes += write_volumes
+    mounts += write_mounts
+    if component.writes:  # capture: one subdirectory per replica (vigil.logger.settings.pod_name)
+        env.append({"name": f"{registry.get(component.name).env_prefix}POD_NAME",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     container: dict = {
         "name": component.name,
         "image": component_image(component, config),
         "imagePullPolicy": config.image_pull_policy,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "envFrom": [{"configMapRef": {"name": name}}],
+        # a component writing s3:// or gs:// (capture) reads the storage Secret's credentials too
+        "envFrom": [{"configMapRef": {"name": name}}, *([storage_secret(plan, config)] if writes_remote else [])],
         "env": env,
         "resources": _resources(component.resources, config, resource_key(component)),
         # A user's V2 server answers the Open Inference Protocol health paths, ours /healthz and /readyz.

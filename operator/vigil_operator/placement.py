@@ -24,6 +24,11 @@
   to ``{artifactsUri}/{component}`` (``spec.storage.artifactsUri``) or, by default, the
   monitor's claim ``{monitor}-artifacts`` at ``pvc://{monitor}-artifacts/{component}``;
   the detector pods fetch them from there like any other URI.
+- **Capture** (``write_uri``, ``spec.logger.capture``): ``pvc://CLAIM/sub`` is written at
+  ``/mnt/vigil/capture/pvc/CLAIM/sub`` (the claim mounted writable in the logger pod, the only
+  main container that mounts a user's claim: it writes there), ``file:///path`` at a writable
+  hostPath (``--allow-host-path`` only), ``s3://``/``gs://`` directly by the logger (fsspec, the
+  storage Secret's credentials).
 - **State** (``state_dir``): a stateful detector (drift) keeps its checkpoints on a
   ReadWriteOnce claim of its own, ``{monitor}-{component}-state``, mounted only by that
   component's single pod at ``/mnt/vigil/state``.
@@ -42,6 +47,7 @@ DATA_DIR = f"{MOUNT_ROOT}/data"  # each pod's own copy of what it reads (emptyDi
 SOURCES_DIR = f"{MOUNT_ROOT}/sources"  # claims and host paths, in init containers only
 OUT_DIR = f"{MOUNT_ROOT}/out"  # what a training Job wrote, before it is uploaded
 STATE_DIR = f"{MOUNT_ROOT}/state"  # a stateful component's own claim
+CAPTURE_DIR = f"{MOUNT_ROOT}/capture"  # where a component writes a claim or host path (capture)
 REMOTE_SCHEMES = ("s3", "gs", "https", "http")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 #: Where trained artifacts may be uploaded (https has no standard upload).
@@ -97,6 +103,15 @@ def claim_path(claim: str, sub: str = "") -> str:
 
 def host_mount(host_path: str) -> str:
     return f"{SOURCES_DIR}/host/{_digest(host_path)}/{posixpath.basename(host_path) or 'root'}"
+
+
+def write_claim_path(claim: str, sub: str = "") -> str:
+    base = f"{CAPTURE_DIR}/pvc/{claim}"
+    return f"{base}/{sub}".rstrip("/") if sub else base
+
+
+def write_host_mount(host_path: str) -> str:
+    return f"{CAPTURE_DIR}/host/{_digest(host_path)}/{posixpath.basename(host_path) or 'root'}"
 
 
 def resolve(uri: str) -> Storage:
@@ -157,6 +172,14 @@ class KubePlacement:
     def artifact_uri(self, component: str) -> str:
         base = self.artifacts_uri.rstrip("/") if self.artifacts_uri else f"pvc://{artifacts_claim(self.monitor)}"
         return f"{base}/{component}"
+
+    def write_uri(self, uri: str) -> str:
+        s = resolve(uri)
+        if s.claim:
+            return write_claim_path(s.claim, s.sub)
+        if s.host_path:
+            return write_host_mount(s.host_path)
+        return uri  # s3://, gs://: written by the component itself
 
     def state_dir(self, component: str) -> str:
         self.stateful.add(component)

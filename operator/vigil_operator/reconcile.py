@@ -84,6 +84,8 @@ def storage_uris(monitor: ModelMonitor) -> dict[str, str]:
         uris[f"spec.detectors.{row.name}.storageUri"] = getattr(block, "storage_uri", None)
     storage = getattr(s, "storage", None)
     uris["spec.storage.artifactsUri"] = getattr(storage, "artifacts_uri", None)
+    capture = getattr(s.logger, "capture", None)
+    uris["spec.logger.capture.storageUri"] = capture.storage_uri if capture else None
     return {k: v for k, v in uris.items() if v}
 
 

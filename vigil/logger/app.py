@@ -10,7 +10,8 @@ Inference path (kept light: bodies are forwarded as bytes, never decoded):
 3. the upstream answer is returned unchanged, plus ``x-inference-id``;
 4. for a 2xx answer to an infer/predict call, the request and response events are
    handed to the sinks that want them (`Sink.offer`, never waiting) according to
-   ``mode`` and ``sample_rate`` (one draw per inference, so the pair stays together).
+   ``mode`` and ``sample_rate`` (one draw per inference, so the pair stays together);
+   with ``capture`` set, also to the capture writer (`vigil.capture.writer`, its own draw).
 
 Requests that fail upstream (4xx/5xx) are returned as they are but not logged: detectors
 only see inferences the model accepted. An upstream that does not answer gives 502
@@ -110,7 +111,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     source = f"{SOURCE_PREFIX}/{settings.namespace}/{settings.monitor}/logger"
     upstream_url = settings.upstream.rstrip("/")
     st: dict[str, Any] = {"requests": 0, "sinks": [], "ready": (0.0, False),
-                          "targets": {k: [] for k in KIND_TO_TYPE}}
+                          "targets": {k: [] for k in KIND_TO_TYPE}, "enabled": {k: False for k in KIND_TO_TYPE}}
     m_requests: dict[int, Any] = {}  # code -> bound counter child (avoid label lookups per request)
 
     def count_request(code: int) -> None:
@@ -126,6 +127,12 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     m_retries = metrics.upstream_retries.labels()
     m_added = metrics.added_latency.labels()
     m_upstream = metrics.upstream_duration.labels()
+    capture = None
+    if settings.capture is not None:
+        from vigil.capture.writer import CaptureMetrics, CaptureWriter
+
+        capture = CaptureWriter(settings.capture, CaptureMetrics(metrics.service), max_record_bytes=edge.max_body_bytes,
+                                subdir=settings.pod_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -153,11 +160,14 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         enabled = {"request": settings.mode in ("all", "request"), "response": settings.mode in ("all", "response"),
                    "feedback": True}
         st["targets"] = {k: [s for s in sinks if k in s.types] if enabled[k] else [] for k in KIND_TO_TYPE}
+        st["enabled"] = enabled
         st["sinks"] = sinks
         st["upstream"] = upstream
         st["fresh"] = fresh
         for s in sinks:
             s.start()
+        if capture is not None:
+            capture.start()
         log.info("logger: upstream %s, mode %s, sample rate %s, sinks %s", upstream_url, settings.mode,
                  settings.sample_rate, ", ".join(f"{s.name}={s.url}{sorted(s.types)}" for s in sinks) or "none")
         try:
@@ -165,6 +175,8 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         finally:
             for s in sinks:
                 await s.stop(settings.shutdown_grace_seconds)
+            if capture is not None:
+                await asyncio.to_thread(capture.stop, settings.shutdown_grace_seconds)
             await upstream.close()
             await fresh.close()
             await sink_client.close()
@@ -177,15 +189,22 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
 
     edge.install(app)
 
-    def emit(kind: str, iid: str, model: str, endpoint: str, data: bytes, content_type: str, ts: float) -> int:
-        targets = st["targets"][kind]
-        if not targets:
+    def emit(kind: str, iid: str, model: str, endpoint: str, data: bytes, content_type: str, ts: float,
+             send: bool = True, captured: bool = False) -> int:
+        targets = st["targets"][kind] if send else []
+        captured = captured and st["enabled"][kind]
+        if not targets and not captured:
             return 0
-        event = Event(kind, {
+        attributes = {
             "id": str(uuid.uuid4()), "source": source, "type": KIND_TO_TYPE[kind], "specversion": "1.0",
             "time": ts, "datacontenttype": content_type, ATTR_INFERENCE_ID: iid, ATTR_MODEL: model,
             ATTR_MONITOR: settings.monitor, ATTR_NAMESPACE: settings.namespace, ATTR_ENDPOINT: endpoint,
-        }, data)
+        }
+        if captured and capture is not None:  # the same ce-id as the sinks got: a replay is de-duplicated
+            capture.offer(kind, attributes, data)
+        if not targets:
+            return 0
+        event = Event(kind, attributes, data)
         return sum(1 for sink in targets if sink.offer(event))
 
     # -- the inference path ----------------------------------------------------------------------
@@ -237,13 +256,16 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         if match and 200 <= status < 300:
             edge.count_received("response")
             rate = settings.sample_rate
-            if rate >= 1.0 or (rate > 0.0 and random.random() < rate):
+            send = rate >= 1.0 or (rate > 0.0 and random.random() < rate)
+            captured = capture is not None and capture.sample()
+            if send or captured:
                 model = settings.model_name or match.group("name") or match.group("v1name")
                 now = time.time()
                 # the model accepted the body, so a curl-style form content type carried JSON
                 ctype = headers.get("content-type")
-                emit("request", iid, model, path, body, ctype if ctype and not is_json(ctype) else _JSON, now)
-                emit("response", iid, model, path, content, answer_ctype or _JSON, now)
+                emit("request", iid, model, path, body, ctype if ctype and not is_json(ctype) else _JSON, now,
+                     send, captured)
+                emit("response", iid, model, path, content, answer_ctype or _JSON, now, send, captured)
         response = Response(content, status_code=status)
         raw = [(k.lower(), v) for k, v in answer_headers if k.lower() not in _SKIP_RESPONSE]
         if status >= 200 and status not in (204, 304):
@@ -296,7 +318,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             data["response"] = body["response"]
         edge.count_received("feedback")
         queued = emit("feedback", iid, settings.model_name or "", "/feedback",
-                      json.dumps(data, separators=(",", ":")).encode(), _JSON, time.time())
+                      json.dumps(data, separators=(",", ":")).encode(), _JSON, time.time(), captured=True)
         return _json({"inferenceId": iid, "accepted": True, "queued": queued}, 202, iid)
 
     # -- operations ------------------------------------------------------------------------------
@@ -335,12 +357,15 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
                            "eventsDropped": sum(sum(s.dropped.values()) for s in sinks),
                            "queueDepth": sum(s.depth for s in sinks), "upstream": upstream_url,
                            "mode": settings.mode, "sampleRate": settings.sample_rate,
-                           "sinks": {s.name: s.summary() for s in sinks}}}
+                           "sinks": {s.name: s.summary() for s in sinks},
+                           **({"capture": capture.summary()} if capture is not None else {})}}
 
     @app.get("/metrics")
     async def metrics_endpoint():
         for s in st["sinks"]:
             metrics.queue_depth.labels(sink=s.name).set(s.depth)
+        if capture is not None:
+            capture.metrics.queue_depth.set(capture.depth)
         body, ctype = metrics.exposition()
         return Response(body, media_type=ctype)
 

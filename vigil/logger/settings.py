@@ -2,6 +2,7 @@
 
 ``VIGIL_LOGGER_SINKS`` is a JSON list: ``[{"name": "drift", "url": "http://...",
 "types": ["request"]}]``; ``types`` (request / response / feedback) defaults to all.
+``VIGIL_LOGGER_CAPTURE`` (JSON, `vigil.capture.settings.CaptureSettings`) turns capture on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vigil.capture.settings import CaptureSettings
 
 EventKind = Literal["request", "response", "feedback"]
 ALL_KINDS: tuple[EventKind, ...] = ("request", "response", "feedback")
@@ -41,6 +44,11 @@ class LoggerSettings(BaseSettings):
     #: Bound of each sink's queue in bytes (bodies waiting or being delivered); 64 MiB.
     queue_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sinks: list[SinkConfig] = Field(default_factory=list)
+    #: Rotated files of every (sampled) event (`vigil.capture.writer`); None: no capture.
+    capture: Optional[CaptureSettings] = None
+    #: The pod's name (Kubernetes downward API, set by the operator when capturing): capture files go
+    #: to a subdirectory of this name, so replicas of the logger never write the same file.
+    pod_name: str = ""
     monitor: str = "local"
     namespace: str = "default"
     #: The metrics detector's task and classes, when it runs: feedback truth must fit them

@@ -4,7 +4,9 @@ answer) is `vigil.edge`.
 
 The model is loaded once in the lifespan (a load failure stops the process with the
 reason, so `vigil up` and Kubernetes both see it). Each request is decoded with
-`vigil.events.decode_instances` and scored with one vectorised call; big batches run
+`vigil.events.decode_instances` — rows of features, or with a tensor schema (``shape``, or
+the instance shape a Keras image model declares) a batch (n, *shape) whose every other
+instance shape is a 400 naming both — and scored with one vectorised call; big batches run
 in a worker thread so health checks keep answering. Bad input gets a 4xx
 ``{"error": ...}`` and is counted in ``vigil_events_rejected_total{reason}``.
 
@@ -31,7 +33,7 @@ import vigil
 from vigil.edge import Edge
 from vigil.errors import InvalidInput, NotFound, NotReady, Rejected, Unprocessable
 from vigil.events import PayloadError, decode_instances
-from vigil.modelserver.loaders import LoadedModel, load_model, predict_datatype
+from vigil.modelserver.loaders import LoadedModel, ModelLoadError, load_model, predict_datatype
 from vigil.modelserver.settings import ModelServerSettings
 from vigil.telemetry import ServiceMetrics
 
@@ -65,11 +67,17 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
                                  ("protocol", "code"))
     m_instances = metrics.counter("vigil_model_instances_total", "Rows scored by the model")
     edge = Edge(metrics, "model", kinds=("request",), reasons=REJECT_REASONS)
-    state: dict[str, Any] = {"model": None, "instances": 0}
+    state: dict[str, Any] = {"model": None, "instances": 0, "shape": None}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["model"] = await run_in_threadpool(load_model, settings.uri, settings.format, settings.task)
+        m = await run_in_threadpool(load_model, settings.uri, settings.format, settings.task)
+        declared = tuple(settings.shape) if settings.shape else None
+        if declared and m.input_shape and declared != m.input_shape:
+            raise ModelLoadError(f"the schema's instance shape is {list(declared)} but the model at {settings.uri} "
+                                 f"takes instances of shape {list(m.input_shape)}")
+        state["model"] = m
+        state["shape"] = declared or m.input_shape
         yield
         state["model"] = None
 
@@ -105,7 +113,10 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
         edge.count_received("request")
         if protocol == "v1" and not (isinstance(body, dict) and "instances" in body):
             raise PayloadError("bad_body", "V1 body must be {\"instances\": [...]}")
-        rows = decode_instances(body, m.n_features)
+        shape = state["shape"]
+        rows = decode_instances(body, None if shape else m.n_features, shape=shape)
+        if shape and m.format != "tensorflow":  # scikit-learn / XGBoost take each tensor flattened
+            rows = rows.reshape(len(rows), -1)
         wanted = _requested_outputs(body) if protocol == "v2" else None
         want_proba = m.has_proba and (wanted is None or "predict_proba" in wanted)
         try:
@@ -171,7 +182,8 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
     async def model_metadata(name: str, version: Optional[str] = None):
         m = check_name(name)
         return {"name": settings.name, "versions": [], "platform": m.platform,
-                "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, m.n_features or -1]}],
+                "inputs": [{"name": "input-0", "datatype": "FP64",
+                            "shape": [-1, *state["shape"]] if state["shape"] else [-1, m.n_features or -1]}],
                 "outputs": output_specs(m), "parameters": {"task": m.task, "format": m.format}}
 
     app.add_api_route("/v2/models/{name}", model_metadata, methods=["GET"])
@@ -217,7 +229,8 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
         return {"component": "model", "ready": m is not None,
                 "events": dict(edge.counts), "recent": edge.health.snapshot(),
                 "model": {"name": settings.name, "format": settings.format, "instances": state["instances"],
-                          **({"platform": m.platform, "task": m.task, "features": m.n_features} if m else {})}}
+                          **({"platform": m.platform, "task": m.task, "features": m.n_features} if m else {}),
+                          **({"shape": list(state["shape"])} if state["shape"] else {})}}
 
     @app.get("/metrics")
     async def metrics_endpoint():

@@ -6,7 +6,10 @@
   regressor is read from the file: the wrapper's ``_estimator_type`` attribute, else
   the objective (``binary:*`` / ``multi:*`` are classifiers).
 - ``tensorflow``: a SavedModel directory (its ``serving_default`` signature) or a Keras
-  ``.keras`` / ``.h5`` file. TensorFlow is imported here and only here.
+  ``.keras`` / ``.h5`` file. TensorFlow is imported here and only here. Inputs may be rows
+  of features or N-D tensors (an image classifier taking [n, 32, 32, 3]): `input_shape` is
+  the shape of one instance when the model declares it; big batches are scored in chunks of
+  `TF_CHUNK` instances so memory stays bounded.
 
 A path may be a file or a directory holding one model file (``model.joblib``,
 ``model.json``, ``model.keras`` … are preferred when several are present).
@@ -49,6 +52,8 @@ class LoadedModel:
     n_features: Optional[int] = None
     has_proba: bool = False
     n_classes: Optional[int] = None
+    #: the shape of ONE instance when the model takes N-D tensors and declares it fully (e.g. (32, 32, 3))
+    input_shape: Optional[tuple[int, ...]] = None
     path: str = ""
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +108,25 @@ def _find(uri: str, preferred: tuple[str, ...], suffixes: tuple[str, ...]) -> Pa
 def _names(names) -> Optional[list[str]]:
     """Feature names a model was fitted with (sklearn `feature_names_in_`, XGBoost's), if any."""
     return None if names is None or len(names) == 0 else [str(n) for n in names]
+
+
+#: instances per TensorFlow call for big batches (activations of an image model grow with the batch)
+TF_CHUNK = 256
+
+
+def _tensor_shape(dims: Optional[list[Optional[int]]]) -> Optional[tuple[int, ...]]:
+    """The instance shape of an N-D input (rank > 1 per instance) when every dimension is known."""
+    if dims is None or len(dims) < 2 or any(d is None for d in dims):
+        return None
+    return tuple(int(d) for d in dims if d is not None)
+
+
+def _chunked(call: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    def run(rows: np.ndarray) -> np.ndarray:
+        if len(rows) <= TF_CHUNK:
+            return call(rows)
+        return np.concatenate([call(rows[i:i + TF_CHUNK]) for i in range(0, len(rows), TF_CHUNK)])
+    return run
 
 
 def _instance_shape(shape) -> Optional[list[Optional[int]]]:
@@ -216,12 +240,14 @@ def load_tensorflow(uri: str, task: str = "auto") -> LoadedModel:
     if task == "auto":
         task = "classification" if (n_out or 1) > 1 else "regression"
     convert = _scores_to_prediction(task)
+    run = _chunked(call)
 
     def predict(rows: np.ndarray, want_proba: bool):
-        return convert(call(rows), want_proba)
+        return convert(run(rows), want_proba)
 
     return LoadedModel(format="tensorflow", task=task, platform=f"tensorflow/{kind}", predict_fn=predict,
                        n_features=n_features, has_proba=task == "classification",
+                       input_shape=_tensor_shape(getattr(call, "input_shape", None)),
                        n_classes=(max(n_out or 1, 2)) if task == "classification" else None, path=str(file),
                        info={"input_shape": getattr(call, "input_shape", None)})
 
@@ -280,13 +306,19 @@ def _keras_file(tf, file: Path):
     out_shape = model.outputs[0].shape
     n_features = int(in_shape[-1]) if len(in_shape) == 2 and in_shape[-1] is not None else None
     n_out = int(out_shape[-1]) if len(out_shape) == 2 and out_shape[-1] is not None else 1
-    signature = [tf.TensorSpec([None, n_features], tf.float32)] if n_features else None
+    dims = _instance_shape(in_shape)
+    if n_features:
+        signature = [tf.TensorSpec([None, n_features], tf.float32)]
+    elif dims and all(d is not None for d in dims):  # an image model: one trace for every batch size
+        signature = [tf.TensorSpec([None, *dims], tf.float32)]
+    else:
+        signature = None
     fn = tf.function(lambda x: model(x, training=False), input_signature=signature, reduce_retracing=True)
 
     def call(rows: np.ndarray):
         return fn(tf.constant(rows, dtype=tf.float32)).numpy()
 
-    call.input_shape = _instance_shape(in_shape)  # type: ignore[attr-defined]
+    call.input_shape = dims  # type: ignore[attr-defined]
 
     return call, n_features, n_out, f"keras/{type(model).__name__}"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +14,9 @@ class ModelServerSettings(BaseSettings):
     uri: str = Field(description="local path (or file:// URI) of the model file or directory")
     format: Literal["sklearn", "xgboost", "tensorflow"] = "sklearn"
     name: str = "model"
+    #: The shape of one tensor instance (spec.schema.shape): requests decode to (n, *shape) and any
+    #: other instance shape is a 400 naming both; None: rows of features (or the model's own input shape).
+    shape: Optional[list[PositiveInt]] = None
     monitor: str = "local"
     namespace: str = "default"
     #: classification | regression, or auto: ask the model (sklearn estimator type,

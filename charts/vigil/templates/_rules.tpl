@@ -37,6 +37,31 @@ Prometheus' own template syntax in annotations is kept away from Helm by raw str
         clears after the next window without drift.`}}
   {{- end }}
   {{- end }}
+  {{- with $a.qualityViolations }}
+  {{- if .enabled }}
+  - alert: VigilQualityViolations
+    expr: max by (namespace, monitor) (vigil_quality_window_violations) > 0
+    for: {{ .for }}
+    labels:
+      severity: {{ .severity }}
+      {{- with $extra }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    annotations:
+      summary: {{ `{{ $value }} data-quality violation(s) for monitor {{ $labels.namespace }}/{{ $labels.monitor }}` | quote }}
+      description: >-
+        {{`The quality detector of ModelMonitor {{ $labels.monitor }} (namespace {{ $labels.namespace }})
+        found {{ $value }} check(s) violated in its last window: missing values, values of the wrong
+        type, values outside the baseline's range, unseen categories, unknown or absent columns,
+        more often than a clean stream gives.`}}
+      hint: >-
+        {{`See which features and checks: kubectl get modelmonitor {{ $labels.monitor }} -n {{ $labels.namespace }}
+        -o jsonpath='{.status.quality}', the quality row of the "Vigil / Monitor" dashboard, or the
+        reports in vigil status --history 5. Fix the sender (schema, units, a new category) or, if
+        the new data is legitimate, edit constraints.json of the baseline (spec.baseline); the alert
+        clears after the next clean window.`}}
+  {{- end }}
+  {{- end }}
   {{- with $a.outlierRateHigh }}
   {{- if .enabled }}
   - alert: VigilOutlierRateHigh

@@ -1,10 +1,10 @@
 """The drift detector: request events fill a window; each due window is tested against the reference.
 
 `DriftDetector` plugs into the detector frame (`vigil_detectors.frame`). At start-up it
-fits the drift check from ``reference`` (`statistics.fit_statistic`: the monitor's default
-statistic, per-feature overrides, categorical features declared or inferred) or loads a
-saved one (``artifact``: Vigil's own or an alibi-detect detector), and restores its
-window from ``state_dir`` (`window`). Each request event's rows are logged to the
+gets its drift check from `fitting.fit_check` (which `vigil report` shares): fitted from
+``reference`` (the monitor's default statistic, per-feature overrides, categorical
+features declared or inferred) or loaded from a saved one (``artifact``: Vigil's own or
+an alibi-detect detector), and restores its window from ``state_dir`` (`window`). Each request event's rows are logged to the
 checkpoint and appended to the window before the event is acknowledged; when a window is
 due (full, every `step` in sliding mode, or `maxAge` on a quiet stream, checked by a
 timer) the check runs in a worker thread while ingestion waits, and the result goes to
@@ -38,8 +38,10 @@ import numpy as np
 
 from vigil.events import PayloadError
 from vigil.telemetry import ServiceMetrics
+from vigil_detectors.drift import preprocess as _preprocess
+from vigil_detectors.drift.fitting import fit_check
 from vigil_detectors.drift.settings import DriftSettings
-from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic, load_statistic
+from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic
 from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
@@ -75,6 +77,7 @@ class DriftDetector(Detector[DriftSettings]):
     def __init__(self, settings: DriftSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
         self.statistic: Optional[DriftStatistic] = None
+        self.preprocess: Optional[_preprocess.Preprocessor] = None  # tensor instances -> encoded rows (UAE)
         self.window: Optional[DriftWindow] = None
         self.store: Optional[WindowStore] = None
         self.history: Optional[History] = None  # one line per window check (state dir only)
@@ -117,20 +120,17 @@ class DriftDetector(Detector[DriftSettings]):
     # -- start-up --
     def load(self) -> None:
         s = self.settings
-        overrides = s.statistics_indices
-        if s.artifact:
-            self.statistic = load_statistic(s.artifact, p_value=s.p_value, correction=s.correction,
-                                            kind=s.statistic, statistics=overrides)
-        elif s.reference:
-            from vigil.data import load_table
-
-            x_ref = load_table(s.reference, s.feature_names)
-            self.statistic = fit_statistic(x_ref, p_value=s.p_value, correction=s.correction,
-                                           categorical=s.categorical_indices, kind=s.statistic,
-                                           statistics=overrides)
+        if s.artifact and _preprocess.is_preprocessed(s.artifact):
+            # KS per encoded dimension, on the reference the artifact encoded with its saved weights
+            self.preprocess = _preprocess.load_preprocessor(s.artifact)
+            self.statistic = fit_statistic(self.preprocess.reference, p_value=s.p_value, correction=s.correction,
+                                           kind=s.statistic)
+            self.feature_names = list(self.preprocess.feature_names)
+        elif s.preprocess:
+            raise DetectorError(f"drift preprocess {s.preprocess!r} needs the artifact vigil train writes "
+                                f"(VIGIL_DRIFT_ARTIFACT {s.artifact or 'not set'} has no {_preprocess.CONFIG})")
         else:
-            raise DetectorError("the drift detector needs VIGIL_DRIFT_ARTIFACT (a saved detector) or "
-                                "VIGIL_DRIFT_REFERENCE (reference data to fit from)")
+            self.statistic = fit_check(s)
         n = self.statistic.n_features
         if self.feature_names and len(self.feature_names) != n:
             raise DetectorError(f"{len(self.feature_names)} feature names for a drift detector of {n} features")
@@ -185,6 +185,8 @@ class DriftDetector(Detector[DriftSettings]):
         rows = event.instances
         # the frame calls process only once loaded, with decoded request instances
         assert self.statistic is not None and self.window is not None and rows is not None
+        if self.preprocess is not None:  # encode once, at ingest: the window holds the encodings
+            rows = await asyncio.to_thread(self.preprocess, rows)
         n = self.statistic.n_features
         if rows.shape[1] != n:
             raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
@@ -339,4 +341,6 @@ class DriftDetector(Detector[DriftSettings]):
             "stale": self.stale,
         }
         block.update(self.statistic.describe())
+        if self.preprocess is not None:
+            block.update(self.preprocess.describe())
         return {"drift": block}

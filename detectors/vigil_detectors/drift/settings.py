@@ -6,7 +6,8 @@ These are exactly the variables `vigil.plan.build_plan` gives the drift componen
 artifact), ``_FEATURE_NAMES`` and ``_CATEGORICAL`` (JSON), ``_P_VALUE``, ``_CORRECTION``,
 ``_WINDOW_SIZE``, ``_WINDOW_MODE``, ``_WINDOW_STEP``, ``_MAX_AGE_SECONDS``,
 ``_STATISTIC`` (the default statistic, ``spec.detectors.drift.type``), ``_STATISTICS`` (JSON
-``{feature name: statistic}`` overrides), ``_STATE_DIR``, ``_MONITOR``
+``{feature name: statistic}`` overrides), ``_PREPROCESS`` (``uae``: the artifact carries an
+alibi-detect UAE encoding each instance, `vigil_detectors.drift.preprocess`), ``_STATE_DIR``, ``_MONITOR``
 and ``_NAMESPACE``; `vigil.plan` builds this class from the spec and renders them.
 """
 
@@ -51,6 +52,9 @@ class DriftSettings(DetectorSettings):
                                        description="sliding mode: instances between checks (default size/10)")
     #: Check what the window holds once its oldest unchecked instance is this old (0 = never).
     max_age_seconds: float = Field(600.0, ge=0.0)
+    #: Preprocessing of tensor instances (``spec.detectors.drift.preprocess.type``, DESIGN §8): ``uae`` needs an
+    #: artifact written by ``vigil train`` (the encoder with its seeded weights and the encoded reference).
+    preprocess: Optional[Literal["uae"]] = None
     #: Where the window is checkpointed so a restart loses no instances (None = not persisted).
     state_dir: Optional[str] = None
 

@@ -104,7 +104,12 @@ class ExplainerDetector(Detector[ExplainerSettings]):
                                 "train one with vigil train")
         self.predictor = ModelServerPredictor(s.model_url, s.model_name, max_rows=s.batch_size,
                                               timeout=s.model_timeout_seconds, on_call=self._on_call)
-        import alibi.saving  # noqa: F401 - the slow import (alibi pulls in TensorFlow), off the event loop
+        # The model is a black box behind HTTP: alibi's TensorFlow/PyTorch explainers are never
+        # used here, so their frameworks stay out of this process (vigil.imports).
+        from vigil import imports
+
+        imports.install()
+        import alibi.saving  # noqa: F401 - the slow import, off the event loop
 
     async def start(self) -> None:
         await self._wait_for_model()

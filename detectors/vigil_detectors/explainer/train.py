@@ -126,8 +126,11 @@ def train_explainer(x_ref: np.ndarray, options: Optional[Mapping[str, Any]], mod
     predictor = model_predictor(model_path_or_url, model_format or options.get("modelFormat"),
                                 model_name or options.get("modelName"))
     say("importing alibi")
-    from alibi.explainers import AnchorTabular
-    from alibi.saving import save_explainer
+    from vigil.imports import keep_out
+
+    with keep_out():  # a TensorFlow model is loaded by now; otherwise alibi needs no framework
+        from alibi.explainers import AnchorTabular
+        from alibi.saving import save_explainer
 
     say(f"fitting AnchorTabular on {x_ref.shape[0]} reference rows "
         f"({len(cat_names)} categorical of {len(feature_names)} features)")

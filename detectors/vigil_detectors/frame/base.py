@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Generic, Optional, TypeVar
 import numpy as np
 
 from vigil.errors import VigilError
-from vigil.events import decode_outputs
+from vigil.events import decode_instances, decode_outputs
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.checkpoint import CheckpointHealth
 from vigil_detectors.frame.settings import DetectorSettings
@@ -34,7 +34,7 @@ class InferenceEvent:
     inference_id: Optional[str]
     attributes: dict[str, Any]
     data: Any  # the parsed JSON body
-    instances: Optional[np.ndarray] = None  # (n, f) float64, for request events
+    instances: Optional[np.ndarray] = None  # (n, f) float64 for request events; (n, *shape) for a tensor schema
     outputs: Optional[np.ndarray] = None  # for response events
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +82,11 @@ class Detector(ABC, Generic[SettingsT]):
 
     async def stop(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """On shutdown: stop tasks, persist state."""
+
+    def decode_request(self, event: InferenceEvent) -> None:
+        """Decode a request body into `event.instances`. The default wants numbers, one per
+        feature; a detector that counts bad values instead of refusing them (quality) overrides it."""
+        event.instances = decode_instances(event.data, self.settings.n_features, shape=self.settings.shape)
 
     def decode_outputs(self, data: Any) -> Optional[np.ndarray]:
         """Decode a response body for `InferenceEvent.outputs`. The default wants numbers;

@@ -22,6 +22,9 @@ class DetectorSettings(BaseSettings):
     namespace: str = "default"
     #: Feature names of one instance; their count is enforced on every request event.
     feature_names: Optional[list[str]] = None
+    #: The shape of one tensor instance (spec.schema.shape, DESIGN §8), exclusive with feature_names:
+    #: request events then decode to (n, *shape) arrays, and any other instance shape is a 400.
+    shape: Optional[list[PositiveInt]] = None
 
     @property
     def n_features(self) -> Optional[int]:

@@ -1,0 +1,185 @@
+"""Tensor instances (``spec.schema.shape``, DESIGN §8) without TensorFlow: spec, CRD rule, plan env,
+decoding at every edge (a wrong instance shape is a 400 naming both shapes), `.npy` reference data,
+and the detector frame over real HTTP handing a detector (n, *shape) arrays."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import cloud_event, serve_ready
+from vigil.data import DataError, load_table
+from vigil.events import PayloadError, decode_instances
+from vigil.local import LocalPlacement
+from vigil.plan import build_plan, train_argv
+from vigil.spec import SpecError, monitor_from_dict
+from vigil_detectors.frame import Detector, DetectorSettings, create_detector_app
+
+SHAPE = [32, 32, 3]
+
+
+def image_monitor(**schema) -> dict:
+    return {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "cifar"},
+            "spec": {"model": {"storageUri": "model.keras", "format": "tensorflow", "name": "cifar10"},
+                     "schema": schema or {"shape": SHAPE},
+                     "reference": {"storageUri": "reference.npy"},
+                     "detectors": {"outlier": {"latentDim": 16, "epochs": 3}, "metrics": {"task": "classification"}}}}
+
+
+def v2(batch: np.ndarray) -> dict:
+    return {"inputs": [{"name": "input-0", "shape": list(batch.shape), "datatype": "FP32",
+                        "data": batch.ravel().tolist()}]}
+
+
+# -- spec and plan --------------------------------------------------------------------------------
+
+def test_shape_is_exclusive_with_feature_names_and_categorical():
+    m = monitor_from_dict(image_monitor())
+    assert m.spec.schema_.instance_shape == (32, 32, 3) and m.spec.schema_.feature_names is None
+    for schema, needle in [({"shape": SHAPE, "featureNames": ["a"]}, "exactly one"),
+                           ({"categorical": {}}, "exactly one"),
+                           ({"shape": SHAPE, "categorical": {"0": 3}}, "categorical needs featureNames"),
+                           ({"shape": [32, 0, 3]}, "greater than or equal to 1"),
+                           ({"shape": []}, "at least 1")]:
+        with pytest.raises(SpecError) as err:
+            monitor_from_dict(image_monitor(**schema))
+        assert err.value.field.startswith("spec.schema") and needle in err.value.message, (schema, err.value)
+    # a tabular monitor is unchanged
+    tab = image_monitor(featureNames=["a", "b"])
+    assert monitor_from_dict(tab).spec.schema_.names == ["a", "b"]
+
+
+def test_crd_carries_shape_and_the_exclusivity_rule():
+    import yaml
+
+    from vigil.crd import TARGETS
+
+    doc = yaml.safe_load(TARGETS[0].read_text())
+    schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["schema"]
+    assert schema["properties"]["shape"]["items"] == {"type": "integer", "minimum": 1}
+    assert "required" not in schema
+    assert any(r["rule"] == "has(self.featureNames) != has(self.shape)" for r in schema["x-kubernetes-validations"])
+
+
+def test_plan_renders_shape_for_every_component_that_decodes_instances(tmp_path):
+    m = monitor_from_dict(image_monitor())
+    plan = build_plan(m, LocalPlacement(tmp_path / "run", tmp_path, 18080))
+    assert json.loads(plan.get("model").env["VIGIL_MODEL_SHAPE"]) == SHAPE
+    assert json.loads(plan.get("outlier").env["VIGIL_OUTLIER_SHAPE"]) == SHAPE
+    assert "VIGIL_OUTLIER_FEATURE_NAMES" not in plan.get("outlier").env
+    # the service reads back what the plan rendered
+    from vigil_detectors.outlier.settings import OutlierSettings
+
+    assert plan.get("outlier").settings.shape == SHAPE
+    assert OutlierSettings.model_validate({"shape": json.loads(plan.get("outlier").env["VIGIL_OUTLIER_SHAPE"])}
+                                          ).shape == SHAPE
+    (step,) = plan.training
+    argv = train_argv(step, str)
+    assert json.loads(argv[argv.index("--shape") + 1]) == SHAPE
+
+
+# -- decoding ---------------------------------------------------------------------------------------
+
+def test_decode_v2_and_v1_batches_of_images():
+    batch = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    got = decode_instances(v2(batch), shape=SHAPE)
+    assert got.shape == (4, 32, 32, 3) and np.allclose(got, batch)
+    v1 = decode_instances({"instances": batch.tolist()}, shape=SHAPE)
+    assert v1.shape == (4, 32, 32, 3) and np.array_equal(v1, got)
+    one = decode_instances({"instances": batch[0].tolist()}, shape=SHAPE)  # one image without a batch axis
+    assert one.shape == (1, 32, 32, 3)
+
+
+@pytest.mark.parametrize("body, received", [
+    ({"instances": np.zeros((2, 28, 28, 3)).tolist()}, "[28, 28, 3]"),
+    ({"instances": np.zeros((2, 32, 32)).tolist()}, "[32, 32]"),  # grey images to a colour model
+    ({"inputs": [{"name": "x", "shape": [1, 3072], "datatype": "FP32", "data": [0.0] * 3072}]}, "[3072]"),
+    ({"instances": [[1.0, 2.0]]}, "[2]"),
+])
+def test_wrong_instance_shape_names_expected_and_received(body, received):
+    with pytest.raises(PayloadError) as err:
+        decode_instances(body, shape=SHAPE)
+    assert err.value.status == 400 and err.value.reason == "bad_shape"
+    assert "[32, 32, 3]" in str(err.value) and received in str(err.value)
+
+
+def test_two_v2_inputs_are_refused_for_a_tensor_schema():
+    t = {"name": "a", "shape": [1, 32, 32, 3], "datatype": "FP32", "data": [0.0] * 3072}
+    with pytest.raises(PayloadError, match="one V2 input tensor"):
+        decode_instances({"inputs": [t, dict(t, name="b")]}, shape=SHAPE)
+
+
+# -- reference data ---------------------------------------------------------------------------------
+
+def test_npy_reference_of_images(tmp_path):
+    x = np.random.default_rng(1).integers(0, 255, (10, 32, 32, 3)).astype(np.uint8)
+    np.save(tmp_path / "ref.npy", x)
+    got = load_table(tmp_path / "ref.npy", shape=SHAPE)
+    assert got.shape == (10, 32, 32, 3) and got.dtype == np.float64 and np.array_equal(got, x)
+    with pytest.raises(DataError, match=r"expected instances of shape \[28, 28, 3\].*\[10, 32, 32, 3\]"):
+        load_table(tmp_path / "ref.npy", shape=[28, 28, 3])
+    bad = x.astype(np.float32)
+    bad[3, 0, 0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(DataError, match="instance 3"):
+        load_table(tmp_path / "nan.npy", shape=SHAPE)
+    (tmp_path / "ref.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="must be a .npy"):
+        load_table(tmp_path / "ref.csv", shape=SHAPE)
+
+
+# -- the detector frame over HTTP ---------------------------------------------------------------------
+
+class ShapeRecorder(Detector):
+    name = "outlier"
+
+    def load(self):
+        self.shapes = []
+
+    async def process(self, event):
+        self.shapes.append(list(event.instances.shape))
+        return None
+
+    def status(self):
+        return {"outliers": {"shapes": self.shapes}}
+
+
+def test_frame_hands_detectors_tensor_batches_and_refuses_other_shapes():
+    app = create_detector_app(ShapeRecorder, DetectorSettings(shape=SHAPE))
+    batch = np.zeros((3, 32, 32, 3), dtype=np.float32)
+    with serve_ready(app) as client:
+        for body in (v2(batch), {"instances": batch.tolist()}):
+            msg = cloud_event(body)
+            assert client.post("/", headers=msg.headers, content=msg.body).status_code == 202
+        msg = cloud_event({"instances": np.zeros((2, 16, 16, 3)).tolist()})
+        r = client.post("/", headers=msg.headers, content=msg.body)
+        assert r.status_code == 400 and r.json()["reason"] == "bad_shape"
+        assert "[32, 32, 3]" in r.json()["error"] and "[16, 16, 3]" in r.json()["error"]
+        status = client.get("/status").json()
+        assert status["outliers"]["shapes"] == [[3, 32, 32, 3], [3, 32, 32, 3]]
+        assert 'vigil_events_rejected_total{' in client.get("/metrics").text
+
+
+def test_decode_table_with_a_tensor_schema_marks_missing_pixels():
+    from vigil.instances import InputSchema, decode_table
+
+    schema = InputSchema.from_settings(None, None, SHAPE)
+    batch = np.random.default_rng(2).random((3, 32, 32, 3))
+    rows = batch.tolist()
+    rows[1][4][5][2] = None
+    got = decode_table({"instances": rows}, schema)
+    assert got.rows.shape == (3, 32, 32, 3) and got.missing.shape == (3, 3072)
+    assert got.incomplete.tolist() == [False, True, False]
+    assert np.array_equal(got.rows[0], batch[0])
+    v2got = decode_table(v2(batch.astype(np.float32)), schema)
+    assert v2got.rows.shape == (3, 32, 32, 3) and not v2got.incomplete.any()
+    with pytest.raises(PayloadError) as err:
+        decode_table({"instances": np.zeros((1, 8, 8, 3)).tolist()}, schema)
+    assert err.value.reason == "bad_shape" and "[32, 32, 3]" in str(err.value) and "[8, 8, 3]" in str(err.value)
+    inf = batch.copy()
+    inf[0, 0, 0, 0] = np.inf
+    with pytest.raises(PayloadError, match="infinity"):
+        decode_table({"instances": inf.tolist()}, schema)
+    assert decode_table({"instances": inf.tolist()}, schema, strict=False).wrong_type[0, 0]
