@@ -52,6 +52,8 @@ class ComponentType:
     spec_block: Optional[type[BaseModel]] = None  # detectors: the model of spec.detectors.<name>
     consumes: tuple[str, ...] = ()  # logger event kinds sent to it (request, response, feedback)
     subscribes: Callable[[Any], bool] = lambda block: True  # whether its block wants events at all
+    #: the kinds its block wants, when they depend on the block (drift's target); default `consumes`
+    consumes_for: Optional[Callable[[Any, Any], tuple[str, ...]]] = None
     reply_type: Optional[str] = None  # CloudEvent type of its replies
     status_key: Optional[str] = None  # key of the lifted block in .status (and in its /status)
     status_fields: Optional[tuple[str, ...]] = None  # keys of that block shown (None: all)
@@ -179,7 +181,24 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
             "window_size": ctx.at(w.size, "window.size"), "window_mode": ctx.at(w.mode, "window.mode"),
             "window_step": ctx.at(w.step, "window.step"),
             "max_age_seconds": ctx.at(w.max_age_seconds, "window.maxAge"),
-            "state_dir": ctx.state_dir()}
+            "state_dir": ctx.state_dir(), **_drift_outputs(ctx, d)}
+
+
+def _drift_outputs(ctx: BuildContext, d) -> dict[str, Any]:
+    """Prediction drift runs the monitored model on the reference; label drift wants the metrics block."""
+    if d.target == "inputs":
+        return {"target": "inputs"}
+    metrics = getattr(ctx.monitor.spec.detectors, "metrics", None)
+    return {"target": d.target, "model_url": ctx.upstream, "model_name": ctx.monitor.model_name,
+            "task": metrics.task if metrics else None, "classes": metrics.classes if metrics else None,
+            "labels": metrics is not None}
+
+
+def _drift_kinds(monitor, d) -> tuple[str, ...]:
+    kinds = {"inputs": ("request",), "outputs": ("response",), "both": ("request", "response")}[d.target]
+    if d.target != "inputs" and getattr(monitor.spec.detectors, "metrics", None) is not None:
+        kinds += ("feedback",)
+    return kinds
 
 
 def _drift_tensorflow(monitor) -> bool:
@@ -230,7 +249,7 @@ def _builtin() -> None:
                        status_fields=("rate", "seen", "threshold"), trainable=True, tensorflow=lambda m: True))
     register(ComponentType("drift", 3, "vigil_detectors.drift.settings:DriftSettings",
                        "vigil_detectors.drift.service:create_app", _drift, spec_block=_spec.DriftSpec,
-                       consumes=("request",), reply_type=f"{P}.drift", status_key="drift",
+                       consumes=("request",), consumes_for=_drift_kinds, reply_type=f"{P}.drift", status_key="drift",
                        status_fields=("detected", "pValue", "featuresDrifted", "lastCheck", "windows", "stale"),
                        trainable=True, tensorflow=_drift_tensorflow))
     register(ComponentType("metrics", 4, "vigil_detectors.metrics.settings:MetricsSettings",

@@ -272,7 +272,11 @@ class BuildContext:
     def sinks(self) -> list[dict]:
         """The logger's sinks: every planned detector that consumes events and wants them."""
         d = self.monitor.spec.detectors
-        return [{"name": c.name, "url": self.placement.url(c.name), "types": list(registry.get(c.name).consumes)}
+        def kinds(name: str) -> tuple[str, ...]:
+            row = registry.get(name)
+            return row.consumes_for(self.monitor, getattr(d, name)) if row.consumes_for else row.consumes
+
+        return [{"name": c.name, "url": self.placement.url(c.name), "types": list(kinds(c.name))}
                 for c in self._others if registry.get(c.name).consumes
                 and registry.get(c.name).subscribes(getattr(d, c.name))]
 

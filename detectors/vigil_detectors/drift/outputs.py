@@ -72,7 +72,7 @@ def split_response(body: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
         if not isinstance(outs, list) or not outs or not all(isinstance(t, dict) for t in outs):
             raise PayloadError("bad_body", "'outputs' must be a non-empty list of V2 tensors")
         named = {t.get("name"): t for t in outs}
-        pred = _tensor(named.get("predict", outs[0]), "response")
+        pred = _tensor(named["predict"] if "predict" in named else outs[0], "response")
         if "predict_proba" in named:
             proba = _tensor(named["predict_proba"], "response predict_proba")
     elif "predictions" in body:

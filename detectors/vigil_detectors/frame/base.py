@@ -57,8 +57,9 @@ class Detector(ABC, Generic[SettingsT]):
 
     #: component name: outlier | drift | metrics | explainer
     name: ClassVar[str]
-    #: event kinds this detector consumes; others are acknowledged and ignored
-    accepts: ClassVar[frozenset[str]] = frozenset({"request"})
+    #: event kinds this detector consumes; others are acknowledged and ignored (an instance may narrow or
+    #: widen them from its settings, as drift does for its target)
+    accepts: frozenset[str] = frozenset({"request"})
 
     def __init__(self, settings: SettingsT, metrics: ServiceMetrics):
         self.settings = settings
