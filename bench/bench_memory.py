@@ -1,7 +1,7 @@
 """Memory of every Vigil process a cluster runs: what the operator's default requests and
 limits (operator/vigil_operator/resources.yaml) are set from.
 
-On 127.0.0.1, for the iris monitor of `vigil demo` (all four detectors):
+On 127.0.0.1, for the iris monitor of `vigil demo` (every detector):
 
 - one-shot processes, as the pods' init containers and the training Jobs run them:
   ``python -m vigil.storage`` (`vigil fetch` copying and unpacking the model into a pod

@@ -478,3 +478,40 @@ def test_vigil_status_table_shows_quality():
     status = summarize({"quality": {"component": "quality", "ready": True,
                                     "quality": {"violations": 1, "featuresViolated": ["age"], "lastCheck": "t"}}}, {})
     assert "QUALITY    violations=1  features=age  last=t" in format_table(status)
+
+
+def test_vigil_validate_reads_the_baseline(tmp_path):
+    from vigil.spec import load_monitor
+    from vigil.validate import validate
+
+    names, ref, _ = split("iris", 0)
+    path = monitor(tmp_path, baseline={"storageUri": "bl"})
+
+    def problems():
+        return [p for p in validate(load_monitor(path), tmp_path, check_ports=False)[0] if "baseline" in p]
+
+    assert problems() and "statistics.json: not found" in problems()[0]
+    compute_baseline(ref, InputSchema.from_settings(names)).write(tmp_path / "bl")
+    assert problems() == []
+    doc = json.loads((tmp_path / "bl" / "constraints.json").read_text())
+    doc["features"][0]["completeness"]["min"] = 2
+    (tmp_path / "bl" / "constraints.json").write_text(json.dumps(doc))
+    (line,) = problems()
+    assert line.startswith("spec.baseline.storageUri: ") and "features.0.completeness.min" in line
+
+
+def test_a_clean_restart_continues_the_partial_window_once(iris_with_color, tmp_path):
+    names, x, csv = iris_with_color
+    rows = iris_rows(names, x[:100])
+    for r in rows[:8]:
+        r["sepal_width"] = None
+    settings = dict(reference=csv, feature_names=names, categorical={"4": COLORS}, window_size=100,
+                    max_age_seconds=0, state_dir=str(tmp_path / "state"))
+    with quality_service(**settings) as client:
+        assert post(client, {"instances": rows[:40]}).status_code == 202
+    assert (tmp_path / "state" / "window.json").exists()
+    with quality_service(**settings) as client:
+        assert client.get("/status").json()["quality"]["fill"] == 40
+        assert not (tmp_path / "state" / "window.json").exists()  # taken: a crash now cannot count it twice
+        report = post(client, {"instances": rows[40:]}).json()["quality"]["report"]
+        assert report["instances"] == 100 and report["counts"]["sepal_width"]["completeness"]["count"] == 8

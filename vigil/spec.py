@@ -24,6 +24,7 @@ from vigil.capture.settings import CaptureSettings
 from vigil.errors import VigilError
 from vigil.logger.settings import LoggerSettings
 from vigil.modelserver.settings import ModelServerSettings
+from vigil.transport import DEFAULT_MAX_BYTES, TransportConfig
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.metrics.settings import MetricsSettings
@@ -72,6 +73,14 @@ def parse_bytes(value: Union[str, int]) -> int:
     if not m:
         raise ValueError(f"not a size: {value!r} (use e.g. 64Mi, 1Gi or a number of bytes)")
     return int(m.group(1)) * _BYTE_UNITS[m.group(2) or ""]
+
+
+def quantity(n: int) -> str:
+    """Bytes as the largest binary quantity that divides them (1073741824 -> '1Gi'), the inverse of `parse_bytes`."""
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        if n >= _BYTE_UNITS[unit] and n % _BYTE_UNITS[unit] == 0:
+            return f"{n // _BYTE_UNITS[unit]}{unit}"
+    return str(n)
 
 
 def inherit(settings: type[BaseModel], name: str) -> Any:
@@ -314,6 +323,28 @@ class LoggerSpec(_Block):
         return v
 
 
+class TransportSpec(_Block):
+    """``spec.transport`` (DESIGN §13): HTTP from the logger to each detector (default), or the monitor's
+    NATS JetStream stream with every detector a durable pull consumer."""
+
+    type: Literal["http", "jetstream"] = inherit(TransportConfig, "type")
+    url: Optional[str] = inherit(TransportConfig, "url")
+    partitions: int = inherit(TransportConfig, "partitions")
+    max_bytes: Union[int, str] = Field(quantity(DEFAULT_MAX_BYTES),
+                                       description=TransportConfig.model_fields["max_bytes"].description)
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _size(cls, v):
+        if parse_bytes(v) < 1024:
+            raise ValueError("maxBytes must be at least 1Ki")
+        return v
+
+    @property
+    def max_bytes_value(self) -> int:
+        return parse_bytes(self.max_bytes)
+
+
 class _Detector(_Block):
     storage_uri: Optional[str] = None
     replicas: int = Field(1, ge=0)
@@ -446,6 +477,7 @@ class ModelMonitorSpec(_Block):
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
     security: SecuritySpec = Field(default_factory=SecuritySpec)
     logger: LoggerSpec = Field(default_factory=LoggerSpec)
+    transport: TransportSpec = Field(default_factory=TransportSpec)
     detectors: Any = Field(default_factory=DetectorsSpec)  # the registry's DetectorsSpec (set_detector_blocks)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
     pod: Optional[PodSpec] = None

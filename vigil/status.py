@@ -177,4 +177,7 @@ def format_table(status: dict[str, Any]) -> str:
         lines.append(f"METRICS    {shown or 'no feedback yet'}")
     for name, url in (status.get("endpoints") or {}).items():
         lines.append(f"ENDPOINT   {name:<10} {url}")
+    if status.get("transport"):
+        t = status["transport"]
+        lines.append(f"TRANSPORT  {t.get('type')}  {t.get('url')}" + (f"  {t['state']}" if t.get("state") else ""))
     return "\n".join(lines)

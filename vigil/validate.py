@@ -14,6 +14,7 @@ traceback from a child process (DESIGN §11). `validate_file` returns ``(problem
 - the model's input width (sklearn ``n_features_in_``, XGBoost ``num_features``, Keras input
   shape) equals the number of ``featureNames``;
 - the explainer's model is a classifier (anchors explain class predictions);
+- a local ``spec.baseline.storageUri`` reads as a baseline (`vigil.baseline.load_baseline`) for the schema's features;
 - the ports `vigil up` would bind are free.
 
 Notes do not fail validation: a capture location (``spec.logger.capture``) that cannot be written
@@ -195,6 +196,7 @@ def validate(monitor: ModelMonitor, base: Path, base_port: int = DEFAULT_BASE_PO
             if getattr(spec.detectors, "drift", None) is not None and spec.schema_.shape is None:
                 notes += categorical_hints(x_ref, monitor)
     notes += capture_warnings(monitor, base)
+    problems += baseline_problems(monitor, base)
     model = _local(spec.model.storage_uri, base)
     if model is not None and "spec.model.storageUri" not in missing and not spec.model.image:
         _check_model(monitor, model, problems)
@@ -206,6 +208,24 @@ def validate(monitor: ModelMonitor, base: Path, base_port: int = DEFAULT_BASE_PO
                 problems.append(f"port {port} ({name}) is in use on 127.0.0.1: stop what uses it or pass "
                                 f"--base-port N")
     return problems, notes
+
+
+def baseline_problems(monitor: ModelMonitor, base: Path) -> list[str]:
+    """A local ``spec.baseline.storageUri`` must be a baseline the quality service can read, naming the schema's features."""
+    path = _local(monitor.spec.baseline.storage_uri, base)
+    if path is None:
+        return []
+    from vigil.baseline import BaselineError, load_baseline
+
+    try:
+        baseline = load_baseline(path)
+    except BaselineError as exc:
+        return [f"spec.baseline.storageUri: {exc}"]
+    names = monitor.spec.schema_.feature_names or []
+    if not set(names) & set(baseline.constraints.names):
+        return [f"spec.baseline.storageUri: {path} has constraints for {baseline.constraints.names}, none of the "
+                f"schema's featureNames {names}"]
+    return []
 
 
 def _planned(monitor: ModelMonitor) -> list[str]:

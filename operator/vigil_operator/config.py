@@ -68,6 +68,10 @@ class OperatorConfig(BaseSettings):
         default_factory=list, description="more NetworkPolicyPeers allowed to reach detector pods (e.g. Prometheus)")
     operator_namespace: Optional[str] = Field(None, description="the operator's own namespace (NetworkPolicy)")
 
+    # -- events on NATS JetStream (spec.transport.type jetstream without a url)
+    nats_url: Optional[str] = Field(None, description="NATS server of JetStream monitors that name none: the chart "
+                                                      "sets the NATS it installs (nats.enabled) or transport.natsUrl")
+
     # -- status
     status_interval: float = Field(10.0, gt=0, description="seconds between /status polls of each monitor")
     status_timeout: float = Field(2.0, gt=0)

@@ -151,6 +151,10 @@ class KubePlacement:
     namespace: str
     artifacts_uri: Optional[str] = None  # spec.storage.artifactsUri; None: the monitor's own claim
     stateful: set[str] = field(default_factory=set)  # components that asked for a state_dir
+    nats_url: Optional[str] = None  # the chart's NATS (OperatorConfig.nats_url), for jetstream monitors without url
+
+    def transport_url(self) -> Optional[str]:
+        return self.nats_url
 
     def port(self, component: str) -> int:
         return PORT

@@ -247,7 +247,7 @@ class Reconciler:
         await check_addresses(monitor, addresses.api_server_hosts(self.kube.host))
         storage = getattr(monitor.spec, "storage", None)
         placement = KubePlacement(monitor.name, monitor.namespace,
-                                  artifacts_uri=getattr(storage, "artifacts_uri", None))
+                                  artifacts_uri=getattr(storage, "artifacts_uri", None), nats_url=self.config.nats_url)
         plan = build_plan(monitor, placement)
         rendered = manifests.render(plan, placement, self.config)
         kopf.adopt(rendered.all(), owner=kopf.Body(cast(kopf.RawBody, dict(body))))

@@ -12,6 +12,8 @@ Inference path (kept light: bodies are forwarded as bytes, never decoded):
    handed to the sinks that want them (`Sink.offer`, never waiting) according to
    ``mode`` and ``sample_rate`` (one draw per inference, so the pair stays together);
    with ``capture`` set, also to the capture writer (`vigil.capture.writer`, its own draw).
+   With ``transport.type: jetstream`` the one sink is the monitor's stream
+   (`vigil.transport.jetstream.JetStreamSink`) and the detectors consume it.
 
 Requests that fail upstream (4xx/5xx) are returned as they are but not logged: detectors
 only see inferences the model accepted. An upstream that does not answer gives 502
@@ -60,7 +62,7 @@ from vigil.events import (
 )
 from vigil.logger.metrics import LoggerMetrics
 from vigil.logger.settings import LoggerSettings
-from vigil.logger.sinks import Event, RetryPolicy, Sink
+from vigil.logger.sinks import Event, QueuedSink, RetryPolicy, Sink
 from vigil.logger.truth import check_truth
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,9 @@ REJECT_REASONS = ("too_large", "content_type", "content_encoding", "duplicate_he
 
 def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
     settings = settings or LoggerSettings()
-    metrics = LoggerMetrics(settings.monitor, settings.namespace, [s.name for s in settings.sinks])
+    jetstream = settings.transport.jetstream and bool(settings.sinks)
+    metrics = LoggerMetrics(settings.monitor, settings.namespace,
+                            ["jetstream"] if jetstream else [s.name for s in settings.sinks])
     source = f"{SOURCE_PREFIX}/{settings.namespace}/{settings.monitor}/logger"
     upstream_url = settings.upstream.rstrip("/")
     st: dict[str, Any] = {"requests": 0, "sinks": [], "ready": (0.0, False),
@@ -154,9 +158,18 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             timeout=aiohttp.ClientTimeout(total=settings.sink_timeout_seconds), trust_env=False,
             headers=auth_header(token_from_env()))  # the shared token, when set, goes to every sink
         policy = RetryPolicy(settings.retries, settings.backoff_initial_seconds, settings.backoff_max_seconds)
-        sinks = [Sink(cfg, sink_client, policy, metrics, settings.queue_size, settings.sink_workers,
-                      queue_bytes=settings.queue_bytes, max_event_bytes=edge.max_body_bytes)
-                 for cfg in settings.sinks]
+        sinks: list[QueuedSink]
+        if jetstream:  # one publisher; the sinks are the detectors' consumers on the stream
+            from vigil.transport.jetstream import ConsumerSpec, JetStreamSink
+
+            sinks = [JetStreamSink(settings.transport, [ConsumerSpec(c.name, tuple(c.types)) for c in settings.sinks],
+                                   settings.namespace, settings.monitor, policy, metrics, settings.queue_size,
+                                   settings.sink_workers, queue_bytes=settings.queue_bytes,
+                                   max_event_bytes=edge.max_body_bytes, timeout=settings.sink_timeout_seconds)]
+        else:
+            sinks = [Sink(cfg, sink_client, policy, metrics, settings.queue_size, settings.sink_workers,
+                          queue_bytes=settings.queue_bytes, max_event_bytes=edge.max_body_bytes)
+                     for cfg in settings.sinks]
         enabled = {"request": settings.mode in ("all", "request"), "response": settings.mode in ("all", "response"),
                    "feedback": True}
         st["targets"] = {k: [s for s in sinks if k in s.types] if enabled[k] else [] for k in KIND_TO_TYPE}
@@ -350,7 +363,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
 
     @app.get("/status")
     async def status():
-        sinks: list[Sink] = st["sinks"]
+        sinks: list[QueuedSink] = st["sinks"]
         return {"component": "logger", "ready": await ready(),
                 "events": dict(edge.counts), "recent": edge.health.snapshot(),
                 "logger": {"requests": st["requests"], "eventsSent": sum(s.sent for s in sinks),

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from vigil.telemetry import ServiceMetrics
 
 #: Why an event was not delivered (the `reason` label of vigil_logger_events_dropped_total).
-DROP_REASONS = ("queue_full", "queue_bytes", "too_large", "retries_exhausted", "rejected", "encode_error", "shutdown")
+DROP_REASONS = ("queue_full", "queue_bytes", "too_large", "retries_exhausted", "rejected", "encode_error", "shutdown",
+                "refused")
 
 ADDED_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -2,6 +2,7 @@
 
 ``VIGIL_LOGGER_SINKS`` is a JSON list: ``[{"name": "drift", "url": "http://...",
 "types": ["request"]}]``; ``types`` (request / response / feedback) defaults to all.
+``VIGIL_LOGGER_TRANSPORT`` (JSON, `vigil.transport.TransportConfig`) picks HTTP or JetStream.
 ``VIGIL_LOGGER_CAPTURE`` (JSON, `vigil.capture.settings.CaptureSettings`) turns capture on.
 """
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.capture.settings import CaptureSettings
+from vigil.transport import TransportConfig
 
 EventKind = Literal["request", "response", "feedback"]
 ALL_KINDS: tuple[EventKind, ...] = ("request", "response", "feedback")
@@ -44,6 +46,9 @@ class LoggerSettings(BaseSettings):
     #: Bound of each sink's queue in bytes (bodies waiting or being delivered); 64 MiB.
     queue_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sinks: list[SinkConfig] = Field(default_factory=list)
+    #: How events reach the sinks: HTTP POSTs to each (default) or the monitor's JetStream stream, where
+    #: each sink is a detector's durable consumer (its name and types; its url is then unused).
+    transport: TransportConfig = Field(default_factory=TransportConfig)
     #: Rotated files of every (sampled) event (`vigil.capture.writer`); None: no capture.
     capture: Optional[CaptureSettings] = None
     #: The pod's name (Kubernetes downward API, set by the operator when capturing): capture files go

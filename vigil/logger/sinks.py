@@ -20,6 +20,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -68,14 +69,15 @@ class RetryPolicy:
         return base / 2 + random.uniform(0, base / 2)
 
 
-class Sink:
-    def __init__(self, config: SinkConfig, client: aiohttp.ClientSession, policy: RetryPolicy, metrics: LoggerMetrics,
+class QueuedSink:
+    """The bounded queue, workers and drop accounting every transport shares; `_deliver` is the transport's."""
+
+    def __init__(self, name: str, url: str, types: Sequence[str], policy: RetryPolicy, metrics: LoggerMetrics,
                  queue_size: int, workers: int = 4, queue_bytes: int = 64 * 1024 * 1024,
                  max_event_bytes: int = 32 * 1024 * 1024):
-        self.name = config.name
-        self.url = config.url
-        self.types = frozenset(config.types)
-        self.client = client
+        self.name = name
+        self.url = url
+        self.types = frozenset(types)
         self.policy = policy
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self.workers = workers
@@ -140,6 +142,44 @@ class Sink:
                 self.queue.task_done()
 
     async def _deliver(self, event: Event) -> None:
+        raise NotImplementedError
+
+    async def stop(self, grace: float) -> None:
+        """Let the queue drain for up to `grace` seconds, then stop; count what is left."""
+        if self._tasks and grace > 0:
+            try:
+                await asyncio.wait_for(self.queue.join(), grace)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        left = 0
+        while not self.queue.empty():
+            self.bytes -= len(self.queue.get_nowait().data)
+            self.queue.task_done()
+            left += 1
+        if left:
+            self._drop("shutdown", left)
+            log.warning("sink %s: %d queued events dropped at shutdown", self.name, left)
+
+    def summary(self) -> dict[str, Any]:
+        return {"url": self.url, "types": sorted(self.types), "sent": self.sent, "queueDepth": self.depth,
+                "queueBytes": self.bytes, "dropped": dict(self.dropped)}
+
+
+class Sink(QueuedSink):
+    """HTTP: POST each event to the detector's URL (the default transport)."""
+
+    def __init__(self, config: SinkConfig, client: aiohttp.ClientSession, policy: RetryPolicy, metrics: LoggerMetrics,
+                 queue_size: int, workers: int = 4, queue_bytes: int = 64 * 1024 * 1024,
+                 max_event_bytes: int = 32 * 1024 * 1024):
+        super().__init__(config.name, config.url, config.types, policy, metrics, queue_size, workers,
+                         queue_bytes=queue_bytes, max_event_bytes=max_event_bytes)
+        self.client = client
+
+    async def _deliver(self, event: Event) -> None:
         try:
             msg = event.message()
         except Exception as e:  # noqa: BLE001 - e.g. an attribute the SDK refuses
@@ -169,27 +209,3 @@ class Sink:
                 return
         self._warn("dropping a %s event after %d attempts: %s", event.kind, self.policy.retries + 1, last)
         self._drop("retries_exhausted")
-
-    async def stop(self, grace: float) -> None:
-        """Let the queue drain for up to `grace` seconds, then stop; count what is left."""
-        if self._tasks and grace > 0:
-            try:
-                await asyncio.wait_for(self.queue.join(), grace)
-            except (asyncio.TimeoutError, TimeoutError):
-                pass
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        left = 0
-        while not self.queue.empty():
-            self.bytes -= len(self.queue.get_nowait().data)
-            self.queue.task_done()
-            left += 1
-        if left:
-            self._drop("shutdown", left)
-            log.warning("sink %s: %d queued events dropped at shutdown", self.name, left)
-
-    def summary(self) -> dict[str, Any]:
-        return {"url": self.url, "types": sorted(self.types), "sent": self.sent, "queueDepth": self.depth,
-                "queueBytes": self.bytes, "dropped": dict(self.dropped)}

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from vigil.errors import VigilError
 from vigil.instances import InputSchema
 from vigil.report.current import load_current
 from vigil.report.drift import DriftPart, drift_part
@@ -54,8 +55,12 @@ def build_report(monitor_path: str, current_path: str, workdir: Path,
     quality, note = None, "not computed: tensor monitors have no quality checks"
     if source.quality_settings is not None:
         say("checking data quality …")
-        quality = quality_part(source.quality_settings, current.decoded)
-        note = "" if source.quality_configured else "The monitor has no quality detector: its defaults were used"
+        try:
+            quality = quality_part(source.quality_settings, current.decoded)
+            note = "" if source.quality_configured else "The monitor has no quality detector: its defaults were used"
+        except (VigilError, ValueError) as exc:  # a baseline that cannot be read or profiled: drift still stands
+            note = f"not computed: {exc}"
+            say(f"warning: data quality {note}")
     return Report(monitor=source.monitor.name, namespace=source.monitor.namespace, monitor_path=str(monitor_path),
                   current_path=str(current_path), reference_rows=int(source.reference.shape[0]),
                   current_rows=current.rows, current_events=current.events, current_kind=current.what,

@@ -75,6 +75,7 @@ def _iso(ts: float) -> str:
 class DriftDetector(Detector[DriftSettings]):
     name = "drift"
     accepts = frozenset({"request"})
+    ordered = True  # JetStream: the window takes a batch in stream order (see holds)
 
     def __init__(self, settings: DriftSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
@@ -218,7 +219,8 @@ class DriftDetector(Detector[DriftSettings]):
             now = time.time()
             if self.store:
                 try:
-                    self.store.append(rows, now)  # in the checkpoint before the event is acknowledged
+                    # in the checkpoint (with its stream sequence, under JetStream) before it is acknowledged
+                    self.store.append(rows, now, event.extra.get("sequence"))
                 except OSError as exc:
                     self.checkpoint.failed("event log", exc)
                     raise CheckpointError(str(exc)) from None
@@ -283,6 +285,9 @@ class DriftDetector(Detector[DriftSettings]):
 
     def _any_detected(self) -> bool:
         return bool((self.last or {}).get("detected")) or any(t.last.get("detected") for t in self.targets.values())
+
+    def holds(self, sequence: int) -> bool:
+        return self.store is not None and self.store.holds(sequence)
 
     async def _age_loop(self) -> None:
         max_age = self.settings.max_age_seconds

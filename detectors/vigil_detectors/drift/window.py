@@ -27,6 +27,11 @@ copy (no per-value Python work).
   (the rows) and `meta.json` (window position, ages, counters, last result), each written
   to a temporary file and renamed; `meta.json` is the commit point, naming the generation
   whose log continues the snapshot. Then a fresh log starts and the old files go.
+- under JetStream each batch's stream sequence goes into the same write, as a marker record
+  after the rows (a header whose row count is minus the sequence), and `snapshot` carries
+  the last `HELD_SEQUENCES` of them into ``meta.json``: `holds(seq)` says whether the
+  checkpoint has an event, so after a restart a redelivered one (JetStream redelivers what
+  was not acknowledged, in any order) is acknowledged without being counted again.
 - on start, `restore` loads the snapshot named by `meta.json`, replays its log (ignoring
   a torn last record), and returns any windows the replay completed so they get checked.
   A window of another size or mode is rebuilt by replaying the saved instances; a
@@ -49,6 +54,10 @@ log = logging.getLogger("vigil.drift")
 
 #: Fewest instances a maxAge check will test (capped at the window size).
 MIN_AGE_CHECK_ROWS = 30
+
+#: Stream sequences remembered across a snapshot: far more than a consumer ever has unacknowledged
+#: (the frame acknowledges each event of a batch as soon as it is kept).
+HELD_SEQUENCES = 4096
 
 _HEADER = struct.Struct("<dq")  # timestamp (unix seconds), number of rows
 _META = "meta.json"
@@ -191,6 +200,7 @@ class WindowStore:
         self.gen = 0
         self._fd: Optional[int] = None
         self._record = 8 * self.n_features
+        self._held: dict[int, None] = {}  # stream sequences held (JetStream), oldest first, bounded
 
     def _log(self, gen: int) -> Path:
         return self.dir / f"window-{gen}.log"
@@ -206,6 +216,10 @@ class WindowStore:
         out, pos = [], 0
         while pos + _HEADER.size <= len(data):
             ts, n = _HEADER.unpack_from(data, pos)
+            if n < 0:  # a stream-sequence marker
+                self._hold(-n)
+                pos += _HEADER.size
+                continue
             end = pos + _HEADER.size + n * self._record
             if n <= 0 or end > len(data):
                 break
@@ -229,6 +243,7 @@ class WindowStore:
         due: list[np.ndarray] = []
         extra: dict[str, Any] = {}
         self.gen = int(meta["gen"]) if meta else 0
+        self._held = dict.fromkeys(int(q) for q in meta.get("sequences", [])) if meta else {}
         if meta and int(meta.get("nFeatures", -1)) != self.n_features:
             log.warning("drift checkpoint in %s has %s features, the detector %d: discarding it",
                         self.dir, meta.get("nFeatures"), self.n_features)
@@ -262,10 +277,14 @@ class WindowStore:
         self._fd = os.open(self._log(self.gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         return extra, due
 
-    def append(self, rows: np.ndarray, now: float) -> None:
-        """Log a batch (call before acknowledging it). rows: C-contiguous float64 (n, features).
+    def append(self, rows: np.ndarray, now: float, sequence: Optional[int] = None) -> None:
+        """Log a batch (call before acknowledging it). rows: C-contiguous float64 (n, features);
+        `sequence`: its JetStream stream sequence, logged in the same write.
         Raises OSError (disk full, read-only) with the log cut back to its last whole record."""
-        view = memoryview(_HEADER.pack(now, rows.shape[0]) + rows.tobytes())
+        record = _HEADER.pack(now, rows.shape[0]) + rows.tobytes()
+        if sequence:
+            record += _HEADER.pack(now, -int(sequence))
+        view = memoryview(record)
         if self._fd is None:
             raise OSError("the window log is not open (restore() first, not after close())")
         start = os.lseek(self._fd, 0, os.SEEK_END)
@@ -275,6 +294,17 @@ class WindowStore:
         except OSError:
             os.ftruncate(self._fd, start)  # no torn record: later appends stay readable
             raise
+        if sequence:
+            self._hold(int(sequence))
+
+    def _hold(self, sequence: int) -> None:
+        self._held[sequence] = None
+        if len(self._held) > HELD_SEQUENCES:
+            del self._held[next(iter(self._held))]
+
+    def holds(self, sequence: int) -> bool:
+        """Whether the checkpoint has the event of this stream sequence (JetStream)."""
+        return sequence in self._held
 
     def snapshot(self, window: DriftWindow, extra: dict[str, Any]) -> None:
         """Write the whole window and `extra` as generation gen+1, start its log, drop the old files."""
@@ -282,7 +312,7 @@ class WindowStore:
         rows, wmeta = window.state()
         _write_atomic(self._npy(gen), lambda f: np.save(f, rows, allow_pickle=False))
         meta = {"version": 1, "gen": gen, "nFeatures": self.n_features, "window": wmeta, "extra": extra,
-                "savedAt": time.time()}
+                "sequences": list(self._held), "savedAt": time.time()}
         fd = os.open(self._log(gen), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:  # the commit point last: until it lands, the old generation (and its log) stays current
             _write_atomic(self.dir / _META, lambda f: f.write(json.dumps(meta).encode()))

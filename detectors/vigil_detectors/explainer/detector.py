@@ -57,6 +57,7 @@ def _scalar(value: Any) -> Any:
 class ExplainerDetector(Detector[ExplainerSettings]):
     name = "explainer"
     accepts = frozenset({"request"})
+    ordered = True  # JetStream: one slow explanation after another, each heartbeating (a work queue)
 
     def __init__(self, settings: ExplainerSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)

@@ -7,6 +7,10 @@ Every rejection is a 4xx `{"error": ..., "reason": ...}` counted in `vigil_event
 (`vigil.edge`);
 the service keeps running and the detector never sees the bad event. The reply is a
 binary-mode CloudEvent `dev.vigil.detection.<name>` that keeps the incoming id.
+
+With ``transport.type: jetstream`` the same `handle` (parse, de-duplicate, process, reply)
+takes the events a durable pull consumer fetches from the monitor's stream
+(`vigil_detectors.frame.consumer`); ``POST /`` keeps working beside it.
 """
 
 from __future__ import annotations
@@ -163,10 +167,16 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             state["error"] = f"{type(exc).__name__}: {exc}"
             log.exception("%s detector failed to load", detector.name)
 
+    consumer: Optional[Any] = None  # the JetStream consumer, when the transport is jetstream
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loader = asyncio.create_task(_load())
+        if consumer is not None:
+            consumer.start(loader)
         yield
+        if consumer is not None:
+            await consumer.stop()
         loader.cancel()
         if state["ready"]:
             await detector.stop()
@@ -177,17 +187,17 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     app.state.edge = edge  # detector routers (the explainer's /explain) reject through it too
     edge.install(app)
 
-    @app.post("/")
-    async def ingest(request: Request) -> Response:
+    async def handle(headers, body: bytes, extra: Optional[dict] = None) -> Response:
+        """One event, whichever transport brought it: parse, de-duplicate, process, reply."""
         try:
-            edge.check_auth(request)
-            body = await edge.read(request)
             if not state["ready"]:
                 raise NotReady("not_ready", "detector is not ready yet (artifact loading)")
             started = time.perf_counter()
-            event = _parse(request.headers, body, settings, detector)
+            event = _parse(headers, body, settings, detector)
         except Rejected as exc:
             return edge.reject(exc)
+        if extra:
+            event.extra.update(extra)
         edge.count_received(event.kind if event.kind in ("request", "response", "feedback") else "other")
         if event.kind not in detector.accepts:
             return Response(status_code=204)
@@ -212,7 +222,22 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             return Response(status_code=202)
         return _reply(detector, settings, event, result)
 
+    @app.post("/")
+    async def ingest(request: Request) -> Response:
+        try:
+            edge.check_auth(request)
+            body = await edge.read(request)
+        except Rejected as exc:
+            return edge.reject(exc)
+        return await handle(request.headers, body)
+
     app.fast_ingest = ingest
+    transport = getattr(settings, "transport", None)
+    if transport is not None and transport.jetstream:
+        from vigil_detectors.frame.consumer import JetStreamConsumer
+
+        consumer = JetStreamConsumer(detector, settings, metrics, handle, log)
+        app.state.consumer = consumer
 
     @app.get("/status")
     async def status() -> dict:
@@ -225,6 +250,8 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             out["error"] = detector.checkpoint.error
         if state["ready"]:
             out.update(detector.status())
+        if consumer is not None:
+            out["transport"] = consumer.status()
         return out
 
     @app.get("/metrics")

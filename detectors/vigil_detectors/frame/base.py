@@ -60,6 +60,9 @@ class Detector(ABC, Generic[SettingsT]):
     #: event kinds this detector consumes; others are acknowledged and ignored (an instance may narrow or
     #: widen them from its settings, as drift does for its target)
     accepts: frozenset[str] = frozenset({"request"})
+    #: JetStream (`frame.consumer`): process a fetched batch one event after another, in stream
+    #: order (a window, a slow explanation), instead of all at once
+    ordered: ClassVar[bool] = False
 
     def __init__(self, settings: SettingsT, metrics: ServiceMetrics):
         self.settings = settings
@@ -93,6 +96,16 @@ class Detector(ABC, Generic[SettingsT]):
         """Decode a response body for `InferenceEvent.outputs`. The default wants numbers;
         a detector that reads class names (V2 ``BYTES`` labels) overrides it."""
         return decode_outputs(data)
+
+    @property
+    def fetch_batch(self) -> int:
+        """JetStream: how many events to fetch at once (outlier: its maxBatchSize)."""
+        return 100
+
+    def holds(self, sequence: int) -> bool:
+        """JetStream: whether this detector's checkpoint already has the event of this stream sequence
+        (a redelivery after a restart is then acknowledged without being processed again)."""
+        return False
 
     def routers(self) -> list:
         """Extra FastAPI routers (the explainer's `/explain`)."""

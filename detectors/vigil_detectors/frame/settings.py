@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-from pydantic import PositiveInt, StringConstraints
+from pydantic import Field, PositiveInt, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vigil.transport import TransportConfig
 
 #: A categorical block as the services take it: ``{"column index": number of categories | null}``
 #: (`vigil.spec.categorical_indices` converts the schema's block).
@@ -22,6 +24,10 @@ class DetectorSettings(BaseSettings):
     namespace: str = "default"
     #: Feature names of one instance; their count is enforced on every request event.
     feature_names: Optional[list[str]] = None
+    #: HTTP (events POSTed to ``/``) or JetStream (a durable pull consumer; ``POST /`` still works).
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+    #: JetStream: only these partitions of the stream (one replica's share, keyed by inference id); None: all.
+    consumer_partitions: Optional[list[int]] = None
     #: The shape of one tensor instance (spec.schema.shape, DESIGN §8), exclusive with feature_names:
     #: request events then decode to (n, *shape) arrays, and any other instance shape is a 400.
     shape: Optional[list[PositiveInt]] = None

@@ -84,6 +84,10 @@ class OutlierDetector(Detector[OutlierSettings]):
     name = "outlier"
     accepts = frozenset({"request"})
 
+    @property
+    def fetch_batch(self) -> int:  # JetStream: one fetch fills one scoring batch
+        return self.settings.max_batch_size
+
     def __init__(self, settings: OutlierSettings, metrics: ServiceMetrics):
         super().__init__(settings, metrics)
         m = metrics

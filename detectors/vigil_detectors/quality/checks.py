@@ -83,6 +83,19 @@ class Counts:
         return Counts(self.instances + other.instances, {c: self.flags[c] + other.flags[c] for c in self.flags},
                       self.absent + other.absent, self.extra + other.extra, names)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"instances": self.instances, "flags": {c: v.tolist() for c, v in self.flags.items()},
+                "absent": self.absent.tolist(), "extra": self.extra, "extraNames": self.extra_names}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], n_features: int) -> Counts:
+        """The inverse of `to_json`; ValueError when it does not hold `n_features` features."""
+        flags = {c: np.asarray(doc["flags"][c], dtype=np.int64) for c in CHECKS[:4]}
+        absent = np.asarray(doc["absent"], dtype=np.int64)
+        if any(v.shape != (n_features,) for v in (*flags.values(), absent)):
+            raise ValueError(f"saved counts are not for {n_features} features")
+        return cls(int(doc["instances"]), flags, absent, int(doc["extra"]), dict(doc.get("extraNames", {})))
+
 
 @dataclass(frozen=True)
 class Compiled:

@@ -88,6 +88,8 @@ class QualityDetector(Detector[QualitySettings]):
             from vigil_detectors.frame.history import History
 
             self.history = History.in_dir(s.state_dir, s.history_max_bytes)
+            if self.window.restore(s.state_dir):
+                log.info("quality: continuing the saved window (%d/%d instances)", self.window.fill, self.window.size)
             tail = self.history.tail(1)
             if tail:
                 self.last = tail[-1]
@@ -101,6 +103,12 @@ class QualityDetector(Detector[QualitySettings]):
     async def stop(self) -> None:
         if self._timer:
             self._timer.cancel()
+        if self.settings.state_dir and self.window is not None and self.window.fill:
+            async with self._lock:
+                try:
+                    self.window.save(self.settings.state_dir)
+                except OSError as exc:
+                    log.error("quality: cannot save the partial window: %s", exc)
 
     # -- ingest --
     def decode_request(self, event: InferenceEvent) -> None:

@@ -5,18 +5,27 @@ Checks are per instance, so a window only needs the sums of its instances' flags
 once — a batch crossing the boundary is split, so each window holds exactly `size`
 instances. With `max_age` > 0, a window whose oldest instance is `max_age` seconds old is
 checked with what it holds (at least one instance), so a quiet model still gets a report.
-The partial window is kept in memory (a restart starts a new window; finished reports are
-in the history file).
+On a clean shutdown the partial window's counts are saved (`save`, ``window.json`` in the
+state dir) and the next start continues it (`restore`, which removes the file, so a crash
+after it loses that partial window rather than counting it twice); a killed process loses
+its partial window. Finished reports are in the history file.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from vigil_detectors.quality.checks import Compiled, Counts, count
+
+log = logging.getLogger("vigil.quality")
+WINDOW_FILE = "window.json"
 
 
 @dataclass
@@ -80,3 +89,35 @@ class QualityWindow:
     def _close(self) -> Counts:
         out, self.counts, self.since = self.counts, Counts.zero(self.compiled.n_features), None
         return out
+
+    # -- across a clean restart --
+    def save(self, state_dir: str) -> None:
+        """Write the partial window's counts to ``<state_dir>/window.json`` (atomically)."""
+        doc = {"version": 1, "size": self.size, "features": list(self.compiled.names), "since": self.since,
+               "seen": self.seen, "counts": self.counts.to_json()}
+        path = Path(state_dir) / WINDOW_FILE
+        tmp = path.with_name(f".{WINDOW_FILE}.tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+
+    def restore(self, state_dir: str) -> bool:
+        """Continue the window `save` left (same size and features); the file is removed either way."""
+        path = Path(state_dir) / WINDOW_FILE
+        if not path.exists():
+            return False
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("size") != self.size or doc.get("features") != list(self.compiled.names):
+                log.warning("quality: the saved window (%s instances of %s) does not fit this window; starting anew",
+                            doc.get("size"), doc.get("features"))
+                return False
+            counts = Counts.from_json(doc["counts"], self.compiled.n_features)
+            if counts.instances >= self.size:
+                return False
+            self.counts, self.since, self.seen = counts, doc.get("since"), int(doc.get("seen", counts.instances))
+            return True
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("quality: cannot read the saved window %s (%s); starting anew", path, exc)
+            return False
+        finally:
+            path.unlink(missing_ok=True)
