@@ -181,7 +181,13 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
             "window_size": ctx.at(w.size, "window.size"), "window_mode": ctx.at(w.mode, "window.mode"),
             "window_step": ctx.at(w.step, "window.step"),
             "max_age_seconds": ctx.at(w.max_age_seconds, "window.maxAge"),
-            "state_dir": ctx.state_dir(), **_drift_outputs(ctx, d)}
+            "state_dir": ctx.state_dir(), "baseline": _baseline_dir(ctx), **_drift_outputs(ctx, d)}
+
+
+def _baseline_dir(ctx: BuildContext) -> Any:
+    """An edited baseline's directory, when the monitor names one (else drift bins the reference itself)."""
+    uri = ctx.monitor.spec.baseline.storage_uri
+    return ctx.at(ctx.path(uri), "spec.baseline.storageUri") if uri else None
 
 
 def _drift_outputs(ctx: BuildContext, d) -> dict[str, Any]:

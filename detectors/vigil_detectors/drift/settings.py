@@ -57,6 +57,9 @@ class DriftSettings(DetectorSettings):
     preprocess: Optional[Literal["uae"]] = None
     #: Where the window is checkpointed so a restart loses no instances (None = not persisted).
     state_dir: Optional[str] = None
+    #: A baseline directory (``spec.baseline.storageUri``, DESIGN §9): the binned statistics use the bins of its
+    #: ``statistics.json`` histograms (without one they are the reference's, computed the same way).
+    baseline: Optional[str] = None
     #: What drifts (``spec.detectors.drift.target``, DESIGN §10): the request features, the model's outputs
     #: (response events; `vigil_detectors.drift.outputs`), or both.
     target: Literal["inputs", "outputs", "both"] = "inputs"
