@@ -8,12 +8,15 @@ loads TensorFlow when it is read.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.drift.statistics import DriftStatistic, fit_statistic, load_statistic
 from vigil_detectors.drift.statistics.bins import Bins
 from vigil_detectors.frame import DetectorError
+
+log = logging.getLogger("vigil.drift")
 
 
 def baseline_bins(directory: str, feature_names: Optional[list[str]]) -> dict[int, Bins]:
@@ -33,9 +36,17 @@ def baseline_bins(directory: str, feature_names: Optional[list[str]]) -> dict[in
 
 def fit_check(s: DriftSettings) -> DriftStatistic:
     """The check of a drift service with settings `s` (see the module docstring). With a baseline
-    (``VIGIL_DRIFT_BASELINE``), the binned statistics score on its histograms' bins."""
+    (``VIGIL_DRIFT_BASELINE``), the binned statistics score on its histograms' bins; a baseline that
+    cannot be read is logged and the reference binned instead (the quality service reports it)."""
     overrides = s.statistics_indices
-    bins = baseline_bins(s.baseline, s.feature_names) if s.baseline else None
+    bins = None
+    if s.baseline:
+        from vigil.baseline import BaselineError
+
+        try:
+            bins = baseline_bins(s.baseline, s.feature_names)
+        except (BaselineError, DetectorError, OSError) as exc:  # drift stands on the reference's own bins
+            log.warning("drift: the baseline's histograms are not used (%s); binning the reference", exc)
     if s.artifact:
         return load_statistic(s.artifact, p_value=s.p_value, correction=s.correction, kind=s.statistic,
                               statistics=overrides, bins=bins)
