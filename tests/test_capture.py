@@ -154,16 +154,16 @@ def test_unwritable_location_serves_and_counts(model_url, tmp_path):
                    [("all", sink_url, ("request", "response"))]) as url:
         sent = traffic(url, 20, 1.5, feedback=False)  # every inference 200 (asserted in traffic)
         sink.wait_for(40)  # the detectors' events are unaffected
-        text = wait_until(lambda: (lambda t: t if metric_value(t, "vigil_capture_errors_total") else None)(
-            httpx.get(url + "/metrics").text), timeout=10, what="capture errors counted")
+        # every record is dropped and counted once the writer has tried (with backoff: 1 s, then 2 s)
+        text = wait_until(lambda: (lambda t: t if metric_value(t, "vigil_capture_records_dropped_total") == 40
+                                   else None)(httpx.get(url + "/metrics").text), timeout=15, what="40 drops counted")
         st = httpx.get(url + "/status").json()["logger"]["capture"]
     assert len(sent) == 20
     assert metric_value(text, "vigil_capture_records_total") == 0
     assert metric_value(text, "vigil_capture_errors_total", reason="open") >= 1
-    dropped = metric_value(text, "vigil_capture_records_dropped_total")
-    waiting = st["queueDepth"]
-    assert dropped + waiting == 40, (dropped, waiting)  # every record dropped and counted, or still queued
-    assert st["lastError"] and "Error" in st["lastError"]
+    assert metric_value(text, "vigil_capture_records_dropped_total", reason="write_error") == 40
+    assert st["queueDepth"] == 0 and st["dropped"] == {"write_error": 40}
+    assert st["lastError"] and "NotADirectoryError" in st["lastError"]
     assert not blocker.with_name("capture").exists()
 
 

@@ -360,3 +360,14 @@ def test_a_baseline_that_cannot_be_read_leaves_the_drift_part_standing(iris, tmp
     html = out.read_text()
     assert parse(html).verdicts["petal_length"] == "drift" and parse(html).quality == {}
     assert "not computed" in html[html.index('id="quality"'):]
+
+
+def test_a_tensor_monitor_is_refused_in_one_line(tmp_path, capsys):
+    np.save(tmp_path / "ref.npy", np.zeros((4, 2, 2)))
+    (tmp_path / "t.yaml").write_text(MONITOR.replace(
+        "featureNames: [sepal_length, sepal_width, petal_length, petal_width]", "shape: [2, 2]")
+        .replace("reference.csv", "ref.npy").split("  detectors:")[0])
+    assert main(["report", "-m", str(tmp_path / "t.yaml"), "--current", str(tmp_path / "ref.npy"),
+                 "-o", str(tmp_path / "t.html"), "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "tabular features" in err[-1] and "[2, 2]" in err[-1]

@@ -183,3 +183,71 @@ def test_decode_table_with_a_tensor_schema_marks_missing_pixels():
     with pytest.raises(PayloadError, match="infinity"):
         decode_table({"instances": inf.tolist()}, schema)
     assert decode_table({"instances": inf.tolist()}, schema, strict=False).wrong_type[0, 0]
+
+
+def test_conv_vae_layer_rule():
+    from vigil_detectors.outlier import conv
+
+    assert [conv.downsamplings(*hw) for hw in [(32, 32), (8, 8), (28, 28), (6, 6), (64, 48)]] == [3, 2, 2, 1, 3]
+    assert conv.filters(3) == [16, 32, 64]
+    assert conv.image_shape([8, 8]) == (8, 8, 1)
+    assert "4x4x64" in conv.describe([32, 32, 3], 16)
+    with pytest.raises(ValueError, match="cannot be down-sampled"):
+        conv.downsamplings(5, 5)
+    with pytest.raises(ValueError, match=r"\[H, W\] or \[H, W, C\]"):
+        conv.image_shape([4, 4, 4, 4])
+
+
+def test_corruptions_change_images_within_range():
+    from vigil import imagedata
+
+    x, y = imagedata.patches(8, seed=3)
+    assert x.shape == (8, 32, 32, 3) and set(y.tolist()) <= {0, 1}
+    assert np.array_equal(imagedata.patches(8, seed=3)[0], x)  # reproducible
+    for name, corrupt in imagedata.CORRUPTIONS.items():
+        out = corrupt(x, 5)
+        assert out.shape == x.shape and out.dtype == np.float32, name
+        assert 0.0 <= out.min() and out.max() <= 1.0, name
+        assert np.abs(out - x).mean() > 0.005, name  # severity 5 visibly changes every batch
+    with pytest.raises(ValueError, match="severity"):
+        imagedata.brightness(x, 6)
+
+
+class Slow(Detector):
+    """Takes its time over each event, as a detector scoring a big batch of images under load does."""
+
+    name = "outlier"
+
+    def load(self):
+        self.processed = 0
+
+    async def process(self, event):
+        import asyncio
+
+        await asyncio.sleep(1.0)
+        self.processed += len(event.instances)
+        return None
+
+    def status(self):
+        return {"outliers": {"seen": self.processed}}
+
+
+def test_a_retry_during_slow_processing_is_not_processed_twice():
+    import threading
+
+    app = create_detector_app(Slow, DetectorSettings(shape=[2, 2]))
+    msg = cloud_event({"instances": np.zeros((3, 2, 2)).tolist()}, id="slow-1")
+    with serve_ready(app) as client:
+        first: dict = {}
+        t = threading.Thread(target=lambda: first.update(r=client.post("/", headers=msg.headers, content=msg.body)))
+        t.start()
+        import time
+
+        time.sleep(0.3)
+        retry = client.post("/", headers=msg.headers, content=msg.body)  # the sender timed out and retries
+        assert retry.status_code == 429 and retry.headers["retry-after"] == "1"
+        t.join()
+        assert first["r"].status_code == 202
+        later = client.post("/", headers=msg.headers, content=msg.body)  # the retry after backoff
+        assert later.status_code == 202
+        assert client.get("/status").json()["outliers"]["seen"] == 3

@@ -264,6 +264,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.images:
+        from vigil.demo_images import run_image_demo
+
+        return run_image_demo(base_port=args.base_port, workdir=Path(args.workdir or "vigil-demo-images").resolve(),
+                              keep_running=args.keep_running)
     from vigil.demo import run_demo
 
     return run_demo(base_port=args.base_port, workdir=Path(args.workdir or "vigil-demo").resolve(),
@@ -300,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"first of the {len(components.rows())} loopback ports the stack uses (default {DEFAULT_BASE_PORT})")
     s.add_argument("--workdir", help="where the demo writes its model, data and logs (default ./vigil-demo)")
     s.add_argument("--keep-running", action="store_true", help="leave the stack up until Ctrl-C")
+    s.add_argument("--images", action="store_true", help="the image walkthrough: a Keras CNN on 32x32x3 patches, "
+                   "conv VAE outliers, UAE drift on four corruptions (needs the [detectors] extra)")
     s.set_defaults(func=cmd_demo)
 
     init.add_parser(sub)

@@ -1,6 +1,6 @@
 """The logger's capture writer: a bounded queue and one writer thread that rotate files through fsspec.
 
-The inference path only calls `CaptureWriter.offer` (a ``put_nowait`` under a lock: it never
+The inference path only calls `CaptureWriter.offer` (an append under a lock: it never
 waits, never touches the disk or the network, never wakes the writer, which drains the queue
 on a timer, every ``flush_seconds``, in batches). A record over the edge's body limit
 (``too_large``) or one that does not fit the queue (``queue_full`` by count,
@@ -27,11 +27,10 @@ what is left is counted as ``shutdown``. No record is dropped uncounted.
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -175,7 +174,7 @@ class CaptureWriter:
         self.metrics = metrics
         self.max_record_bytes = max_record_bytes
         self.clock = clock
-        self.queue: queue.Queue[tuple[str, dict[str, Any], bytes]] = queue.Queue(maxsize=settings.queue_size)
+        self.queue: deque[tuple[str, dict[str, Any], bytes]] = deque()  # bounded in `offer`
         self.bytes = 0
         self._lock = threading.Lock()
         self._drop_lock = threading.Lock()
@@ -211,22 +210,20 @@ class CaptureWriter:
             self._drop("too_large")
             return False
         with self._lock:
-            if self.bytes + size > self.settings.queue_bytes:
+            if len(self.queue) >= self.settings.queue_size:
+                reason = "queue_full"
+            elif self.bytes + size > self.settings.queue_bytes:
                 reason = "queue_bytes"
             else:
-                try:
-                    self.queue.put_nowait((kind, attributes, data))
-                except queue.Full:
-                    reason = "queue_full"
-                else:
-                    self.bytes += size
-                    return True
+                self.queue.append((kind, attributes, data))
+                self.bytes += size
+                return True
         self._drop(reason)
         return False
 
     @property
     def depth(self) -> int:
-        return self.queue.qsize()
+        return len(self.queue)
 
     # -- the writer thread -------------------------------------------------------------------------
 
@@ -242,15 +239,10 @@ class CaptureWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(grace + 5.0)
-        left = 0
-        while True:
-            try:
-                _, _, data = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            left += 1
-            with self._lock:
-                self.bytes -= len(data)
+        with self._lock:
+            left = len(self.queue)
+            self.queue.clear()
+            self.bytes = 0
         if left:
             self._drop("shutdown", left)
             log.warning("capture: %d queued records dropped at shutdown", left)
@@ -261,7 +253,7 @@ class CaptureWriter:
             now = time.monotonic()
             if self._stop.is_set():
                 deadline_stop = deadline_stop or now + self._grace
-                if self.queue.empty() or now > deadline_stop:
+                if not self.queue or now > deadline_stop:
                     break
             wait = self.settings.flush_seconds
             if self._segment is not None:
@@ -281,15 +273,9 @@ class CaptureWriter:
         self._close_segment()
 
     def _take(self) -> list[tuple[str, dict[str, Any], bytes]]:
-        batch: list[tuple[str, dict[str, Any], bytes]] = []
-        while len(batch) < _BATCH:
-            try:
-                batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        if batch:
-            with self._lock:
-                self.bytes -= sum(len(d) for _, _, d in batch)
+        with self._lock:
+            batch = [self.queue.popleft() for _ in range(min(_BATCH, len(self.queue)))]
+            self.bytes -= sum(len(d) for _, _, d in batch)
         return batch
 
     def _rotate_if_due(self) -> None:

@@ -52,15 +52,14 @@ def build_report(monitor_path: str, current_path: str, workdir: Path,
     say(f"current: {current.rows} rows" + (f" from {current.events} captured requests" if current.what == "capture"
                                            else "") + "; checking drift …")
     drift = drift_part(source.check, settings, source.reference, rows, skipped, _value_lists(source.monitor))
-    quality, note = None, "not computed: tensor monitors have no quality checks"
-    if source.quality_settings is not None:
-        say("checking data quality …")
-        try:
-            quality = quality_part(source.quality_settings, current.decoded)
-            note = "" if source.quality_configured else "The monitor has no quality detector: its defaults were used"
-        except (VigilError, ValueError) as exc:  # a baseline that cannot be read or profiled: drift still stands
-            note = f"not computed: {exc}"
-            say(f"warning: data quality {note}")
+    say("checking data quality …")
+    quality: Optional[QualityPart] = None
+    try:
+        quality = quality_part(source.quality_settings, current.decoded)
+        note = "" if source.quality_configured else "The monitor has no quality detector: its defaults were used"
+    except (VigilError, ValueError) as exc:  # a baseline that cannot be read or profiled: drift still stands
+        note = f"not computed: {exc}"
+        say(f"warning: data quality {note}")
     return Report(monitor=source.monitor.name, namespace=source.monitor.namespace, monitor_path=str(monitor_path),
                   current_path=str(current_path), reference_rows=int(source.reference.shape[0]),
                   current_rows=current.rows, current_events=current.events, current_kind=current.what,

@@ -27,23 +27,21 @@ class Source:
     check: Any  # DriftStatistic
     reference: np.ndarray  # (rows, features) as the check was fitted on
     drift_configured: bool  # False: the monitor has no drift block; its defaults were used
-    quality_settings: Any  # QualitySettings, None for a tensor monitor
+    quality_settings: Any  # QualitySettings
     quality_configured: bool
 
 
 def _with_blocks(monitor: ModelMonitor) -> tuple[ModelMonitor, bool, bool]:
-    """The monitor with a drift and (tabular monitors) a quality block, their defaults where absent;
-    whether each was configured."""
+    """The (tabular) monitor with a drift and a quality block, their defaults where absent; whether
+    each was configured."""
     d = monitor.spec.detectors
     drift, quality = getattr(d, "drift", None) is not None, getattr(d, "quality", None) is not None
-    tabular = bool(getattr(monitor.spec.schema_, "feature_names", None))
-    if drift and (quality or not tabular):
+    if drift and quality:
         return monitor, drift, quality
     doc = monitor.model_dump(mode="json", by_alias=True, exclude_none=True)
     blocks = doc["spec"].setdefault("detectors", {})
     blocks.setdefault("drift", {})
-    if tabular:
-        blocks.setdefault("quality", {})
+    blocks.setdefault("quality", {})
     return monitor_from_dict(doc), drift, quality
 
 
@@ -53,7 +51,11 @@ def load_source(monitor_path: str, workdir: Path) -> Source:
     from vigil_detectors.drift.fitting import fit_check
 
     path = Path(monitor_path)
-    monitor, configured, quality_configured = _with_blocks(load_monitor(path))
+    monitor = load_monitor(path)
+    if not monitor.spec.schema_.feature_names:
+        raise DataError(f"{path}: vigil report compares tabular features (schema.featureNames); this monitor's "
+                        f"instances are tensors of shape {monitor.spec.schema_.shape}")
+    monitor, configured, quality_configured = _with_blocks(monitor)
     plan, _ = local_plan(monitor, path.parent, workdir, 0)
     component = plan.get("drift")
     assert component is not None  # _with_blocks gave the monitor a drift block

@@ -86,7 +86,9 @@ class DriftDetector(Detector[DriftSettings]):
         self.history: Optional[History] = None  # one line per window check (state dir only)
         self.encoding: Optional[OutputEncoding] = None  # target outputs/both
         self.targets: dict[str, Target] = {}  # outputs, labels (`targets`)
-        kinds = {"inputs": {"request"}, "outputs": {"response"}, "both": {"request", "response"}}[settings.target]
+        # model-output preprocessing: the "inputs" are the model's class probabilities, from its responses
+        inputs = {"response"} if settings.preprocess == "model-output" else {"request"}
+        kinds = {"inputs": inputs, "outputs": {"response"}, "both": inputs | {"response"}}[settings.target]
         if settings.labels and settings.target != "inputs":
             kinds.add("feedback")
         self.accepts = frozenset(kinds)
@@ -129,17 +131,28 @@ class DriftDetector(Detector[DriftSettings]):
     # -- start-up --
     def load(self) -> None:
         s = self.settings
-        if s.artifact and _preprocess.is_preprocessed(s.artifact):
+        kind = _preprocess.read_config(s.artifact)["type"] if s.artifact and _preprocess.is_preprocessed(s.artifact) \
+            else None
+        if kind != s.preprocess and kind is not None and s.preprocess is not None:
+            raise DetectorError(f"the drift artifact {s.artifact} was trained for preprocess {kind}, "
+                                f"the monitor says {s.preprocess}")
+        if kind == "uae":
             # KS per encoded dimension, on the reference the artifact encoded with its saved weights
+            assert s.artifact is not None  # kind comes from it
             self.preprocess = _preprocess.load_preprocessor(s.artifact)
             self.statistic = fit_statistic(self.preprocess.reference, p_value=s.p_value, correction=s.correction,
                                            kind=s.statistic)
             self.feature_names = list(self.preprocess.feature_names)
+        elif kind == "model-output":  # a drift suite on the reference's class probabilities
+            self.statistic = fit_check(s)
+            self.feature_names = [f"proba_{i}" for i in range(self.statistic.n_features)]
         elif s.preprocess:
             raise DetectorError(f"drift preprocess {s.preprocess!r} needs the artifact vigil train writes "
                                 f"(VIGIL_DRIFT_ARTIFACT {s.artifact or 'not set'} has no {_preprocess.CONFIG})")
         else:
             self.statistic = fit_check(s)
+        if s.target != "inputs" and s.preprocess == "model-output":
+            raise DetectorError("drift preprocess model-output already tests the model's outputs: use target inputs")
         if s.target != "inputs":
             from vigil.data import load_table
 
@@ -203,10 +216,19 @@ class DriftDetector(Detector[DriftSettings]):
                 self.store = None
 
     # -- ingest --
+    def decode_outputs(self, data: Any) -> Optional[np.ndarray]:
+        """A response body: the class probabilities (model-output preprocessing), or the rows of output
+        features of target outputs/both (``prediction``, ``proba_<class>``)."""
+        if self.settings.preprocess == "model-output":
+            return _preprocess.probabilities(data)
+        if self.encoding is not None:
+            return self.encoding.encode(data)
+        return super().decode_outputs(data)
+
     async def process(self, event: InferenceEvent) -> Optional[dict]:
-        if event.kind in ("response", "feedback"):
+        if event.kind == "feedback" or (event.kind == "response" and self.settings.preprocess != "model-output"):
             return await self._process_target(event)
-        rows = event.instances
+        rows = event.outputs if self.settings.preprocess == "model-output" else event.instances
         # the frame calls process only once loaded, with decoded request instances
         assert self.statistic is not None and self.window is not None and rows is not None
         if self.preprocess is not None:  # encode once, at ingest: the window holds the encodings
@@ -214,6 +236,8 @@ class DriftDetector(Detector[DriftSettings]):
         n = self.statistic.n_features
         if rows.shape[1] != n:
             raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
+        if rows.shape[0] == 0:  # every row held a missing value: skipped and counted by the frame
+            return None
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         async with self._lock:
             now = time.time()
@@ -234,12 +258,6 @@ class DriftDetector(Detector[DriftSettings]):
             for window in due:
                 body = await self._check(window, trigger)
             return body
-
-    def decode_outputs(self, data: Any) -> Optional[np.ndarray]:
-        """A response body as rows of output features (``prediction``, ``proba_<class>``)."""
-        if self.encoding is None:
-            return None
-        return self.encoding.encode(data)
 
     async def _process_target(self, event: InferenceEvent) -> Optional[dict]:
         """A response (outputs) or feedback (labels) event into its target's window; check when due."""

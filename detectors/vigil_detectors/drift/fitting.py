@@ -33,7 +33,6 @@ def baseline_bins(directory: str, feature_names: Optional[list[str]]) -> dict[in
                 raise DetectorError(f"baseline {directory}: the histogram of {f.name!r} is unusable: {exc}") from None
     return out
 
-
 def fit_check(s: DriftSettings) -> DriftStatistic:
     """The check of a drift service with settings `s` (see the module docstring). With a baseline
     (``VIGIL_DRIFT_BASELINE``), the binned statistics score on its histograms' bins; a baseline that
@@ -51,9 +50,11 @@ def fit_check(s: DriftSettings) -> DriftStatistic:
         return load_statistic(s.artifact, p_value=s.p_value, correction=s.correction, kind=s.statistic,
                               statistics=overrides, bins=bins)
     if s.reference:
-        from vigil.data import load_table
+        from vigil.data import complete_rows, load_table
 
-        x_ref = load_table(s.reference, s.feature_names)
+        x_ref, dropped = complete_rows(load_table(s.reference, s.feature_names, s.categorical, missing="keep"))
+        log.info("drift: fitting on %d reference rows%s", x_ref.shape[0],
+                 f" ({dropped} rows holding a missing value dropped)" if dropped else "")
         return fit_statistic(x_ref, p_value=s.p_value, correction=s.correction,
                              categorical=s.categorical_indices, kind=s.statistic, statistics=overrides, bins=bins)
     raise DetectorError("the drift detector needs VIGIL_DRIFT_ARTIFACT (a saved detector) or "

@@ -1,7 +1,8 @@
 """The outlier `Detector`: every request event's rows scored by the VAE, batched across callers.
 
 Per event: the rows (already decoded to float64 and counted by the frame) are checked
-against the artifact's feature count, prepared for the VAE (standardized, float32 —
+against the artifact's feature count (or, for tensor instances, its instance shape: a 400
+naming both shapes), prepared for the VAE (standardized, float32 —
 values that overflow float32 are a 400, not a NaN score), and submitted to the
 `MicroBatcher`, which scores concurrent events in one call. The reply body mirrors
 alibi-detect's own ``predict`` output (what Seldon/KServe outlier servers return):
@@ -9,6 +10,10 @@ alibi-detect's own ``predict`` output (what Seldon/KServe outlier servers return
     {"data": {"instance_score": [..], "is_outlier": [0|1, ..], "feature_score": [[..]] | null,
               "threshold": t},
      "meta": {"name": "OutlierVAE", "detector_type": "outlier", ...}}
+
+Rows holding a missing value are skipped (the frame counts them in
+``vigil_instances_skipped_total``): their place in each per-row list is ``null``; an unseen
+category is scored as code k (it is, after all, unlike the training data).
 
 Accounting (counters, score histogram, the recent-window outlier rate) happens once per
 batch, in the worker thread that owns the model.
@@ -53,6 +58,14 @@ def _batch_buckets(max_batch_size: int) -> list[float]:
 
 def _jsonable(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+def _aligned(values: list, skipped: Optional[np.ndarray]) -> list:
+    """Per-row values of the rows scored, with None in the place of each skipped row (a missing value)."""
+    if skipped is None or not skipped.any():
+        return values
+    it = iter(values)
+    return [None if s else next(it) for s in skipped.tolist()]
 
 
 class RecentRate:
@@ -108,6 +121,7 @@ class OutlierDetector(Detector[OutlierSettings]):
         self.flagged = 0
         self._lock = threading.Lock()
         self._meta: dict[str, Any] = {}
+        self._feature_scores = False
 
     # -- lifecycle ------------------------------------------------------------
     def load(self) -> None:
@@ -123,6 +137,12 @@ class OutlierDetector(Detector[OutlierSettings]):
             scorer = VAEScorer.load(s.artifact, s.feature_names)
         except (ValueError, TypeError, FileNotFoundError) as exc:
             raise DetectorError(f"cannot use outlier artifact {s.artifact}: {exc}") from exc
+        if s.shape and tuple(s.shape) != scorer.shape:
+            raise DetectorError(f"outlier artifact {s.artifact} takes instances of shape {list(scorer.shape)}, but "
+                                f"the monitor's schema.shape is {list(s.shape)}")
+        if s.shape is None and len(scorer.shape) > 1:
+            raise DetectorError(f"outlier artifact {s.artifact} takes tensor instances of shape {list(scorer.shape)}; "
+                                "set schema.shape in the monitor")
         trained = scorer.trained_features
         if trained and s.feature_names and list(trained) != list(s.feature_names):
             raise DetectorError(f"outlier artifact {s.artifact} was trained on features {list(trained)}, "
@@ -133,6 +153,8 @@ class OutlierDetector(Detector[OutlierSettings]):
                                               "error); the threshold is a bucket edge.",
                                               buckets=_score_buckets(scorer.threshold))
         self._meta = _jsonable(scorer.od.meta)
+        # per-feature (per-pixel) scores: as configured, by default only for tensor instances (DESIGN §8)
+        self._feature_scores = s.feature_scores if s.feature_scores is not None else len(scorer.shape) > 1
 
     async def start(self) -> None:
         self.batcher = MicroBatcher(self._score_batch, self.settings.max_batch_size,
@@ -172,15 +194,24 @@ class OutlierDetector(Detector[OutlierSettings]):
         rows = event.instances
         # the frame calls process only once loaded and started, with decoded request instances
         assert self.scorer is not None and self.batcher is not None and rows is not None
-        n = self.scorer.n_features
-        if rows.shape[1] != n:
-            raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
-        x = self.scorer.prepare(rows)
-        if not np.isfinite(x).all():
-            raise PayloadError("out_of_range", "feature values too large for the detector (float32 overflow)")
-        scores, feature_scores, flags = await self.batcher.submit(x)
-        data = {"instance_score": scores.tolist(), "is_outlier": flags.tolist(),
-                "feature_score": feature_scores.tolist() if self.settings.feature_scores else None,
+        shape = self.scorer.shape
+        if len(shape) > 1:
+            if rows.shape[1:] != shape:
+                raise PayloadError("bad_shape", f"expected instances of shape {list(shape)}, got instance shape "
+                                                f"{list(rows.shape[1:])}")
+        elif rows.shape[1] != shape[0]:
+            raise PayloadError("feature_count", f"expected {shape[0]} features per row, got {rows.shape[1]}")
+        skipped = event.skipped
+        if rows.shape[0] == 0:  # every row held a missing value: skipped and counted by the frame
+            scores = feature_scores = np.zeros((0, *shape))
+            flags = np.zeros(0, dtype=int)
+        else:
+            x = self.scorer.prepare(rows)
+            if not np.isfinite(x).all():
+                raise PayloadError("out_of_range", "feature values too large for the detector (float32 overflow)")
+            scores, feature_scores, flags = await self.batcher.submit(x)
+        data = {"instance_score": _aligned(scores.tolist(), skipped), "is_outlier": _aligned(flags.tolist(), skipped),
+                "feature_score": _aligned(feature_scores.tolist(), skipped) if self._feature_scores else None,
                 "threshold": self.scorer.threshold}
         return {"data": data, "meta": self._meta}
 

@@ -14,6 +14,10 @@ rows are scaled with it before scoring, so every feature weighs the same in the 
 whatever its units. An artifact trained elsewhere (no such metadata) scores raw values,
 exactly as alibi-detect would.
 
+The VAE's input may be rows (``(n_features,)``) or tensors (images, ``(H, W, C)``): `shape` is
+the shape of one instance, read from the saved encoder; per-feature scores then have that
+shape too (per pixel).
+
 TensorFlow is imported on first use with ``TF_USE_LEGACY_KERAS=1`` (Keras 2 via tf-keras),
 which alibi-detect's VAE save/load needs on TF 2.18.
 """
@@ -63,7 +67,8 @@ def _local(path: str) -> Path:
 
 
 class VAEScorer:
-    """Per-instance scores, per-feature scores and outlier flags for rows of float64 features."""
+    """Per-instance scores, per-feature scores and outlier flags for rows of float64 features
+    (or a batch of tensor instances)."""
 
     def __init__(self, od, feature_names: Optional[Sequence[str]] = None):
         tf = import_tensorflow()
@@ -76,9 +81,13 @@ class VAEScorer:
         self.od = od
         self.model = od.vae  # the Keras VAE as loaded; od.vae becomes its compiled call
         shape = tuple(od.vae.encoder.encoder_net.input_shape[1:])
-        if len(shape) != 1 or shape[0] is None:
-            raise ValueError(f"the VAE takes inputs of shape {list(shape)}; only tabular rows (n_features,) are supported")
-        self.n_features = int(shape[0])
+        if not shape or any(d is None for d in shape):
+            raise ValueError(f"the VAE takes inputs of shape {list(shape)}; every dimension must be known")
+        #: the shape of one instance: (n_features,) for rows, e.g. (32, 32, 3) for images
+        self.shape: tuple[int, ...] = tuple(int(d) for d in shape)
+        self.n_features = int(np.prod(self.shape))
+        if len(self.shape) > 1:
+            feature_names = None  # tensors have no named features
         if feature_names is not None and len(feature_names) != self.n_features:
             raise ValueError(f"the VAE was trained on {self.n_features} features but {len(feature_names)} "
                              f"feature names are configured")
@@ -94,8 +103,8 @@ class VAEScorer:
         self.trained_features = extra.get("feature_names")
         model = self.model
         od.vae = tf.function(lambda x: model(x, training=False),
-                             input_signature=[tf.TensorSpec([None, self.n_features], tf.float32)])
-        self.score(self.prepare(np.zeros((1, self.n_features))))  # trace once now, not on the first event
+                             input_signature=[tf.TensorSpec([None, *self.shape], tf.float32)])
+        self.score(self.prepare(np.zeros((1, *self.shape))))  # trace once now, not on the first event
 
     @classmethod
     def load(cls, path: str, feature_names: Optional[Sequence[str]] = None) -> VAEScorer:

@@ -21,7 +21,8 @@ class OutlierSettings(DetectorSettings):
     max_batch_delay_ms: float = Field(5.0, ge=0.0, le=1000.0)
     #: The outlier rate in `/status` is over this many most recent instances.
     rate_window: int = Field(1000, ge=1)
-    #: Add per-feature scores (``feature_score``) to each reply.
-    feature_scores: bool = False
+    #: Add per-feature scores (``feature_score``; per pixel for images) to each reply. None: only for
+    #: tensor instances (``shape``), where they say which pixels are unusual (DESIGN §8).
+    feature_scores: Optional[bool] = None
     #: TensorFlow intra-/inter-op threads; the VAE is tiny, so 1 is fastest. 0 = TensorFlow's default.
     tf_threads: int = Field(1, ge=0)

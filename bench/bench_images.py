@@ -1,0 +1,190 @@
+"""Benchmark: the outlier service on images — images/s of a convolutional OutlierVAE, batched and not.
+
+    python bench/bench_images.py [--artifact DIR] [--events 1024]
+
+What it does:
+1. Uses the image OutlierVAE artifact given, or trains one with `vigil train --shape [32,32,3]` on
+   1,000 32×32×3 patches of scikit-learn's sample photos (`vigil.imagedata`; latentDim 16, 5 epochs).
+2. Starts the real service (``vigil serve outlier``, ``VIGIL_OUTLIER_SHAPE=[32,32,3]``) pinned to one
+   core with ``taskset -c 0`` — batching on (maxBatchSize 64, the spec default) and off
+   (maxBatchSize 1) — and drives it from this process on core 1 with the raw keep-alive client of
+   `bench_outlier.py`: binary-mode CloudEvents, one V2 image ``[1, 32, 32, 3]`` per event, the
+   reply carrying per-pixel scores (the default for images).
+3. Prints images/s at concurrency 1, 16 and 64 (wall clock and per CPU-second of the service), the
+   mean images per VAE call, and the resident memory at ready and after the runs.
+4. Times alibi-detect's ``OutlierVAE.predict`` on one image with the Keras model called eagerly
+   (the peer's way: one call per event) on the same core, and reports the service's rate at
+   concurrency 64 against that eager once-per-image rate.
+
+Asserts nothing (the issue's target: ≥ 10× the eager once-per-event rate at concurrency 64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_outlier import HOST, cpu_seconds, drive, free_port, rss_mb  # noqa: E402
+
+SHAPE = [32, 32, 3]
+
+
+def train_artifact(workdir: Path) -> Path:
+    from vigil import imagedata
+
+    ref = workdir / "reference.npy"
+    np.save(ref, imagedata.patches(1000, seed=0)[0])
+    out = workdir / "outlier"
+    print("training a convolutional OutlierVAE on 1,000 patches with `vigil train` …", flush=True)
+    subprocess.run([sys.executable, "-m", "vigil", "train", "--component", "outlier", "--reference", str(ref),
+                    "--output", str(out), "--options", json.dumps({"epochs": 5, "latentDim": 16}),
+                    "--shape", json.dumps(SHAPE)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+class Service:
+    def __init__(self, artifact: Path, max_batch: int, cpu: str):
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+               "VIGIL_OUTLIER_ARTIFACT": str(artifact), "VIGIL_OUTLIER_SHAPE": json.dumps(SHAPE),
+               "VIGIL_OUTLIER_MAX_BATCH_SIZE": str(max_batch)}
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-images-", suffix=".log", delete=False)
+        cmd = [sys.executable, "-m", "vigil", "serve", "outlier", "--host", HOST, "--port", str(self.port)]
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", cpu, *cmd]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {Path(self.log.name).read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("service not ready")
+
+    def batches(self) -> tuple[float, float]:
+        import httpx
+
+        text = httpx.get(self.url + "/metrics").text
+        total = count = 0.0
+        for line in text.splitlines():
+            if line.startswith("vigil_outlier_batch_size_sum"):
+                total = float(line.split()[-1])
+            elif line.startswith("vigil_outlier_batch_size_count"):
+                count = float(line.split()[-1])
+        return total, count
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def build_requests(port: int, n: int = 128) -> list[bytes]:
+    """Pre-encoded HTTP requests: one V2 image per binary-mode CloudEvent (clean patches, a few noisy)."""
+    from vigil import imagedata
+
+    x, _ = imagedata.patches(n, seed=5)
+    x[::16] = np.clip(x[::16] + np.random.default_rng(1).normal(0, 1.0, x[::16].shape), 0, 1)
+    out = []
+    for i, img in enumerate(x):
+        body = json.dumps({"inputs": [{"name": "input-0", "shape": [1, *SHAPE], "datatype": "FP32",
+                                       "data": np.round(img, 4).ravel().tolist()}]}).encode()
+        head = (f"POST / HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+                f"ce-specversion: 1.0\r\nce-type: dev.vigil.inference.request\r\nce-source: /bench\r\n"
+                f"ce-id: img-{i}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        out.append(head + body)
+    return out
+
+
+def measure_eager(artifact: str) -> None:
+    """(In a subprocess pinned like the service.) ms per alibi-detect predict of ONE image, eager Keras VAE."""
+    import timeit
+
+    from vigil_detectors.outlier.scorer import VAEScorer, configure_threads
+
+    configure_threads(1)
+    scorer = VAEScorer.load(artifact)
+    x = np.random.default_rng(0).random((1, *SHAPE)).astype(np.float32)
+    scorer.od.vae = scorer.model  # the Keras model itself, called eagerly once per image
+    scorer.od.predict(x)
+    print(json.dumps({"eager_ms": min(timeit.repeat(lambda: scorer.od.predict(x), number=20, repeat=3)) / 20 * 1e3}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--artifact", help="an image OutlierVAE directory (default: train one)")
+    ap.add_argument("--events", type=int, default=1024, help="events per measurement (concurrency 1: a quarter)")
+    ap.add_argument("--service-cpu", default="0")
+    ap.add_argument("--client-cpu", default="1")
+    ap.add_argument("--measure-eager", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure_eager:
+        measure_eager(args.measure_eager)
+        return 0
+    if shutil.which("taskset"):
+        os.sched_setaffinity(0, {int(args.client_cpu)})
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = Path(args.artifact) if args.artifact else train_artifact(Path(tmp))
+        results: dict[str, dict[int, float]] = {}
+        for mode, max_batch in (("batching on", 64), ("batching off", 1)):
+            service = Service(artifact, max_batch, args.service_cpu)
+            try:
+                requests = build_requests(service.port)
+                ready_rss = rss_mb(service.proc.pid)
+                results[mode] = {}
+                for c in (1, 16, 64) if mode == "batching on" else (64,):
+                    total = args.events // 4 if c == 1 else args.events
+                    asyncio.run(drive(service.port, requests, c, min(total, 64)))  # warm-up
+                    before, cpu0 = service.batches(), cpu_seconds(service.proc.pid)
+                    rate = asyncio.run(drive(service.port, requests, c, total))
+                    used = cpu_seconds(service.proc.pid) - cpu0
+                    after = service.batches()
+                    mean = (after[0] - before[0]) / max(after[1] - before[1], 1)
+                    results[mode][c] = rate
+                    print(f"{mode:<13} concurrency {c:>3}: {rate:7.1f} images/s   "
+                          f"{(total // c) * c / max(used, 1e-9):7.1f} images per service CPU-second   "
+                          f"{mean:5.1f} images per VAE call", flush=True)
+                print(f"{mode:<13} RSS at ready {ready_rss:.0f} MB, after the runs {rss_mb(service.proc.pid):.0f} MB")
+            finally:
+                service.stop()
+        cmd = [sys.executable, __file__, "--measure-eager", str(artifact)]
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", args.service_cpu, *cmd]
+        done = subprocess.run(cmd, env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"},
+                              capture_output=True, text=True, check=True)
+        eager_ms = json.loads(done.stdout.strip().splitlines()[-1])["eager_ms"]
+        eager_rate = 1000.0 / eager_ms
+        on = results["batching on"][64]
+        print(f"\neager alibi-detect predict, one image per call: {eager_ms:.1f} ms = {eager_rate:.1f} images/s "
+              "(model call only, no HTTP)")
+        print(f"service at concurrency 64, batching on: {on:.1f} images/s = {on / eager_rate:.1f}x the eager "
+              f"once-per-image rate; batching off: {results['batching off'][64]:.1f} images/s "
+              f"(batching {on / results['batching off'][64]:.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
