@@ -158,11 +158,13 @@ def _capture(ctx: BuildContext, c) -> Optional[Any]:
 
 def _model(ctx: BuildContext, model) -> dict[str, Any]:
     return {"uri": ctx.at(ctx.path(model.storage_uri), "spec.model.storageUri"), "format": model.format,
-            "name": ctx.monitor.model_name, "shape": ctx.shape}
+            "name": ctx.monitor.model_name, "shape": ctx.shape, "feature_names": ctx.feature_names,
+            "categorical": ctx.categorical()}
 
 
 def _outlier(ctx: BuildContext, o) -> dict[str, Any]:
     return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names, "shape": ctx.shape,
+            "categorical": ctx.categorical(),
             "max_batch_size": ctx.at(o.max_batch_size, "maxBatchSize"),
             "max_batch_delay_ms": ctx.at(o.max_batch_delay_ms, "maxBatchDelayMs")}
 

@@ -207,6 +207,8 @@ class DriftDetector(Detector[DriftSettings]):
         n = self.statistic.n_features
         if rows.shape[1] != n:
             raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
+        if rows.shape[0] == 0:  # every row held a missing value: skipped and counted by the frame
+            return None
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         async with self._lock:
             now = time.time()

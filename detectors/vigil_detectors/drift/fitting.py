@@ -8,9 +8,13 @@ loads TensorFlow when it is read.
 
 from __future__ import annotations
 
+import logging
+
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.drift.statistics import DriftStatistic, fit_statistic, load_statistic
 from vigil_detectors.frame import DetectorError
+
+log = logging.getLogger("vigil.drift")
 
 
 def fit_check(s: DriftSettings) -> DriftStatistic:
@@ -20,9 +24,11 @@ def fit_check(s: DriftSettings) -> DriftStatistic:
         return load_statistic(s.artifact, p_value=s.p_value, correction=s.correction, kind=s.statistic,
                               statistics=overrides)
     if s.reference:
-        from vigil.data import load_table
+        from vigil.data import complete_rows, load_table
 
-        x_ref = load_table(s.reference, s.feature_names)
+        x_ref, dropped = complete_rows(load_table(s.reference, s.feature_names, s.categorical, missing="keep"))
+        log.info("drift: fitting on %d reference rows%s", x_ref.shape[0],
+                 f" ({dropped} rows holding a missing value dropped)" if dropped else "")
         return fit_statistic(x_ref, p_value=s.p_value, correction=s.correction,
                              categorical=s.categorical_indices, kind=s.statistic, statistics=overrides)
     raise DetectorError("the drift detector needs VIGIL_DRIFT_ARTIFACT (a saved detector) or "

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil_detectors.drift.statistics import base as _statistics
-from vigil_detectors.frame.settings import Categories, DetectorSettings
+from vigil_detectors.frame.settings import DetectorSettings, category_counts
 
 #: The registered statistics' names, for the JSON schema (and so the CRD's enums).
 _NAMES: list[Any] = _statistics.names()
@@ -32,8 +32,6 @@ class DriftSettings(DetectorSettings):
     artifact: Optional[str] = None
     #: Reference data to fit the statistic from at start-up when there is no artifact.
     reference: Optional[str] = None
-    #: Categorical features: {"feature index": number of categories}; chi-squared is used for them.
-    categorical: Categories = Field(default_factory=dict)
     #: Default statistic (``spec.detectors.drift.type``): one of `vigil_detectors.drift.statistics.names()`.
     #: A feature type it does not test gets ``ks`` (numeric) or ``chi2`` (categorical).
     statistic: str = Field("ks", json_schema_extra={"enum": _NAMES})
@@ -103,4 +101,4 @@ class DriftSettings(DetectorSettings):
 
     @property
     def categorical_indices(self) -> dict[int, Optional[int]]:
-        return {int(k): v for k, v in self.categorical.items()}
+        return category_counts(self.categorical)
