@@ -57,6 +57,21 @@ class DriftSettings(DetectorSettings):
     preprocess: Optional[Literal["uae", "model-output"]] = None
     #: Where the window is checkpointed so a restart loses no instances (None = not persisted).
     state_dir: Optional[str] = None
+    #: A baseline directory (``spec.baseline.storageUri``, DESIGN §9): the binned statistics use the bins of its
+    #: ``statistics.json`` histograms (without one they are the reference's, computed the same way).
+    baseline: Optional[str] = None
+    #: What drifts (``spec.detectors.drift.target``, DESIGN §10): the request features, the model's outputs
+    #: (response events; `vigil_detectors.drift.outputs`), or both.
+    target: Literal["inputs", "outputs", "both"] = "inputs"
+    #: outputs: the model server run on the reference at start-up for the reference outputs.
+    model_url: Optional[str] = None
+    model_name: str = "model"
+    #: outputs: ``classification`` | ``regression`` (the metrics block's task; None: inferred from the outputs).
+    task: Optional[Literal["classification", "regression"]] = None
+    #: outputs: class names of ``predict_proba``'s columns (the metrics block's classes).
+    classes: Optional[list[Any]] = None
+    #: Label drift on feedback truths (set when the monitor has a metrics block and target is not inputs).
+    labels: bool = False
 
     @field_validator("window_step")
     @classmethod

@@ -67,8 +67,9 @@ class Detector(ABC, Generic[SettingsT]):
 
     #: component name: outlier | drift | metrics | explainer
     name: ClassVar[str]
-    #: event kinds this detector consumes; others are acknowledged and ignored
-    accepts: frozenset[str] = frozenset({"request"})  # a detector may set its own from its settings
+    #: event kinds this detector consumes; others are acknowledged and ignored (an instance may narrow or
+    #: widen them from its settings, as drift does for its target)
+    accepts: frozenset[str] = frozenset({"request"})
     #: JetStream (`frame.consumer`): process a fetched batch one event after another, in stream
     #: order (a window, a slow explanation), instead of all at once
     ordered: ClassVar[bool] = False
