@@ -10,6 +10,7 @@ alibi-detect's own `KSDrift` (with the same preprocess_fn) and survive a restart
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 
 import numpy as np
@@ -165,3 +166,91 @@ def test_spec_preprocess_trains_drift_and_needs_tensorflow_only_then():
     with pytest.raises(vspec.SpecError, match="preprocess.type"):
         vspec.monitor_from_dict({**MONITOR, "spec": {**MONITOR["spec"], "detectors": {
             "drift": {"preprocess": {"type": "pca"}}}}})
+
+
+# -- preprocess: {type: model-output} --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A real model server with a scikit-learn classifier of the patches (which photo), behind shape [32, 32, 3]."""
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.servers import serve_app
+    from vigil.modelserver.app import create_app as create_model_app
+    from vigil.modelserver.settings import ModelServerSettings
+
+    x, y = imagedata.patches(1400, seed=2)
+    model = LogisticRegression(max_iter=500, C=1.0).fit(x[:600].reshape(600, -1), y[:600])
+    path = tmp_path_factory.mktemp("clf") / "model.joblib"
+    joblib.dump(model, path)
+    settings = ModelServerSettings(uri=str(path), format="sklearn", name="patches", shape=[32, 32, 3])
+    with serve_app(create_model_app(settings)) as url:
+        yield {"url": url, "x": x}
+
+
+def responses(url: str, x: np.ndarray, batch: int = 50) -> list[dict]:
+    """The model server's own V2 responses (labels and class probabilities) for `x`."""
+    import httpx
+
+    out = []
+    with httpx.Client(timeout=60) as c:
+        for i in range(0, len(x), batch):
+            r = c.post(f"{url}/v2/models/patches/infer", json=v2_request(x[i:i + batch]))
+            assert r.status_code == 200, r.text
+            out.append(r.json())
+    return out
+
+
+def test_model_output_drift_tests_the_models_probabilities_from_response_events(classifier, tmp_path):
+    from tests.conftest import serve_ready
+    from vigil.events import RESPONSE
+    from vigil_detectors.drift.service import create_app
+    from vigil_detectors.drift.settings import DriftSettings
+    from vigil_detectors.train import train_array
+
+    x = classifier["x"]
+    out = train_array("drift", x[600:1000], {"preprocess": {"type": "model-output"}, "pValue": 0.01}, tmp_path / "d",
+                      model=classifier["url"], model_name="patches", progress=lambda m: None)
+    s = DriftSettings(monitor="img", artifact=str(out), preprocess="model-output", window_size=200,
+                      max_age_seconds=0, p_value=0.01, shape=[32, 32, 3])
+
+    def window(client, bodies) -> dict:
+        last = None
+        for body in bodies:
+            msg = cloud_event(body, RESPONSE)
+            last = client.post("/", headers=dict(msg.headers), content=msg.body)
+            assert last.status_code in (200, 202), last.text
+        assert last is not None and last.status_code == 200
+        return last.json()["drift"]
+
+    with serve_ready(create_app(s), timeout=60) as client:
+        # request events are not what this drift reads: acknowledged, not counted
+        msg = cloud_event({"instances": x[:2].tolist()})
+        assert client.post("/", headers=dict(msg.headers), content=msg.body).status_code == 204
+        # a response with labels only cannot be tested: a 400 saying what is missing
+        msg = cloud_event({"outputs": [{"name": "predict", "shape": [2], "datatype": "INT64", "data": [0, 1]}]},
+                          RESPONSE)
+        bad = client.post("/", headers=dict(msg.headers), content=msg.body)
+        assert bad.status_code == 400 and "predict_proba" in bad.json()["error"], bad.text
+        assert client.get("/status").json()["drift"]["fill"] == 0
+
+        clean = window(client, responses(classifier["url"], x[1000:1200]))
+        assert not clean["detected"], clean["pValue"]
+        assert set(clean["features"]) == {"proba_0", "proba_1"}
+        bright = window(client, responses(classifier["url"], imagedata.brightness(x[1200:1400])))
+        assert bright["detected"], bright["pValue"]
+
+
+def test_spec_model_output_drift_gets_response_events_and_trains_against_the_model():
+    doc = {**MONITOR, "spec": {**MONITOR["spec"], "detectors": {"drift": {"preprocess": {"type": "model-output"}}}}}
+    plan = build_plan(vspec.monitor_from_dict(doc), _Place())
+    d = plan.get("drift")
+    assert d.env["VIGIL_DRIFT_PREPROCESS"] == "model-output" and not d.needs_tensorflow
+    assert d.train is not None and d.train.model_uri == "file:///m/model.joblib"  # probabilities from the model
+    sinks = json.loads(plan.get("logger").env["VIGIL_LOGGER_SINKS"])
+    assert {s["name"]: s["types"] for s in sinks}["drift"] == ["response"]
+    tabular = build_plan(vspec.monitor_from_dict({**MONITOR, "spec": {**MONITOR["spec"], "detectors": {"drift": {}}}}),
+                         _Place())
+    assert {s["name"]: s["types"] for s in json.loads(tabular.get("logger").env["VIGIL_LOGGER_SINKS"])}["drift"] == \
+        ["request"]

@@ -515,3 +515,49 @@ def test_a_clean_restart_continues_the_partial_window_once(iris_with_color, tmp_
         assert not (tmp_path / "state" / "window.json").exists()  # taken: a crash now cannot count it twice
         report = post(client, {"instances": rows[40:]}).json()["quality"]["report"]
         assert report["instances"] == 100 and report["counts"]["sepal_width"]["completeness"]["count"] == 8
+
+
+@pytest.mark.slow
+def test_vigil_up_feeds_quality_through_the_logger(tmp_path):
+    """`vigil up`'s backend: logger, model and quality as processes; inferences through the logger reach quality."""
+    import asyncio
+
+    import joblib
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.prom import free_port_range
+    from vigil.events import v2_request
+    from vigil.local import LocalStack, local_plan
+    from vigil.spec import load_monitor
+    from vigil.status import poll, summarize
+
+    data = datasets.load_iris()
+    joblib.dump(LogisticRegression(max_iter=1000).fit(data.data, data.target), tmp_path / "model.joblib")
+    rng = np.random.default_rng(0)
+    write_csv(tmp_path / "reference.csv", IRIS, data.data[rng.integers(0, 150, 500)] + rng.normal(0, 0.05, (500, 4)))
+    doc = {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "q", "namespace": "test"},
+           "spec": {"model": {"storageUri": "model.joblib", "format": "sklearn", "name": "iris"},
+                    "schema": {"featureNames": IRIS}, "reference": {"storageUri": "reference.csv"},
+                    "detectors": {"quality": {"window": {"size": 100}}}}}
+    (tmp_path / "monitor.yaml").write_text(yaml.safe_dump(doc))
+    plan, placement = local_plan(load_monitor(tmp_path / "monitor.yaml"), tmp_path, tmp_path / "work", free_port_range(7))
+    assert plan.names == ["logger", "model", "quality"]
+    stack = LocalStack(plan, placement, say=lambda _: None)
+    stack.start(timeout=120)
+    try:
+        urls = stack.component_urls()
+        rows = data.data[rng.integers(0, 150, 100)].copy()
+        rows[:10, 0] = 40.0  # ten flowers with an impossible sepal length: the model still answers
+        with httpx.Client(timeout=30) as client:
+            for i in range(0, 100, 10):
+                r = client.post(f"{urls['logger']}/v2/models/iris/infer", json=v2_request(rows[i:i + 10]))
+                assert r.status_code == 200, r.text
+            quality = wait_until(lambda: (q := client.get(f"{urls['quality']}/status").json()["quality"])["windows"]
+                                 and q, timeout=30, what="a quality window")
+        found = {(v["feature_name"], v["constraint_check_type"]): v["count"] for v in quality["report"]["violations"]}
+        assert list(found) == [("sepal_length", "range")] and found[("sepal_length", "range")] >= 10
+        status = summarize(asyncio.run(poll(urls)), {})
+        assert status["quality"]["violations"] == 1 and status["quality"]["featuresViolated"] == ["sepal_length"]
+    finally:
+        stack.stop()

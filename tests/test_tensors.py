@@ -211,3 +211,43 @@ def test_corruptions_change_images_within_range():
         assert np.abs(out - x).mean() > 0.005, name  # severity 5 visibly changes every batch
     with pytest.raises(ValueError, match="severity"):
         imagedata.brightness(x, 6)
+
+
+class Slow(Detector):
+    """Takes its time over each event, as a detector scoring a big batch of images under load does."""
+
+    name = "outlier"
+
+    def load(self):
+        self.processed = 0
+
+    async def process(self, event):
+        import asyncio
+
+        await asyncio.sleep(1.0)
+        self.processed += len(event.instances)
+        return None
+
+    def status(self):
+        return {"outliers": {"seen": self.processed}}
+
+
+def test_a_retry_during_slow_processing_is_not_processed_twice():
+    import threading
+
+    app = create_detector_app(Slow, DetectorSettings(shape=[2, 2]))
+    msg = cloud_event({"instances": np.zeros((3, 2, 2)).tolist()}, id="slow-1")
+    with serve_ready(app) as client:
+        first: dict = {}
+        t = threading.Thread(target=lambda: first.update(r=client.post("/", headers=msg.headers, content=msg.body)))
+        t.start()
+        import time
+
+        time.sleep(0.3)
+        retry = client.post("/", headers=msg.headers, content=msg.body)  # the sender timed out and retries
+        assert retry.status_code == 429 and retry.headers["retry-after"] == "1"
+        t.join()
+        assert first["r"].status_code == 202
+        later = client.post("/", headers=msg.headers, content=msg.body)  # the retry after backoff
+        assert later.status_code == 202
+        assert client.get("/status").json()["outliers"]["seen"] == 3

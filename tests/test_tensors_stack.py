@@ -160,3 +160,25 @@ def test_savedmodel_keras_and_h5_files_serve_the_same_predictions(stack):
     for path in ("model.keras", "saved"):
         assert np.array_equal(answers[path][0], answers["model.h5"][0]), path
         assert np.allclose(answers[path][1], answers["model.h5"][1], atol=1e-5), path
+
+
+def test_noise_sent_through_the_logger_is_counted_as_outliers(stack):
+    import time
+
+    import httpx
+
+    _, urls, _ = stack
+    x, _ = imagedata.patches(60, seed=51)
+    noisy = np.clip(x + np.random.default_rng(8).normal(0, 1.0, x.shape), 0, 1)
+    with httpx.Client(timeout=60) as client:
+        before = client.get(urls["outlier"] + "/status").json()["outliers"]
+        for i in range(0, len(noisy), 20):
+            assert client.post(f"{urls['logger']}/v2/models/cifar/infer", json=v2(noisy[i:i + 20])).status_code == 200
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = client.get(urls["outlier"] + "/status").json()["outliers"]
+            if now["seen"] - before["seen"] >= len(noisy):
+                break
+            time.sleep(0.2)
+    assert now["seen"] - before["seen"] == len(noisy), (before, now)  # each image scored once
+    assert (now["outliers"] - before["outliers"]) / len(noisy) > 0.9, (before, now)

@@ -52,6 +52,7 @@ class ComponentType:
     spec_block: Optional[type[BaseModel]] = None  # detectors: the model of spec.detectors.<name>
     consumes: tuple[str, ...] = ()  # logger event kinds sent to it (request, response, feedback)
     subscribes: Callable[[Any], bool] = lambda block: True  # whether its block wants events at all
+    consumes_for: Optional[Callable[[Any], tuple[str, ...]]] = None  # kinds by block, when they depend on it
     reply_type: Optional[str] = None  # CloudEvent type of its replies
     status_key: Optional[str] = None  # key of the lifted block in .status (and in its /status)
     status_fields: Optional[tuple[str, ...]] = None  # keys of that block shown (None: all)
@@ -71,6 +72,10 @@ class ComponentType:
     @property
     def env_prefix(self) -> str:
         return self.settings_class().model_config["env_prefix"]
+
+    def kinds(self, block: Any) -> tuple[str, ...]:
+        """The event kinds the logger sends this component for its spec `block`."""
+        return self.consumes_for(block) if self.consumes_for and block is not None else self.consumes
 
     def needs_tensorflow(self, monitor) -> bool:
         return bool(self.tensorflow(monitor))
@@ -153,11 +158,13 @@ def _capture(ctx: BuildContext, c) -> Optional[Any]:
 
 def _model(ctx: BuildContext, model) -> dict[str, Any]:
     return {"uri": ctx.at(ctx.path(model.storage_uri), "spec.model.storageUri"), "format": model.format,
-            "name": ctx.monitor.model_name, "shape": ctx.shape}
+            "name": ctx.monitor.model_name, "shape": ctx.shape, "feature_names": ctx.feature_names,
+            "categorical": ctx.categorical()}
 
 
 def _outlier(ctx: BuildContext, o) -> dict[str, Any]:
     return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names, "shape": ctx.shape,
+            "categorical": ctx.categorical(),
             "max_batch_size": ctx.at(o.max_batch_size, "maxBatchSize"),
             "max_batch_delay_ms": ctx.at(o.max_batch_delay_ms, "maxBatchDelayMs")}
 
@@ -166,8 +173,9 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
     w = d.window
     # A drift detector with no artifact is fitted from reference at start-up (KS keeps x_ref); one with a
     # preprocessing step (the UAE's seeded weights) is trained by `vigil train` and loads that artifact.
-    if d.preprocess is not None:
-        source = {"artifact": ctx.artifact(d), "preprocess": ctx.at(d.preprocess.type, "preprocess.type")}
+    if d.preprocess is not None:  # model-output: the reference's class probabilities come from the model
+        source = {"artifact": ctx.artifact(d, against_model=d.preprocess.type == "model-output"),
+                  "preprocess": ctx.at(d.preprocess.type, "preprocess.type")}
     else:
         source = {"artifact": ctx.path(d.storage_uri) if d.storage_uri else None,
                   "reference": None if d.storage_uri else ctx.path(ctx.reference)}
@@ -179,13 +187,39 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
             "window_size": ctx.at(w.size, "window.size"), "window_mode": ctx.at(w.mode, "window.mode"),
             "window_step": ctx.at(w.step, "window.step"),
             "max_age_seconds": ctx.at(w.max_age_seconds, "window.maxAge"),
-            "state_dir": ctx.state_dir()}
+            "state_dir": ctx.state_dir(), "baseline": _baseline_dir(ctx), **_drift_outputs(ctx, d)}
+
+
+def _baseline_dir(ctx: BuildContext) -> Any:
+    """An edited baseline's directory, when the monitor names one (else drift bins the reference itself)."""
+    uri = ctx.monitor.spec.baseline.storage_uri
+    return ctx.at(ctx.path(uri), "spec.baseline.storageUri") if uri else None
+
+
+def _drift_outputs(ctx: BuildContext, d) -> dict[str, Any]:
+    """Prediction drift runs the monitored model on the reference; label drift wants the metrics block."""
+    if d.target == "inputs":
+        return {"target": "inputs"}
+    metrics = getattr(ctx.monitor.spec.detectors, "metrics", None)
+    return {"target": d.target, "model_url": ctx.upstream, "model_name": ctx.monitor.model_name,
+            "task": metrics.task if metrics else None, "classes": metrics.classes if metrics else None,
+            "labels": metrics is not None}
 
 
 def _drift_tensorflow(monitor) -> bool:
     """Tabular drift runs on NumPy/SciPy; a UAE preprocessing step runs a TensorFlow encoder."""
     d = getattr(monitor.spec.detectors, "drift", None)
     return d is not None and d.preprocess is not None and d.preprocess.type == "uae"
+
+
+def _drift_kinds(d) -> tuple[str, ...]:
+    """Drift reads request inputs — with ``preprocess: {type: model-output}`` the model's responses instead —
+    and, for ``target: outputs | both``, responses and feedback too (the service uses feedback only for label
+    drift, when the monitor has a metrics block)."""
+    inputs = ("response",) if d.preprocess is not None and d.preprocess.type == "model-output" else ("request",)
+    if d.target == "inputs":
+        return inputs
+    return (*(k for k in inputs if d.target == "both" and k != "response"), "response", "feedback")
 
 
 def _metrics(ctx: BuildContext, m) -> dict[str, Any]:
@@ -197,6 +231,8 @@ def _metrics(ctx: BuildContext, m) -> dict[str, Any]:
 def _explainer(ctx: BuildContext, e) -> dict[str, Any]:
     return {"artifact": ctx.artifact(e, against_model=True), "model_url": ctx.upstream, "model_name": ctx.monitor.model_name,
             "threshold": ctx.at(e.threshold, "threshold"), "sample_rate": ctx.at(e.sample_rate, "sampleRate"),
+            "type": ctx.at(e.type, "type"), "p_sample": ctx.at(e.p_sample, "pSample"),
+            "timeout_seconds": ctx.at(_spec.parse_duration(e.timeout), "timeout"),
             "feature_names": ctx.feature_names, "shape": ctx.shape, "categorical": ctx.categorical()}
 
 
@@ -232,7 +268,7 @@ def _builtin() -> None:
                        "vigil_detectors.drift.service:create_app", _drift, spec_block=_spec.DriftSpec,
                        consumes=("request",), reply_type=f"{P}.drift", status_key="drift",
                        status_fields=("detected", "pValue", "featuresDrifted", "lastCheck", "windows", "stale"),
-                       trainable=True, tensorflow=_drift_tensorflow))
+                       trainable=True, tensorflow=_drift_tensorflow, consumes_for=_drift_kinds))
     register(ComponentType("metrics", 4, "vigil_detectors.metrics.settings:MetricsSettings",
                        "vigil_detectors.metrics.service:create_app", _metrics, spec_block=_spec.MetricsSpec,
                        consumes=("response", "feedback"), reply_type=f"{P}.metrics", status_key="metrics"))

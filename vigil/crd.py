@@ -67,6 +67,8 @@ BY_PATH: dict[str, dict[str, Any]] = {
     "spec.detectors.drift.window.maxAge": {"pattern": DURATION_PATTERN},
     "spec.detectors.metrics.feedbackTtl": {"pattern": DURATION_PATTERN},
     "spec.logger.upstreamTimeout": {"pattern": DURATION_PATTERN},
+    "spec.detectors.explainer.timeout": {"pattern": DURATION_PATTERN},
+    "spec.detectors.explainer.segmentationKwargs": {"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
 }
 #: The models' cross-field checks (`model_validator`s) as CEL, on the object they check.
 VALIDATIONS: dict[str, list[dict[str, str]]] = {

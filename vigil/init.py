@@ -220,15 +220,19 @@ def render(model_path: str, reference_path: str, model: ModelFacts, ref: Referen
         _c("  detectors:", "each block optional; delete one to not deploy it"),
         "    # outlier: a VAE trained from the reference (storageUri: null = Vigil trains it)",
         "    outlier: {type: vae, thresholdPercentile: 95, epochs: 30}",
-        "    # drift: Kolmogorov-Smirnov per feature over windows of requests",
-        "    drift: {type: ks, pValue: 0.05, correction: bonferroni, window: {size: 1000, mode: tumbling, maxAge: 10m}}",
+        *(["    # drift: Kolmogorov-Smirnov per feature over windows of requests",
+           "    drift: {type: ks, pValue: 0.05, correction: bonferroni, window: {size: 1000, mode: tumbling, maxAge: 10m}}"]
+          if not model.shape else
+          ["    # drift: KS per dimension of a seeded, untrained autoencoder's encoding (UAE, built by vigil train)",
+           "    drift: {type: ks, pValue: 0.05, correction: bonferroni, preprocess: {type: uae, encodingDim: 32, seed: 0},"
+           " window: {size: 1000, mode: tumbling, maxAge: 10m}}"]),
         "    # metrics: from ground-truth feedback posted to the logger's /feedback",
     ]
     if classifier:
         lines.append(f"    metrics: {{task: classification{', classes: ' + _flow(classes) if classes else ''}}}")
         lines += ["    # explainer: anchor explanations on POST /explain (classifiers only)",
                   "    explainer: {type: anchor-tabular, threshold: 0.95}" if not model.shape else
-                  "    # explainer: {type: anchor-image}   # needs a Vigil with image explanations"]
+                  "    explainer: {type: anchor-image, threshold: 0.95, timeout: 60s}   # slic superpixels"]
     else:
         lines.append("    metrics: {task: regression}")
     return "\n".join(lines) + "\n"

@@ -387,9 +387,12 @@ class WindowSpec(_Block):
 class PreprocessSpec(_Block):
     """``spec.detectors.drift.preprocess``: map each tensor instance to a small vector before the drift test
     (DESIGN §8, `vigil_detectors.drift.preprocess`). ``uae``: alibi-detect's untrained autoencoder with
-    fixed weights drawn from ``seed`` (built and saved by ``vigil train``), KS per encoded dimension."""
+    fixed weights drawn from ``seed`` (built and saved by ``vigil train``), KS per encoded dimension;
+    ``model-output``: black-box shift detection on the model's class probabilities from response events."""
 
-    type: Literal["uae"] = Field(description="uae: an untrained alibi-detect autoencoder (UAE) with seeded weights.")
+    type: Literal["uae", "model-output"] = Field(description=(
+        "uae: an untrained alibi-detect autoencoder (UAE) with seeded weights; model-output: KS per class on the "
+        "model's softmax outputs (predict_proba) of response events, against those of the reference."))
     encoding_dim: int = Field(32, ge=1, le=1024, description="Dimensions of the UAE's encoding (KS tests, corrected).")
     seed: int = Field(0, ge=0, description="Seed of the UAE's random weights (saved with the detector).")
 
@@ -401,6 +404,7 @@ class DriftSpec(_Detector):
     p_value: float = inherit(DriftSettings, "p_value")
     correction: Literal["bonferroni", "fdr"] = inherit(DriftSettings, "correction")
     window: WindowSpec = Field(default_factory=WindowSpec)
+    target: Literal["inputs", "outputs", "both"] = inherit(DriftSettings, "target")
     preprocess: Optional[PreprocessSpec] = None
 
 
@@ -419,9 +423,29 @@ class MetricsSpec(_Detector):
 
 
 class ExplainerSpec(_Detector):
-    type: Literal["anchor-tabular"] = "anchor-tabular"
+    type: Literal["anchor-tabular", "anchor-image"] = inherit(ExplainerSettings, "type")
     threshold: float = inherit(ExplainerSettings, "threshold")
     sample_rate: float = inherit(ExplainerSettings, "sample_rate")
+    timeout: str = Field(seconds(ExplainerSettings.model_fields["timeout_seconds"].default), description=(
+        "The longest one explanation may take (e.g. 30s, 2m); past it POST /explain answers 504 with reason timeout."))
+    p_sample: float = inherit(ExplainerSettings, "p_sample")
+    segmentation_fn: Literal["slic", "felzenszwalb", "quickshift"] = Field("slic", description=(
+        "anchor-image: the scikit-image segmentation that cuts the image into superpixels."))
+    segmentation_kwargs: dict[str, Union[int, float, str, bool]] = Field(default_factory=dict, description=(
+        "anchor-image: keyword arguments of the segmentation (empty: alibi's defaults, for slic "
+        "n_segments 10, compactness 10, sigma 0.5)."))
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, v):
+        parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _image_options(self):
+        if self.type != "anchor-image" and (self.segmentation_kwargs or self.segmentation_fn != "slic"):
+            raise ValueError("segmentationFn and segmentationKwargs are options of type anchor-image")
+        return self
 
 
 class QualityWindowSpec(_Block):

@@ -80,6 +80,7 @@ def save_atomically(save: Callable[[Path], None], out_dir: Path) -> Path:
 
 def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
                 categorical: Optional[Categorical] = None, feature_names: Optional[Sequence[str]] = None,
+                model: Optional[str] = None, model_format: Optional[str] = None, model_name: Optional[str] = None,
                 progress: Progress = say) -> Path:
     """Fit the drift check the drift service uses (its statistics, categoricals declared or inferred) and save it.
 
@@ -91,7 +92,8 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
     correction = str(options.get("correction", "bonferroni"))
     if options.get("preprocess"):
         return train_drift_preprocess(x_ref, options["preprocess"], out_dir, p_value=p_value, correction=correction,
-                                      progress=progress)
+                                      kind=str(options.get("type", "ks")), model=model, model_format=model_format,
+                                      model_name=model_name, progress=progress)
     from vigil_detectors.drift.statistics import fit_statistic
 
     kind = str(options.get("type", "ks"))
@@ -111,16 +113,33 @@ def train_drift(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
 
 
 def train_drift_preprocess(x_ref: np.ndarray, preprocess: dict, out_dir, *, p_value: float, correction: str,
-                           progress: Progress = say) -> Path:
-    """``drift.preprocess: {type: uae, encodingDim, seed}``: alibi-detect's `KSDrift` with a seeded, untrained `UAE`
-    as its ``preprocess_fn``, saved with alibi-detect's saver (`vigil_detectors.drift.preprocess`).
+                           kind: str = "ks", model: Optional[str] = None, model_format: Optional[str] = None,
+                           model_name: Optional[str] = None, progress: Progress = say) -> Path:
+    """``drift.preprocess`` (`vigil_detectors.drift.preprocess`): ``{type: uae, encodingDim, seed}`` — alibi-detect's
+    `KSDrift` with a seeded, untrained `UAE` as its ``preprocess_fn``, saved with alibi-detect's saver;
+    ``{type: model-output}`` — the drift suite fitted on the model's class probabilities for the reference.
 
     `x_ref` is (n, *shape) for a tensor schema (rows of features: the UAE's dense encoder on each row)."""
     from vigil_detectors.drift import preprocess as pre
+    from vigil_detectors.drift.statistics import fit_statistic
 
-    kind = preprocess.get("type")
-    if kind != "uae":
-        raise ValueError(f"drift preprocess type {kind!r} is not trained here (uae is)")
+    if preprocess.get("type") == "model-output":
+        if not model:
+            raise ValueError("model-output drift is fitted on the model's outputs: give a model file or V2 URL")
+        progress(f"drift: asking the model {model} for class probabilities of {x_ref.shape[0]} reference instances")
+        proba = pre.model_outputs(x_ref, model, model_format, model_name)
+        suite = fit_statistic(proba, p_value=p_value, correction=correction, kind=kind)
+
+        def save(tmp: Path) -> None:
+            suite.save(str(tmp))
+            pre.write_config(tmp, {"type": "model-output", "classes": int(proba.shape[1]),
+                                   "referenceSize": int(proba.shape[0])})
+
+        out = save_atomically(save, Path(out_dir))
+        progress(f"drift: {proba.shape[1]} class probabilities tested per window; saved to {out}")
+        return out
+    if preprocess.get("type") != "uae":
+        raise ValueError(f"unknown drift preprocess type {preprocess.get('type')!r} (uae, model-output)")
     dim, seed = int(preprocess.get("encodingDim", 32)), int(preprocess.get("seed", 0))
     shape = list(x_ref.shape[1:])
     progress(f"drift: building a UAE (seed {seed}) encoding {shape} instances to {dim} dimensions and encoding "
@@ -149,7 +168,7 @@ def train_array(component: str, x_ref: np.ndarray, options: Optional[dict], out_
         return train_outlier(x_ref, options, out_dir, feature_names=feature_names, progress=progress)
     if component == "drift":
         return train_drift(x_ref, options, out_dir, categorical=categorical, feature_names=feature_names,
-                           progress=progress)
+                           model=model, model_format=model_format, model_name=model_name, progress=progress)
     if component == "explainer":
         from vigil_detectors.explainer.train import train_explainer
 
@@ -174,16 +193,18 @@ def train_component(component: str, reference: Union[str, Path], output: Union[s
     a model file or V2 URL (explainer only). `shape` (a tensor schema): the reference is a .npy of
     shape [n, *shape].
     """
-    from vigil.data import load_table
+    from vigil.data import complete_rows, load_table
 
     if component not in components.trainable():
         raise ValueError(f"cannot train {component!r}; one of {', '.join(components.trainable())}")
     progress(f"{component}: reading reference data {reference}")
-    x_ref = load_table(str(reference), feature_names, shape=shape)
     if shape is not None:
+        x_ref = load_table(str(reference), feature_names, shape=shape)
         progress(f"{component}: {x_ref.shape[0]} instances of shape {list(x_ref.shape[1:])}")
     else:
-        progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features")
+        x_ref, dropped = complete_rows(load_table(str(reference), feature_names, categorical, missing="keep"))
+        progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features"
+                 + (f" ({dropped} rows holding a missing value dropped)" if dropped else ""))
     return train_array(component, x_ref, options, output, feature_names=feature_names, categorical=categorical,
                        shape=shape,
                        model=model, model_format=model_format, model_name=model_name, progress=progress)

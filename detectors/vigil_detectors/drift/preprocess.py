@@ -24,6 +24,14 @@ keeping only as many stride-2 convolutions as halve ``min(H, W)`` down to no les
 (32×32: all three, 8×8: one). Any other shape (vectors, grey 2-D arrays) gets the `UAE`'s
 own dense encoder (``UAE(shape=..., enc_dim=encodingDim)``) on the flattened instance.
 
+- ``{type: model-output}``: black-box shift detection (BBSD, Lipton et al. 2018; alibi-detect's
+  "model uncertainty" examples) on the model's class probabilities: the drift service reads
+  *response* events (`probabilities`: the V2 ``predict_proba`` output, or V1 ``predictions``
+  of class scores) and tests each class's probability with KS, corrected over the classes;
+  `vigil train` calls the model (a file or the monitored endpoint, `model_outputs`) on the
+  reference and saves the drift suite fitted on those probabilities (``drift.json`` +
+  ``reference.npy``) with ``preprocess.json``. No TensorFlow in the service.
+
 TensorFlow and alibi-detect are imported by the functions of this module only, so the drift
 service imports them only for a monitor whose artifact has a UAE preprocessing step.
 """
@@ -54,6 +62,79 @@ BATCH_SIZE = 256
 def is_preprocessed(path: str) -> bool:
     """Whether a drift artifact directory carries a preprocessing step."""
     return (Path(path) / CONFIG).is_file()
+
+
+def read_config(path: str) -> dict:
+    config = json.loads((Path(path) / CONFIG).read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{Path(path) / CONFIG}: not a {FORMAT} file (format {config.get('format')!r})")
+    if config.get("type") not in ("uae", "model-output"):
+        raise ValueError(f"{Path(path) / CONFIG}: unknown preprocessing {config.get('type')!r}")
+    return config
+
+
+def write_config(out: Path, config: dict) -> None:
+    (Path(out) / CONFIG).write_text(json.dumps({"format": FORMAT, **config}, indent=2) + "\n")
+
+
+#: V2 output tensors that hold class probabilities, by name, in order of preference.
+PROBABILITY_OUTPUTS = ("predict_proba", "probabilities", "probs", "scores")
+
+
+def probabilities(body: Any) -> np.ndarray:
+    """(n, classes) class probabilities from a response body: the V2 ``predict_proba`` output (or
+    another 2-D output), V1 ``predictions`` of class scores. Labels alone are a 400 naming the fix."""
+    from vigil.events import PayloadError, decode_outputs
+
+    if isinstance(body, dict) and isinstance(body.get("outputs"), list):
+        tensors = [t for t in body["outputs"] if isinstance(t, dict)]
+        named = {t.get("name"): t for t in tensors}
+        chosen = next((named[n] for n in PROBABILITY_OUTPUTS if n in named), None)
+        if chosen is None:
+            chosen = next((t for t in tensors if isinstance(t.get("shape"), list) and len(t["shape"]) == 2
+                           and t["shape"][1] != 1), None)
+        if chosen is None:
+            raise PayloadError("bad_body", "model-output drift needs the model's class probabilities: the response "
+                                           f"has no {PROBABILITY_OUTPUTS[0]} output (ask for it, or for all outputs)")
+        body = {"outputs": [chosen]}
+    scores = decode_outputs(body)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise PayloadError("bad_body", "model-output drift needs class probabilities (n x classes), got outputs of "
+                                       f"shape {list(scores.shape)}")
+    return scores
+
+
+def model_outputs(x: np.ndarray, model: str, model_format: Optional[str] = None,
+                  model_name: Optional[str] = None, batch: int = 256) -> np.ndarray:
+    """The model's class probabilities for `x`: a model file (the model server's loader) or a V2 endpoint."""
+    if model.startswith(("http://", "https://")):
+        import httpx
+
+        from vigil.events import v2_request
+
+        url = f"{model.rstrip('/')}/v2/models/{model_name or 'model'}/infer"
+        parts = []
+        with httpx.Client(timeout=60) as client:
+            for i in range(0, len(x), batch):
+                body = v2_request(x[i:i + batch])
+                body["outputs"] = [{"name": "predict_proba"}]
+                r = client.post(url, json=body)
+                if r.status_code != 200:
+                    raise ValueError(f"model server answered {r.status_code}: {r.text[:300]}")
+                parts.append(probabilities(r.json()))
+        return np.concatenate(parts)
+    from vigil.modelserver.loaders import load_model
+    from vigil_detectors.explainer.train import _guess_format
+
+    fmt = model_format or _guess_format(model)
+    loaded = load_model(model, fmt)
+    rows = np.asarray(x, dtype=np.float64)
+    if rows.ndim > 2 and fmt != "tensorflow":  # as the model server: scikit-learn/XGBoost take tensors flattened
+        rows = rows.reshape(len(rows), -1)
+    proba = loaded.predict(rows, want_proba=True)[1]
+    if proba is None:
+        raise ValueError(f"model-output drift needs class probabilities; the model at {model} gives none")
+    return proba
 
 
 def _tensorflow():
@@ -121,9 +202,8 @@ def save_uae(detector, out: Path, *, shape: Sequence[int], encoding_dim: int, se
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_detector(detector, str(out / UAE_DIR))
-    config = {"format": FORMAT, "type": "uae", "encodingDim": int(encoding_dim), "seed": int(seed),
-              "shape": [int(d) for d in shape], "referenceSize": int(len(detector.x_ref))}
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    write_config(out, {"type": "uae", "encodingDim": int(encoding_dim), "seed": int(seed),
+                       "shape": [int(d) for d in shape], "referenceSize": int(len(detector.x_ref))})
 
 
 class Preprocessor:
@@ -158,11 +238,9 @@ class Preprocessor:
 
 def load_preprocessor(path: str) -> Preprocessor:
     """The preprocessing step of a drift artifact written by `save_uae`."""
-    config = json.loads((Path(path) / CONFIG).read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{Path(path) / CONFIG}: not a {FORMAT} file (format {config.get('format')!r})")
-    if config.get("type") != "uae":
-        raise ValueError(f"{Path(path) / CONFIG}: unknown preprocessing {config.get('type')!r}")
+    config = read_config(path)
+    if config["type"] != "uae":
+        raise ValueError(f"{Path(path) / CONFIG}: {config['type']} has no encoder to load")
     _tensorflow()
     from alibi_detect.saving import load_detector
 

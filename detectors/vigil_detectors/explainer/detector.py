@@ -10,6 +10,18 @@ background explanations only start when a copy is free (else they are skipped an
 
 ``POST /explain`` takes exactly one instance as a V2 (``inputs``) or V1 (``instances``) body
 and answers ``{"anchor": [...], "precision": p, "coverage": c, "prediction": label, ...}``.
+With ``type: anchor-image`` (alibi `AnchorImage`, DESIGN §8) the instance is one image of the
+schema's shape and the answer is ``{"anchor": [segment ids], "segments": H×W integer mask,
+"precision", "coverage", "prediction", "segmentCount", ...}`` (`imageplot.save_anchor_png`
+draws it).
+
+Bounded time (``timeout_seconds``, ``spec.detectors.explainer.timeout``): each explanation
+has a deadline; its model calls are cut to the time left and the first one past it raises,
+which ends alibi's search. ``POST /explain`` then answers **504** ``{"error": ..., "reason":
+"timeout"}`` — no partial anchor (alibi's beam search has no sound anchor before it meets the
+precision threshold or runs out of candidates). The HTTP answer never waits more than the
+timeout plus a short grace even if the worker is between model calls; its explainer copy
+is reused once that thread ends. Counted in ``vigil_explainer_failures_total{reason="timeout"}``.
 
 Metrics: ``vigil_explainer_explanations_total{source}`` (api | sampled),
 ``vigil_explainer_duration_seconds`` (histogram), ``vigil_explainer_precision`` and
@@ -33,16 +45,23 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from vigil.errors import NotReady, Rejected, UpstreamError
+from vigil.errors import NotReady, Rejected, UpstreamError, UpstreamTimeout
 from vigil.events import PayloadError, decode_instances
+from vigil.instances import InputSchema, decode_table
 from vigil.telemetry import ServiceMetrics
-from vigil_detectors.explainer.predictor import ModelCallError, ModelServerPredictor
+from vigil_detectors.explainer.predictor import ExplanationTimeout, ModelCallError, ModelServerPredictor
 from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
+from vigil_detectors.frame.settings import category_counts
 
 log = logging.getLogger("vigil.explainer")
 
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: How long past ``timeout`` an answer may wait for a worker thread between two model calls (segmentation,
+#: coverage sampling) before /explain answers 504 anyway; the thread then ends at its next model call.
+_GRACE_SECONDS = 2.0
+#: alibi's explainer class for each ``type``.
+_CLASSES = {"anchor-tabular": "AnchorTabular", "anchor-image": "AnchorImage"}
 
 
 def _scalar(value: Any) -> Any:
@@ -85,6 +104,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         self._background: set[asyncio.Task] = set()
         self._rng = random.Random(settings.seed)
         self.feature_names: list[str] = list(settings.feature_names or [])
+        self.image_shape: Optional[tuple[int, ...]] = None  # anchor-image: the shape of one image
         self.categories: dict[int, int] = {}
         self.state: dict[str, Any] = {"explanations": 0, "failures": 0, "skipped": 0, "lastAnchor": None,
                                       "precision": None, "coverage": None, "prediction": None,
@@ -104,7 +124,8 @@ class ExplainerDetector(Detector[ExplainerSettings]):
             raise DetectorError(f"{self._path} is not an explainer saved by alibi (no meta.dill); "
                                 "train one with vigil train")
         self.predictor = ModelServerPredictor(s.model_url, s.model_name, max_rows=s.batch_size,
-                                              timeout=s.model_timeout_seconds, on_call=self._on_call)
+                                              timeout=s.model_timeout_seconds, on_call=self._on_call,
+                                              schema=InputSchema.from_settings(s.feature_names, s.categorical))
         # The model is a black box behind HTTP: alibi's TensorFlow/PyTorch explainers are never
         # used here, so their frameworks stay out of this process (vigil.imports).
         from vigil import imports
@@ -147,12 +168,24 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         s = self.settings
         pool = [load_explainer(str(self._path), self.predictor) for _ in range(s.max_concurrent)]
         first = pool[0]
+        want = _CLASSES[s.type]
+        if type(first).__name__ != want:
+            raise DetectorError(f"the explainer at {self._path} is an alibi {type(first).__name__}; type {s.type} "
+                                f"needs an {want} (train it with vigil train)")
+        if s.type == "anchor-image":
+            self.image_shape = tuple(int(d) for d in first.image_shape)
+            if s.shape and tuple(s.shape) != self.image_shape:
+                raise DetectorError(f"the explainer was fitted on images of shape {list(self.image_shape)}, the "
+                                    f"monitor's schema says {list(s.shape)}")
+            log.info("explainer loaded from %s: AnchorImage on %s images, %d copies", self._path,
+                     list(self.image_shape), len(pool))
+            return pool
         names = list(first.feature_names)
         if self.feature_names and self.feature_names != names:
             raise DetectorError(f"the explainer was trained on features {names}, the monitor names {self.feature_names}")
         self.feature_names = names
         self.categories = {int(i): len(first.feature_values[i]) for i in first.categorical_features}
-        for key, n in (s.categorical or {}).items():
+        for key, n in category_counts(s.categorical).items():
             if int(key) not in self.categories or (n is not None and self.categories[int(key)] != n):
                 log.warning("schema says feature %s has %s categories; the explainer artifact says %s",
                             key, n, self.categories.get(int(key)))
@@ -171,9 +204,30 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         self.m_rows.inc(rows)
 
     # -- explaining ---------------------------------------------------------------------------
+    def _decode(self, doc: Any) -> np.ndarray:
+        """One ``POST /explain`` body as rows: named features and category strings as at every edge;
+        anchors need every value, so a missing one or an unseen category is a 400 here."""
+        schema = InputSchema.from_settings(self.feature_names, self.settings.categorical)
+        decoded = decode_table(doc, schema)
+        for mask, reason, what in ((decoded.missing, "missing_value", "has no value"),
+                                   (decoded.unseen, "bad_category", "holds a category outside the declared ones")):
+            if mask.any():
+                j = int(np.nonzero(mask.any(axis=0))[0][0])
+                raise PayloadError(reason, f"feature {self.feature_names[j]!r} {what}; an explanation needs "
+                                           "every feature's value")
+        return decoded.rows
+
     def _check_instance(self, rows: np.ndarray) -> np.ndarray:
         if rows.shape[0] != 1:
             raise PayloadError("instance_count", f"send exactly one instance to explain, got {rows.shape[0]}")
+        if self.image_shape is not None:
+            image = rows[0]
+            if image.shape != self.image_shape:
+                if image.size != int(np.prod(self.image_shape)) or image.ndim != 1:
+                    raise PayloadError("bad_shape", f"expected an image of shape {list(self.image_shape)}, "
+                                                    f"got {list(image.shape)}")
+                image = image.reshape(self.image_shape)  # one flat row of a tensor schema: the same pixels
+            return image
         row = rows[0]
         for idx, n in self.categories.items():
             v = row[idx]
@@ -186,12 +240,29 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         s = self.settings
         assert self.predictor is not None  # loaded
         self.predictor.reset_thread_counts()
+        self.predictor.set_deadline(s.timeout_seconds)
         started = time.perf_counter()
-        exp = explainer.explain(row, threshold=s.threshold, batch_size=s.anchor_batch_size,
-                                coverage_samples=s.coverage_samples)
+        try:
+            if self.image_shape is not None:
+                exp = explainer.explain(row, threshold=s.threshold, p_sample=s.p_sample, batch_size=s.anchor_batch_size,
+                                        coverage_samples=s.coverage_samples)
+            else:
+                exp = explainer.explain(row, threshold=s.threshold, batch_size=s.anchor_batch_size,
+                                        coverage_samples=s.coverage_samples)
+        finally:
+            self.predictor.set_deadline(None)
         seconds = time.perf_counter() - started
         calls, rows = self.predictor.thread_counts()
         raw = exp.data["raw"]
+        if self.image_shape is not None:
+            return {
+                "anchor": [int(i) for i in raw["feature"]], "segments": np.asarray(exp.segments, dtype=int).tolist(),
+                "precision": float(exp.precision), "coverage": float(exp.coverage),
+                "prediction": _scalar(np.asarray(raw["prediction"]).reshape(-1)[0]),
+                "thresholdMet": bool(raw.get("success", exp.precision >= s.threshold)), "threshold": s.threshold,
+                "segmentCount": int(np.unique(exp.segments).size), "durationSeconds": seconds,
+                "modelCalls": calls, "modelRows": rows, "features": [],
+            }
         return {
             "anchor": list(exp.anchor), "precision": float(exp.precision), "coverage": float(exp.coverage),
             "prediction": _scalar(np.asarray(raw["prediction"]).reshape(-1)[0]),
@@ -210,11 +281,21 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         finally:
             self._waiting -= 1
         explainer = self._pool.pop()
-        try:
-            result = await asyncio.to_thread(self._explain_sync, explainer, row)
-        finally:
+        slots = self._slots
+        work = asyncio.ensure_future(asyncio.to_thread(self._explain_sync, explainer, row))
+
+        def done(task: asyncio.Future) -> None:  # the copy is free again only once its thread has ended
             self._pool.append(explainer)
-            self._slots.release()
+            slots.release()
+            if not task.cancelled():
+                task.exception()  # retrieved here when the caller stopped waiting (timeout)
+
+        work.add_done_callback(done)
+        timeout = self.settings.timeout_seconds
+        try:
+            result = await asyncio.wait_for(asyncio.shield(work), timeout + _GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            raise ExplanationTimeout(f"the explanation took longer than the explainer timeout ({timeout:g} s)") from None
         self._record(result, source)
         return result
 
@@ -223,7 +304,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         self.m_duration.observe(result["durationSeconds"])
         self.m_precision.set(result["precision"])
         self.m_coverage.set(result["coverage"])
-        for feature in result["features"]:
+        for feature in result["features"]:  # anchor-image: segment ids are not features (no label)
             self.m_features.labels(feature=feature).inc()
         self.state.update(explanations=self.state["explanations"] + 1, lastAnchor=result["anchor"],
                           precision=result["precision"], coverage=result["coverage"],
@@ -248,7 +329,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
                 self.state["skipped"] += 1
                 continue
             try:
-                self._check_instance(row.reshape(1, -1))
+                self._check_instance(row[None])
             except PayloadError as exc:
                 self._failed(exc.reason)
                 continue
@@ -260,6 +341,9 @@ class ExplainerDetector(Detector[ExplainerSettings]):
     async def _background_explain(self, row: np.ndarray) -> None:
         try:
             await self.explain(row, "sampled")
+        except ExplanationTimeout as exc:
+            log.warning("sampled explanation abandoned: %s", exc)
+            self._failed("timeout")
         except ModelCallError as exc:
             log.warning("sampled explanation failed: %s", exc)
             self._failed("model_error")
@@ -280,11 +364,18 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         if self._slots is None:
             raise NotReady("not_ready", "explainer is not ready yet (loading the artifact)")
         doc = await edge.read_json(request)
-        row = self._check_instance(decode_instances(doc, len(self.feature_names)))
+        if self.image_shape is not None:
+            row = self._check_instance(decode_instances(doc, None, shape=self.image_shape))
+        else:
+            row = self._check_instance(self._decode(doc))
         if self._slots.locked() and self._waiting >= s.max_waiting:
             raise NotReady("busy", f"{s.max_concurrent} explanations running and {self._waiting} waiting; retry later")
         try:
             return await self.explain(row, "api")
+        except ExplanationTimeout:
+            self._failed("timeout")
+            raise UpstreamTimeout("timeout", f"no explanation within the explainer timeout ({s.timeout_seconds:g} s); "
+                                             "raise explainer.timeout, lower threshold or use fewer segments") from None
         except ModelCallError as exc:
             self._failed("model_error")
             raise UpstreamError("model_error", str(exc)) from None

@@ -23,6 +23,7 @@ import numpy as np
 
 from vigil.errors import VigilError
 from vigil.events import v2_request
+from vigil.instances import InputSchema
 
 log = logging.getLogger("vigil.explainer")
 
@@ -31,19 +32,40 @@ class ModelCallError(VigilError, RuntimeError):
     """The model server could not be reached or gave an unusable answer."""
 
 
+class ExplanationTimeout(VigilError, TimeoutError):
+    """The explanation running in this thread passed its deadline (`ModelServerPredictor.set_deadline`)."""
+
+
 class ModelServerPredictor:
     def __init__(self, base_url: str, model_name: str, max_rows: int = 1000, timeout: float = 10.0,
-                 on_call: Optional[Callable[[int], None]] = None):
+                 on_call: Optional[Callable[[int], None]] = None, schema: Optional[InputSchema] = None):
+        self.schema = schema  # category codes of numeric value lists are sent as their values
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.url = f"{self.base_url}/v2/models/{model_name}/infer"
         self.max_rows = int(max_rows)
         self.on_call = on_call
+        self.timeout = float(timeout)
         self.client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=16))
         self._local = threading.local()
         self._lock = threading.Lock()
         self.calls = 0
         self.rows = 0
+
+    # -- deadline of the explanation running in this thread ----------------------------------
+    def set_deadline(self, seconds: Optional[float]) -> None:
+        """From now on, calls made by this thread fail with `ExplanationTimeout` once `seconds` have passed
+        (each model call's own timeout is cut to what is left), so alibi's search stops at its next call."""
+        self._local.deadline = None if seconds is None else time.monotonic() + seconds
+
+    def _remaining(self) -> Optional[float]:
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ExplanationTimeout("the explanation passed its deadline")
+        return left
 
     # -- alibi's predictor ----------------------------------------------------------------
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -54,11 +76,17 @@ class ModelServerPredictor:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _call(self, rows: np.ndarray) -> np.ndarray:
-        body = v2_request(rows)
+        body = v2_request(self.schema.to_values(rows) if self.schema is not None else rows)
         body["outputs"] = [{"name": "predict"}]
+        left = self._remaining()
         try:
             resp = self.client.post(self.url, content=json.dumps(body, separators=(",", ":")),
-                                    headers={"content-type": "application/json"})
+                                    headers={"content-type": "application/json"},
+                                    timeout=self.client.timeout if left is None else min(self.timeout, left))
+        except httpx.TimeoutException as exc:
+            if left is not None and left < self.timeout:
+                raise ExplanationTimeout("the explanation passed its deadline during a model call") from exc
+            raise ModelCallError(f"model server {self.base_url} timed out: {exc}") from exc
         except httpx.HTTPError as exc:
             raise ModelCallError(f"model server {self.base_url} unreachable: {type(exc).__name__}: {exc}") from exc
         self._count(rows.shape[0])

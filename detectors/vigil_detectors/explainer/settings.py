@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from vigil_detectors.frame.settings import Categories, DetectorSettings
+from vigil_detectors.frame.settings import DetectorSettings
 
 
 class ExplainerSettings(DetectorSettings):
     model_config = SettingsConfigDict(env_prefix="VIGIL_EXPLAINER_", extra="ignore")
 
+    #: anchor-tabular (alibi `AnchorTabular`, rows of features) or anchor-image (alibi `AnchorImage` on
+    #: superpixels of one image of the schema's shape; DESIGN §8).
+    type: Literal["anchor-tabular", "anchor-image"] = "anchor-tabular"
     #: Directory of an explainer saved with alibi's `save_explainer` (what `vigil train` writes).
     artifact: Optional[str] = None
     #: Base URL of the model server (or any V2 endpoint), e.g. http://127.0.0.1:8081.
@@ -23,9 +26,6 @@ class ExplainerSettings(DetectorSettings):
     threshold: float = Field(0.95, gt=0.0, le=1.0)
     #: Share of request-event rows explained in the background (0 = only POST /explain).
     sample_rate: float = Field(0.0, ge=0.0, le=1.0)
-    #: Categorical features as JSON {feature index (str): number of categories}; the artifact's
-    #: own categorical features are what is enforced, this is checked against them.
-    categorical: Categories = Field(default_factory=dict)
     #: Most rows sent to the model server in one V2 call (alibi's sample batches are chunked).
     batch_size: int = Field(1000, ge=1)
     #: Rows alibi samples per precision estimate (its `batch_size`): the usual size of one model call.
@@ -41,5 +41,11 @@ class ExplainerSettings(DetectorSettings):
     #: How long start-up waits for the model server to answer /v2/health/ready (null: as long as it
     #: takes; /readyz stays 503 meanwhile, and turns ready by itself once the model server is up).
     model_wait_seconds: Optional[float] = Field(None, ge=0)
+    #: The longest one explanation may take: past it the explanation is abandoned at its next model call and
+    #: ``POST /explain`` answers 504 ``{"reason": "timeout"}`` (never a hang; a sampled one is counted as failed).
+    timeout_seconds: float = Field(60.0, gt=0)
+    #: anchor-image: probability that a superpixel outside the anchor keeps its pixels in a perturbed sample
+    #: (the others are replaced by their segment's mean colour).
+    p_sample: float = Field(0.5, gt=0.0, lt=1.0)
     #: Seed of alibi's sampler (None: random).
     seed: Optional[int] = None

@@ -1,5 +1,6 @@
-"""Fit an alibi `AnchorTabular` explainer on reference data and save it with alibi's
-`save_explainer` (the service loads it back with `load_explainer`).
+"""Fit an alibi `AnchorTabular` explainer on reference data (or, ``type: anchor-image``, build an
+`AnchorImage` for the reference's image shape) and save it with alibi's `save_explainer`
+(the service loads it back with `load_explainer`).
 
 The explainer needs the model while it fits (to check what the predictor returns). It is
 either a local model file, loaded with the model server's own loader
@@ -58,13 +59,14 @@ def categorical_names(categorical: Optional[Categorical], feature_names: Sequenc
 
 
 def model_predictor(model_path_or_url: str, model_format: Optional[str] = None, model_name: Optional[str] = None,
-                    timeout: float = 10.0) -> Callable[[np.ndarray], np.ndarray]:
-    """rows -> class labels, from a model file (the model server's loader) or a V2 URL."""
+                    timeout: float = 10.0, schema: Optional[Any] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """rows -> class labels, from a model file (the model server's loader) or a V2 URL (`schema`, a
+    `vigil.instances.InputSchema`: how coded rows are sent to it)."""
     target = str(model_path_or_url)
     if target.startswith(("http://", "https://")):
         from vigil_detectors.explainer.predictor import ModelServerPredictor
 
-        predictor = ModelServerPredictor(target, model_name or "model", timeout=timeout)
+        predictor = ModelServerPredictor(target, model_name or "model", timeout=timeout, schema=schema)
         predictor.wait_ready(timeout)
         return predictor
     from vigil.modelserver.loaders import load_model
@@ -75,7 +77,10 @@ def model_predictor(model_path_or_url: str, model_format: Optional[str] = None, 
         raise ValueError(f"anchor explanations need a classifier; {model.platform} at {target} is a regressor")
 
     def predict(rows: np.ndarray) -> np.ndarray:
-        return model.predict(np.asarray(rows, dtype=np.float64), want_proba=False)[0]
+        x = np.asarray(rows, dtype=np.float64)
+        if x.ndim > 2 and fmt != "tensorflow":  # as the model server: scikit-learn/XGBoost take tensors flattened
+            x = x.reshape(len(x), -1)
+        return model.predict(x, want_proba=False)[0]
 
     return predict
 
@@ -107,6 +112,9 @@ def train_explainer(x_ref: np.ndarray, options: Optional[Mapping[str, Any]], mod
     """
     say = progress or (lambda msg: log.info("%s", msg))
     options = dict(options or {})
+    if options.get("type") == "anchor-image":
+        return train_image_explainer(x_ref, options, model_path_or_url, out_dir, model_format=model_format,
+                                     model_name=model_name, progress=say)
     x_ref = np.asarray(x_ref, dtype=np.float64)
     feature_names = [str(f) for f in feature_names]
     if x_ref.ndim != 2 or x_ref.shape[0] < 2:
@@ -123,8 +131,11 @@ def train_explainer(x_ref: np.ndarray, options: Optional[Mapping[str, Any]], mod
                              f"0..{len(names) - 1} in the reference data")
 
     say(f"loading the model from {model_path_or_url}")
+    from vigil.instances import InputSchema
+
     predictor = model_predictor(model_path_or_url, model_format or options.get("modelFormat"),
-                                model_name or options.get("modelName"))
+                                model_name or options.get("modelName"),
+                                schema=InputSchema.from_settings(feature_names, categorical))
     say("importing alibi")
     from vigil.imports import keep_out
 
@@ -147,4 +158,43 @@ def train_explainer(x_ref: np.ndarray, options: Optional[Mapping[str, Any]], mod
     if close:
         close()
     say(f"saved the explainer to {out}")
+    return out
+
+
+def train_image_explainer(x_ref: np.ndarray, options: Mapping[str, Any], model_path_or_url: Optional[str],
+                          out_dir: Union[str, Path], *, model_format: Optional[str] = None,
+                          model_name: Optional[str] = None, progress: Callable[[str], None] = log.info) -> Path:
+    """``type: anchor-image``: alibi `AnchorImage` for images of `x_ref`'s instance shape, saved with `save_explainer`.
+
+    `options` (the explainer block): ``segmentationFn`` (slic | felzenszwalb | quickshift, default slic),
+    ``segmentationKwargs`` (empty: alibi's defaults), ``seed``. `x_ref` (n, *shape) gives the shape;
+    AnchorImage has nothing to fit (perturbed superpixels take their segment's mean colour), but it
+    calls the model once to check what it returns, so the model is needed here as for tabular data.
+    """
+    x_ref = np.asarray(x_ref)
+    if x_ref.ndim not in (3, 4) or x_ref.shape[0] < 1:
+        raise ValueError(f"anchor-image needs reference images of shape [n, H, W] or [n, H, W, C], got "
+                         f"{list(x_ref.shape)} (set spec.schema.shape)")
+    if not model_path_or_url:
+        raise ValueError("the explainer is fitted against the model: give a model file or a V2 endpoint URL")
+    shape = tuple(int(d) for d in x_ref.shape[1:])
+    fn = str(options.get("segmentationFn", "slic"))
+    kwargs = dict(options.get("segmentationKwargs") or {}) or None
+    progress(f"loading the model from {model_path_or_url}")
+    predictor = model_predictor(model_path_or_url, model_format or options.get("modelFormat"),
+                                model_name or options.get("modelName"))
+    progress("importing alibi")
+    from alibi.explainers import AnchorImage
+    from alibi.saving import save_explainer
+
+    progress(f"building AnchorImage for {list(shape)} images ({fn} segmentation{f' {kwargs}' if kwargs else ''})")
+    explainer = AnchorImage(predictor, image_shape=shape, dtype=np.float64, segmentation_fn=fn,
+                            segmentation_kwargs=kwargs, seed=options.get("seed"))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_explainer(explainer, out)  # without its predictor: the service gives it the model server's
+    close = getattr(predictor, "close", None)
+    if close:
+        close()
+    progress(f"saved the explainer to {out}")
     return out

@@ -54,7 +54,9 @@ class JetStreamConsumer:
         self.log = log
         row = components.get(detector.name)
         partitions = getattr(settings, "consumer_partitions", None)
-        self.spec = ConsumerSpec(detector.name, tuple(row.consumes) or tuple(sorted(detector.accepts)),
+        # a row whose kinds depend on its block (drift with preprocess model-output reads responses): the detector's own
+        kinds = tuple(sorted(detector.accepts)) if row.consumes_for else tuple(row.consumes)
+        self.spec = ConsumerSpec(detector.name, kinds or tuple(sorted(detector.accepts)),
                                  tuple(partitions) if partitions else None)
         self.stream = names.stream_name(settings.namespace, settings.monitor)
         self.reply_subject = names.reply_subject(settings.namespace, settings.monitor, detector.name)

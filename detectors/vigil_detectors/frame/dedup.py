@@ -5,7 +5,10 @@ retried CloudEvent keeps its ``id``, ``source`` and ``type``, so counting it twi
 bias drift windows, outlier rates and accuracy. `RecentIds` remembers the identities of
 the last `capacity` (default 100,000) events processed, in insertion order, and forgets
 the oldest beyond that — a bounded set. An id is only remembered once the event was
-processed (a 4xx/5xx answer lets the sender retry it). Identities are 64-bit hashes of
+processed (a 4xx/5xx answer lets the sender retry it); a retry that arrives while the first
+delivery is still being processed (a slow event — a batch of images — outlasting the sender's
+timeout) is answered 429 by the frame, so the sender retries it after backoff and it is then
+dropped as a duplicate instead of being processed twice. Identities are 64-bit hashes of
 (type, source, id): a KServe logger reuses one ``ce-id`` for the request and response
 events of an inference, which differ in type.
 """
