@@ -6,7 +6,9 @@ reference rows of 4 features, window 1000 tumbling, checkpointing on (every even
 the append log before its 202). A load client — ``wrk`` (Debian package) with a Lua
 script that gives each event its own ``ce-id`` — pinned to CPU 1 keeps a fixed number
 of connections busy with binary-mode CloudEvents (V2 bodies), first one row per event,
-then 100 rows per event. Printed: events/s, instances/s, the service's CPU use (so a
+then 100 rows per event; once with KS on every feature (case ``ks``), once with a mix of
+statistics (case ``mix``: ks, psi, hellinger, wasserstein, one feature each). Printed: the
+service's RSS once ready, events/s, rows/s, the service's CPU use (so a
 busy shared machine shows), events per CPU-second of the service, the client's CPU use
 (well under 100 % means the client was not the bottleneck), and a cross-check that the
 service counted every instance wrk got a 2xx for.
@@ -62,7 +64,8 @@ def feature_std(rng: np.random.Generator) -> np.ndarray:
 # -- (a) ingest -----------------------------------------------------------------------------------
 
 LUA = r"""
--- one JSON body per line (distinct rows, so windows hold realistic data); each event gets its own ce-id
+-- one JSON body per line (distinct rows, so windows hold realistic data); each event gets its own ce-id,
+-- unique across runs too (the service drops a ce-id it already processed as a redelivery)
 local counter = 0
 local bodies = {}
 for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
@@ -75,7 +78,7 @@ wrk.headers["ce-modelname"] = "bench"
 
 request = function()
   counter = counter + 1
-  wrk.headers["ce-id"] = "bench-" .. counter
+  wrk.headers["ce-id"] = "%(tag)s-" .. counter
   wrk.headers["ce-inferenceid"] = "inf-" .. counter
   return wrk.format(nil, nil, nil, bodies[counter %% #bodies + 1])
 end
@@ -97,7 +100,7 @@ def _instances_total(url: str) -> float:
 
 def _wrk(url: str, body_path: Path, duration: float, connections: int, cpu: str) -> dict:
     script = body_path.with_suffix(".lua")
-    script.write_text(LUA % {"bodies": str(body_path)})
+    script.write_text(LUA % {"bodies": str(body_path), "tag": f"bench-{time.time_ns()}"})
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s", "--latency", "-s", str(script), url + "/"]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", cpu, *cmd]
@@ -120,7 +123,21 @@ def _wrk(url: str, body_path: Path, duration: float, connections: int, cpu: str)
             "latency_p99": p99.group(1) if p99 else "?", "raw": out}
 
 
-def bench_ingest(args, work: Path) -> list[dict]:
+#: Ingest cases: the statistic per feature (VIGIL_DRIFT_STATISTIC, VIGIL_DRIFT_STATISTICS).
+CASES = {
+    "ks": ("ks", {}),
+    "mix": ("ks", {"f1_lognormal": "psi", "f2_uniform": "hellinger", "f3_exponential": "wasserstein"}),
+}
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_ingest(args, work: Path, case: str = "ks") -> list[dict]:
     import httpx
 
     from tests.servers import free_port, serve_command, wait_until
@@ -130,9 +147,11 @@ def bench_ingest(args, work: Path) -> list[dict]:
         sys.exit("wrk not found: apt-get install -y wrk")
     rng = np.random.default_rng(0)
     np.save(work / "reference.npy", draw(rng, 5000))
+    default, overrides = CASES[case]
     env = {**os.environ, "VIGIL_DRIFT_REFERENCE": str(work / "reference.npy"),
            "VIGIL_DRIFT_FEATURE_NAMES": json.dumps(FEATURES), "VIGIL_DRIFT_WINDOW_SIZE": "1000",
-           "VIGIL_DRIFT_STATE_DIR": str(work / "state"), "VIGIL_DRIFT_MONITOR": "bench",
+           "VIGIL_DRIFT_STATE_DIR": str(work / f"state-{case}"), "VIGIL_DRIFT_MONITOR": "bench",
+           "VIGIL_DRIFT_STATISTIC": default, "VIGIL_DRIFT_STATISTICS": json.dumps(overrides),
            "PYTHONUNBUFFERED": "1"}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -153,6 +172,9 @@ def bench_ingest(args, work: Path) -> list[dict]:
 
         wait_until(ready, timeout=120, what="drift service")
         loops = Path(f"/proc/{proc.pid}/maps").read_text()
+        tests = httpx.get(url + "/status").json()["drift"]["tests"]
+        print(f"case {case}: statistics {dict(zip(FEATURES, tests, strict=True))}; "
+              f"service RSS at ready {_rss_mib(proc.pid):.0f} MiB")
         print(f"service pid {proc.pid} on CPU {args.service_cpu} (uvloop: {'uvloop' in loops}, "
               f"httptools: {'httptools' in loops}); wrk on CPU {args.client_cpu}, {args.connections} connections, "
               f"{args.duration:g} s per run")
@@ -171,7 +193,7 @@ def bench_ingest(args, work: Path) -> list[dict]:
                    "non2xx": r["non2xx"], "errors": r["errors"], "counted": counted, "acked_rows": ok * rows,
                    "latency_avg": r["latency_avg"], "latency_p99": r["latency_p99"]}
             results.append(res)
-            print(f"  {rows:>3} row(s)/event: {eps:>9,.0f} events/s  {eps * rows:>11,.0f} instances/s   "
+            print(f"  {rows:>3} row(s)/event: {eps:>9,.0f} events/s  {eps * rows:>11,.0f} rows/s   "
                   f"service CPU {service_cpu:5.0%} ({res['events_per_cpu_s']:,.0f} events per CPU-s)   "
                   f"client CPU {r['client_cpu']:4.0%}   latency avg {r['latency_avg']} p99 {r['latency_p99']}")
             # wrk's last in-flight requests may be cut off at the end of the run: allow for the connections
@@ -185,7 +207,7 @@ def bench_ingest(args, work: Path) -> list[dict]:
         checks = metric_value(text, "vigil_drift_check_duration_seconds_count") or 0
         check_s = metric_value(text, "vigil_drift_check_duration_seconds_sum") or 0
         status = httpx.get(url + "/status").json()["drift"]
-        print(f"  windows checked during the runs: {status['windows']:,}, mean KS check {check_s / max(checks, 1) * 1e3:.2f} ms "
+        print(f"  windows checked during the runs: {status['windows']:,}, mean check {check_s / max(checks, 1) * 1e3:.2f} ms "
               f"(window 1000 x 4 vs 5000 reference rows; at 100 rows/event one check per 10 events)")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -305,6 +327,8 @@ def main() -> None:
     ap.add_argument("--ref-rows", type=int, default=5000)
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES),
+                    help="ingest cases: ks (every feature), mix (ks, psi, hellinger, wasserstein)")
     ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -314,7 +338,8 @@ def main() -> None:
         work = Path(tmp)
         if not args.skip_ingest:
             print("(a) ingest rate (targets: 5,000 events/s at 1 row/event, 100,000 instances/s at 100 rows/event)")
-            bench_ingest(args, work)
+            for case in args.cases:
+                bench_ingest(args, work, case)
         if not args.skip_quality:
             print("(b) detection quality (window 1000 tumbling, KS per feature)")
             bench_quality(args, work)

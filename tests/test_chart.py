@@ -266,6 +266,22 @@ def test_operator_env_is_what_the_operator_reads(monkeypatch):
     assert config.operator_namespace == "vigil-system" and config.allow_host_path is False
 
 
+def test_nats_url_reaches_the_operator(monkeypatch):
+    """transport.natsUrl: the NATS of JetStream monitors without spec.transport.url (OperatorConfig.nats_url)."""
+    from vigil_operator.config import OperatorConfig
+
+    def env(*args: str) -> dict:
+        c = one(template(*args), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e["value"] for e in c["env"] if "value" in e}
+
+    assert "VIGIL_OPERATOR_NATS_URL" not in env()
+    url = env("--set", "transport.natsUrl=nats://nats.nats.svc:4222")["VIGIL_OPERATOR_NATS_URL"]
+    monkeypatch.setenv("VIGIL_OPERATOR_NATS_URL", url)
+    assert OperatorConfig().nats_url == "nats://nats.nats.svc:4222"
+    bad = helm("template", "vigil", str(CHART), "--set", "transport.natsUrl=http://nats:4222", check=False)
+    assert bad.returncode != 0 and "natsUrl" in bad.stderr
+
+
 def test_kind_values_allow_host_paths_on_one_node():
     docs = template("-f", str(CHART / "ci" / "kind-values.yaml"))
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]

@@ -219,7 +219,7 @@ def test_bad_events_are_rejected_and_the_window_is_untouched(ref_csv, monkeypatc
         bad = {
             "feature_count": send(c, np.zeros((2, 4))),
             "non_numeric": send(c, body={"instances": [[1, "x", 3]]}),
-            "non_finite": c.post("/", headers=good_headers, content=good_body.replace(b"0.0]]", b"NaN]]")),
+            "non_finite": c.post("/", headers=good_headers, content=good_body.replace(b"0.0]]", b"Infinity]]")),
             "bad_shape": send(c, body={"instances": [[1, 2, 3], [1, 2]]}),
             "bad_body": send(c, body={"rows": [[1, 2, 3]]}),
             "too_large": send(c, np.zeros((2000, 3))),

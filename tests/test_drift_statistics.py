@@ -175,8 +175,12 @@ def test_binned_distances_and_wasserstein_equal_independent_computations():
     suite = fit_statistic(REF, kind="wasserstein", categorical=CATS)
     assert suite.tests == ["wasserstein"] * 3 + ["chi2"] * 2  # categorical features fall back to chi2
     got = suite.check(x).distances
-    for j in range(3):
-        assert got[j] == pytest.approx(wasserstein_distance(REF[:, j], x[:, j]) / REF[:, j].std(), rel=1e-9)
+    for j in range(3):  # W1 between the bins' shares, each bin's mass at its midpoint (outer bins: half a bin out)
+        p, q = shares(REF[:, j], x[:, j], False)
+        e = np.unique(np.quantile(REF[:, j], np.arange(1, N_BINS) / N_BINS))
+        at = np.r_[e[0] - (e[1] - e[0]) / 2, (e[1:] + e[:-1]) / 2, e[-1] + (e[-1] - e[-2]) / 2]
+        sd = np.sqrt(np.sum(p * (at - np.sum(p * at)) ** 2))
+        assert got[j] == pytest.approx(wasserstein_distance(at, at, p, q) / sd, rel=1e-9)
     assert fit_statistic(REF, kind="hellinger").check(1e6 + REF[:500]).distances.max() == pytest.approx(1.0)
 
 
@@ -292,3 +296,21 @@ def test_the_service_reports_score_threshold_and_verdict_per_feature(tmp_path):
             assert metric_value(text, "vigil_drift_distance", feature=name) == pytest.approx(f["score"])
         assert metric_value(text, "vigil_drift_p_value", feature="x") == pytest.approx(x["pValue"])
         assert 'vigil_drift_p_value{feature="colour"' not in text
+
+
+@pytest.mark.parametrize("name", ["psi", "hellinger", "jensenshannon", "wasserstein"])
+def test_distance_thresholds_rise_for_small_windows_by_the_simulated_noise(name):
+    """The documented rule (`bins.BinnedStatistic.noise_floor`): the default, raised to the score a
+    stationary window of that size exceeds with probability FALSE_ALARM_RATE/m. At 50 rows the noise
+    is above the default; the threshold falls with the window size and reaches the default for large
+    windows; and simulated stationary windows stay under it (checked on fresh seeded draws)."""
+    suite = fit_statistic(REF[:, :3], kind=name)
+    default = statistics.get(name).default_threshold
+    t = {n: suite.score_thresholds(n) for n in (50, 200, 1000, 100_000)}
+    assert (t[50] > default).all() and (t[50] >= t[200]).all() and (t[200] >= t[1000]).all()
+    assert np.allclose(t[100_000], default)
+    stat = suite.groups[0][0]
+    rng = np.random.default_rng(99)
+    for n in (50, 200):
+        scores = np.array([stat.score(mixed(n, rng)[:, :3])[0] for _ in range(1000)])
+        assert ((scores >= t[n]).mean(axis=0) <= 0.003).all(), (n, (scores >= t[n]).mean(axis=0), t[n])

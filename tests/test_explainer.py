@@ -142,7 +142,7 @@ def test_bad_input_is_rejected_and_service_keeps_working(explainer, iris):
         ({"instances": x[:2].tolist()}, 400, "instance_count"),
         ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}, 400, "feature_count"),
         ({"instances": [[1, 2, "three", 4]]}, 400, "non_numeric"),
-        ({"instances": [[1, 2, float("nan"), 4]]}, 400, "non_numeric"),
+        ({"instances": [[1, 2, float("nan"), 4]]}, 400, "missing_value"),  # anchors need every value
         ({"rows": [[1, 2, 3, 4]]}, 400, "bad_body"),
         ({"inputs": []}, 400, "bad_body"),
     ]
@@ -157,7 +157,8 @@ def test_bad_input_is_rejected_and_service_keeps_working(explainer, iris):
     assert resp.status_code == 200 and resp.json()["anchor"]
     metrics = explainer.get("/metrics").text
     assert metric_value(metrics, "vigil_events_rejected_total", reason="instance_count") == 1
-    assert metric_value(metrics, "vigil_events_rejected_total", reason="non_numeric") == 2
+    assert metric_value(metrics, "vigil_events_rejected_total", reason="non_numeric") == 1
+    assert metric_value(metrics, "vigil_events_rejected_total", reason="missing_value") == 1
 
 
 def test_concurrent_callers_each_get_their_own_explanation(explainer, model_url, iris):

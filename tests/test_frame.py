@@ -83,7 +83,7 @@ def test_valid_events_and_reply_keeps_id(url):
 @pytest.mark.parametrize("make, code, reason", [
     (lambda: event({"instances": [[1, 2, 3]]}), 400, "feature_count"),
     (lambda: event({"instances": [["x", 2]]}), 400, "non_numeric"),
-    (lambda: event({"instances": [[1, None]]}), 400, "non_numeric"),
+    (lambda: event({"instances": [[1, float("inf")]]}), 400, "non_numeric"),  # null is a missing value, not a 400
     (lambda: event({"rows": [[1, 2]]}), 400, "bad_body"),
     (lambda: event({"instances": [[1, 2]]}, "com.example.other"), 400, "unknown_type"),
     (lambda: ce_http.HTTPMessage({"content-type": "application/json"}, b'{"instances": [[1, 2]]}'), 400,
@@ -103,6 +103,24 @@ def test_bad_input_is_refused_counted_and_harmless(url, make, code, reason):
     # the service keeps working and saw nothing of the bad event
     assert post(url, event({"instances": [[1, 2]]})).status_code == 200
     assert httpx.get(url + "/status").json()["drift"]["rows"] == 1
+
+
+def test_rows_with_missing_values_are_skipped_counted_and_degrade_when_most(url):
+    Recorder.gate.set()
+    wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, what="ready")
+    r = post(url, event({"instances": [{"a": 1, "b": 2}, {"a": None, "b": 3}, {"b": 4}, [5, 6], [float("nan"), 1]]}))
+    assert r.status_code == 200 and r.json()["rows"] == 2  # the detector gets the complete rows
+    text = httpx.get(url + "/metrics").text
+    assert metric_value(text, "vigil_instances_skipped_total", reason="missing") == 3
+    status = httpx.get(url + "/status").json()
+    assert status["drift"]["rows"] == 2 and status["instancesSkipped"] == {"missing": 3}
+    assert not status["recent"]["degraded"] and status["recent"]["skipped"] == 1  # 3 of its 5 rows: most
+    for _ in range(12):  # events all of whose rows are skipped: the detector is degraded, and says why
+        assert post(url, event({"instances": [[None, 1]]})).status_code == 200
+    status = httpx.get(url + "/status").json()
+    assert status["recent"]["degraded"] and status["recent"]["skipped"] == 13
+    assert "drift skipped 13 of 13 events: 1 of 1 instances hold a missing value" == status["recent"]["message"]
+    assert metric_value(httpx.get(url + "/metrics").text, "vigil_instances_skipped_total", reason="missing") == 15
 
 
 def test_failed_load_is_reported_not_fatal():

@@ -118,7 +118,7 @@ def test_wrong_image_shape_is_a_400_and_the_window_untouched(images, artifact, t
         if shape is None:
             flat = images["clean"][0][:3].reshape(3, -1)
             msg = cloud_event({"instances": flat.tolist()})
-            assert client.post("/", headers=dict(msg.headers), content=msg.body).status_code == 204
+            assert client.post("/", headers=dict(msg.headers), content=msg.body).status_code == 202
             assert client.get("/status").json()["drift"]["fill"] == 3
 
 

@@ -59,6 +59,11 @@ def test_v2_single_tensor_and_stacked_columns():
     assert _nan_eq(decode_table(cols, SCHEMA).rows, [[0, 1, 0, 2], [0, 1, 2, 0]])
 
 
+def test_v2_one_1d_tensor_is_one_instance():
+    one = {"inputs": [{"name": "x", "datatype": "INT16", "shape": [4], "data": [1, 0, 2, 1]}]}
+    assert _nan_eq(decode_table(one, SCHEMA).rows, [[1, 0, 2, 1]])
+
+
 def test_v2_one_named_input_per_feature_bytes_for_strings():
     body = {"inputs": [
         {"name": "sex", "datatype": "BYTES", "shape": [2], "data": ["M", "F"]},
@@ -101,6 +106,14 @@ def test_a_value_list_of_numbers_maps_values_to_codes():
     schema = InputSchema(("grade",), {0: (10, 20, 40)})
     d = decode_table({"instances": [[20], [40], [10.0], [30], ["40"]]}, schema)
     assert _nan_eq(d.rows[:, 0], [1, 2, 0, np.nan, 2]) and d.unseen[:, 0].tolist() == [0, 0, 0, 1, 0]
+
+
+def test_codes_of_a_numeric_value_list_go_back_to_their_values():
+    schema = InputSchema(("x", "grade", "sex"), {1: (10, 20, 40), 2: ("F", "M")})
+    rows = np.array([[1.5, 0, 1], [2.5, 2, 0], [3.5, 3, 1]])
+    sent = schema.to_values(rows)
+    assert _nan_eq(sent, [[1.5, 10, 1], [2.5, 40, 0], [3.5, np.nan, 1]])
+    assert _nan_eq(decode_table({"instances": sent.tolist()}, schema).rows, [[1.5, 0, 1], [2.5, 2, 0], [3.5, np.nan, 1]])
 
 
 def test_non_integer_codes_are_400_strict_and_wrong_type_lax():

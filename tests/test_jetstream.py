@@ -63,7 +63,7 @@ async def _publish(url: str, events: list[Event], consumers=(("drift", ("request
                    **config) -> JetStreamSink:
     """Publish through the logger's sink and wait until it delivered (or dropped) everything."""
     cfg = TransportConfig(type="jetstream", url=url, **config)
-    specs = [ConsumerSpec(n, k) for n, k in consumers]
+    specs = [c if isinstance(c, ConsumerSpec) else ConsumerSpec(*c) for c in consumers]
     metrics = LoggerMetrics(MON, NS, ["jetstream"])
     sink = JetStreamSink(cfg, specs, NS, MON, RetryPolicy(retries, 0.05, 0.2), metrics, queue_size=100_000)
     sink.start()
@@ -255,3 +255,93 @@ def test_a_bad_transport_names_its_field(transport, field):
     with pytest.raises(SpecError) as exc:
         build_plan(_monitor(transport), KubePlacement("iris", "prod"))
     assert exc.value.field == field
+
+
+def test_logger_over_jetstream_keeps_answering_when_nats_stops(tmp_path):
+    """Inference through the logger with NATS up, then stopped (answers unaffected, drops counted), then back."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.natsserver import NatsServer
+    from tests.servers import serve_app
+    from vigil.events import v2_request
+    from vigil.logger.app import create_app
+    from vigil.logger.settings import LoggerSettings
+    from vigil.modelserver.app import create_app as model_app
+    from vigil.modelserver.settings import ModelServerSettings
+
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), tmp_path / "model.joblib")
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        settings = LoggerSettings(upstream="", monitor=MON, namespace=NS, retries=1, backoff_initial_seconds=0.01,
+                                  backoff_max_seconds=0.02, sink_timeout_seconds=0.5,
+                                  sinks=[{"name": "drift", "url": "http://unused:1", "types": ["request"]}],
+                                  transport={"type": "jetstream", "url": server.url})
+        with serve_app(model_app(ModelServerSettings(uri=str(tmp_path / "model.joblib"), name="iris"))) as model:
+            settings.upstream = model
+            with serve_app(create_app(settings)) as url, httpx.Client(timeout=10) as c:
+                def infer(i: int) -> float:
+                    t = time.perf_counter()
+                    r = c.post(url + "/v2/models/iris/infer", json=v2_request(x[i:i + 1]))
+                    assert r.status_code == 200
+                    return time.perf_counter() - t
+
+                def sink() -> dict:
+                    return c.get(url + "/status").json()["logger"]["sinks"]["jetstream"]
+
+                wait_until(lambda: sink()["connected"], timeout=20)
+                for i in range(10):
+                    infer(i)
+                wait_until(lambda: sink()["sent"] == 10, timeout=20)  # only requests: drift wants no responses
+                # nobody consumes: the lag the logger exports rises to what was published
+                wait_until(lambda: metric_value(c.get(url + "/metrics").text, "vigil_transport_pending_messages",
+                                                consumer="drift") == 10, timeout=20)
+                server.stop()
+                slowest = max(infer(i) for i in range(10, 30))
+                assert slowest < 1.0, slowest  # never waits for NATS
+                wait_until(lambda: sink()["dropped"].get("retries_exhausted", 0) == 20, timeout=30,
+                           what="every event published while NATS was down counted as dropped")
+                text = c.get(url + "/metrics").text
+                assert metric_value(text, "vigil_logger_events_dropped_total", sink="jetstream",
+                                    reason="retries_exhausted") == 20
+                server.start()  # same port and store: the client reconnects and publishing resumes
+                wait_until(lambda: (infer(99) or True) and sink()["sent"] > 10, timeout=30, interval=0.5)
+    finally:
+        server.stop()
+
+
+def test_metrics_replicas_each_consume_their_partitions_keyed_by_inference_id(tmp_path):
+    """Two metrics services on disjoint partitions: each joins the responses and feedback of its own inferences."""
+    from tests.servers import serve_app
+    from vigil_detectors.metrics.service import create_app
+    from vigil_detectors.metrics.settings import MetricsSettings
+
+    n, parts = 60, 2
+    ids = [f"inf-{i}" for i in range(n)]
+    events = []
+    for i, iid in enumerate(ids):
+        events.append(_event("response", iid, json.dumps({"predictions": [i % 3]}).encode()))
+        events.append(_event("feedback", iid, json.dumps({"truth": [i % 3 if i % 4 else (i + 1) % 3]}).encode()))
+    with nats_server(tmp_path / "nats") as server:
+        transport = {"type": "jetstream", "url": server.url, "partitions": parts}
+        apps = [create_app(MetricsSettings(monitor=MON, namespace=NS, task="classification", transport=transport,
+                                           consumer_partitions=[p])) for p in range(parts)]
+        with serve_app(apps[0]) as u0, serve_app(apps[1]) as u1:
+            urls = [u0, u1]
+            wait_until(lambda: all(_status(u)["transport"]["connected"] for u in urls), timeout=30)
+            # the logger creates the consumers the replicas read (the same names and partition filters)
+            sink = asyncio.run(_publish(server.url, events, consumers=[
+                ConsumerSpec("metrics", ("response", "feedback"), (p,)) for p in range(parts)], partitions=parts))
+            assert sink.sent == 2 * n
+            mine = [[iid for iid in ids if names.partition_of(iid, parts) == p] for p in range(parts)]
+            assert all(mine)
+            wait_until(lambda: [_status(u)["metrics"].get("feedback", 0) for u in urls] == [len(m) for m in mine],
+                       timeout=30, what="each replica joined its partition's feedback")
+            for u, m in zip(urls, mine, strict=True):
+                st = _status(u)
+                assert st["transport"]["consumer"] in ("metrics-p0", "metrics-p1")
+                assert st["transport"]["messages"]["ack"] == 2 * len(m)
+                wrong = sum(1 for iid in m if int(iid.split("-")[1]) % 4 == 0)
+                assert st["metrics"]["accuracy"] == pytest.approx(1 - wrong / len(m))

@@ -88,6 +88,15 @@ CASES = {
     "drift service on tabular data (fitted, checking a window)": DRIFT_TABULAR,
     "quality service module": "import vigil_detectors.quality.service",
     "explainer (fitted, served, explaining a sklearn model)": EXPLAINER,
+    "planning an image monitor (drift preprocess uae and model-output, anchor-image)": (
+        "import vigil.spec as s, vigil.plan as p, vigil.local as l\n"
+        "doc = {'kind': 'ModelMonitor', 'metadata': {'name': 'img'}, 'spec': {\n"
+        "  'model': {'storageUri': 'file:///m/model.keras', 'format': 'tensorflow'}, 'schema': {'shape': [32, 32, 3]},\n"
+        "  'reference': {'storageUri': 'file:///m/ref.npy'}, 'detectors': {\n"
+        "    'drift': {'preprocess': {'type': 'uae'}}, 'explainer': {'type': 'anchor-image'}}}}\n"
+        "for kind in ('uae', 'model-output'):\n"
+        "    doc['spec']['detectors']['drift']['preprocess']['type'] = kind\n"
+        "    p.build_plan(s.monitor_from_dict(doc), l.LocalPlacement('/tmp/w', '/tmp'))"),
     "vigil train --component drift": (
         "import numpy as np, tempfile, os\n"
         "from vigil_detectors.train import train_array\n"

@@ -368,9 +368,9 @@ def test_bad_input_is_a_4xx_and_the_service_keeps_working(artifact, reference):
             assert 400 <= reply.status_code < 500, (reason, reply.status_code, reply.text)
             assert reply.json()["reason"] == reason, reply.text
             assert reply.json()["error"]
-        # V2 non-numeric datatype, NaN from a lenient JSON encoder, ragged rows, shape that does not fit
+        # V2 strings outside any category list, infinity, ragged rows, shape that does not fit
         for body in ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]},
-                     b'{"instances": [[NaN, 1, 100, 10]]}', {"instances": [[1, 2, 3, 4], [1, 2]]},
+                     b'{"instances": [[Infinity, 1, 100, 10]]}', {"instances": [[1, 2, 3, 4], [1, 2]]},
                      {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}):
             h, b = ce(body)
             reply = httpx.post(url + "/", headers=h, content=b)
@@ -379,12 +379,19 @@ def test_bad_input_is_a_4xx_and_the_service_keeps_working(artifact, reference):
         h, b = ce({"instances": reference[:3].tolist()}, id="good")
         reply = httpx.post(url + "/", headers=h, content=b)
         assert reply.status_code == 200 and len(reply.json()["data"]["instance_score"]) == 3
+        # a missing value (NaN from a lenient JSON encoder, null) is no 400: that row is skipped, counted,
+        # and keeps its place in the reply as null
+        h, b = ce(b'{"instances": [[NaN, 1, 100, 10], [1, 2, 110, 11], [1, null, 100, 10]]}', id="missing")
+        reply = httpx.post(url + "/", headers=h, content=b)
+        scores = reply.json()["data"]["instance_score"]
+        assert reply.status_code == 200 and scores[0] is None and scores[2] is None and isinstance(scores[1], float)
         metrics = httpx.get(url + "/metrics").text
         status = httpx.get(url + "/status").json()
     for reason in bad:
         assert metric_value(metrics, "vigil_events_rejected_total", reason=reason) == 1 + extra[reason], reason
-    assert metric_value(metrics, "vigil_outlier_instances_total") == 3
-    assert status["outliers"]["seen"] == 3
+    assert metric_value(metrics, "vigil_instances_skipped_total", reason="missing") == 2
+    assert metric_value(metrics, "vigil_outlier_instances_total") == 4
+    assert status["outliers"]["seen"] == 4 and status["instancesSkipped"] == {"missing": 2}
 
 
 def test_injected_outliers_are_flagged_and_normals_mostly_not(artifact):

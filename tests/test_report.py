@@ -371,3 +371,58 @@ def test_a_tensor_monitor_is_refused_in_one_line(tmp_path, capsys):
                  "-o", str(tmp_path / "t.html"), "--workdir", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "tabular features" in err[-1] and "[2, 2]" in err[-1]
+
+
+def test_category_strings_unseen_values_and_missing_cells_agree_with_the_live_drift_service(tmp_path, capsys):
+    """A string category (value list) whose mix shifts, with unseen values and missing cells: the
+    report and the live drift service (same rows as named requests) flag the same features, the
+    unseen values fill the category's own bin, and rows holding a missing value are skipped by both."""
+    frame = load_iris(as_frame=True).frame
+    frame.columns = [*FEATURES, "target"]
+    rng = np.random.default_rng(5)
+    colours = np.array(["red", "green", "blue"])
+    order = rng.permutation(len(frame))
+    ref = frame.iloc[order[:100]][FEATURES].copy()
+    ref["colour"] = colours[rng.choice(3, 100, p=[0.6, 0.3, 0.1])]
+    cur = frame.iloc[order[100:]][FEATURES].copy().astype(object)
+    cur["colour"] = colours[rng.choice(3, 50, p=[0.15, 0.3, 0.55])]
+    cur.iloc[[2, 9, 17], 4] = "purple"  # unseen
+    cur.iloc[[4, 30], 3] = None  # missing petal_width: skipped
+    ref.to_csv(tmp_path / "reference.csv", index=False)
+    cur.to_csv(tmp_path / "current.csv", index=False)
+    (tmp_path / "monitor.yaml").write_text(MONITOR.replace(
+        "featureNames: [sepal_length, sepal_width, petal_length, petal_width]",
+        "featureNames: [sepal_length, sepal_width, petal_length, petal_width, colour]\n"
+        "    categorical: {colour: [red, green, blue]}").replace("size: 50, maxAge", "size: 48, maxAge"))
+    out = tmp_path / "r.html"
+    assert main(["report", "-m", str(tmp_path / "monitor.yaml"), "--current", str(tmp_path / "current.csv"),
+                 "-o", str(out), "--workdir", str(tmp_path / "w")]) == 0, capsys.readouterr().err
+    html = out.read_text()
+    report = build_report(str(tmp_path / "monitor.yaml"), str(tmp_path / "current.csv"), tmp_path / "w")
+    colour = next(f for f in report.drift.features if f.name == "colour")
+    assert colour.categorical and colour.test == "chi2" and colour.labels == ["red", "green", "blue"]
+    assert colour.current_counts.tolist()[-1] == 3  # the unseen values' own bin
+    assert report.drift.checked_rows == 48 and report.drift.skipped_rows == 2
+    assert ">unseen<" in html and ">red<" in html
+    # quality reads the same strings: the unseen values are a categories violation, the missing cells completeness
+    assert parse(html).quality["colour"] == "violation" and parse(html).quality["petal_width"] == "violation"
+    assert "3 of 50 instances (6.0%) hold a colour value outside its categories" in html
+
+    rows = cur.to_dict("records")
+    plan, _ = local_plan(load_monitor(tmp_path / "monitor.yaml"), tmp_path, tmp_path / "work", 0)
+    drift = plan.get("drift")
+    assert drift is not None
+    from tests.conftest import serve_ready
+    from vigil_detectors.drift.service import create_app as drift_app
+
+    with serve_ready(drift_app(drift.settings)) as client:
+        replies = []
+        for i in range(0, 50, 10):
+            msg = cloud_event({"instances": rows[i:i + 10]})
+            replies.append(client.post("/", headers=dict(msg.headers), content=msg.body))
+        assert all(r.status_code in (200, 202) for r in replies), [r.text for r in replies]
+        live = client.get("/status").json()["drift"]
+    assert live["windows"] == 1  # the 48 complete rows filled the window exactly
+    assert parse(html).verdicts == {n: "drift" if f["drifted"] else "ok" for n, f in live["features"].items()}
+    assert parse(html).verdicts["colour"] == "drift"
+    assert live["features"]["colour"]["score"] == pytest.approx(colour.score, rel=1e-12)

@@ -158,11 +158,13 @@ def _capture(ctx: BuildContext, c) -> Optional[Any]:
 
 def _model(ctx: BuildContext, model) -> dict[str, Any]:
     return {"uri": ctx.at(ctx.path(model.storage_uri), "spec.model.storageUri"), "format": model.format,
-            "name": ctx.monitor.model_name, "shape": ctx.shape}
+            "name": ctx.monitor.model_name, "shape": ctx.shape, "feature_names": ctx.feature_names,
+            "categorical": ctx.categorical()}
 
 
 def _outlier(ctx: BuildContext, o) -> dict[str, Any]:
     return {"artifact": ctx.artifact(o), "feature_names": ctx.feature_names, "shape": ctx.shape,
+            "categorical": ctx.categorical(),
             "max_batch_size": ctx.at(o.max_batch_size, "maxBatchSize"),
             "max_batch_delay_ms": ctx.at(o.max_batch_delay_ms, "maxBatchDelayMs")}
 
@@ -185,7 +187,23 @@ def _drift(ctx: BuildContext, d) -> dict[str, Any]:
             "window_size": ctx.at(w.size, "window.size"), "window_mode": ctx.at(w.mode, "window.mode"),
             "window_step": ctx.at(w.step, "window.step"),
             "max_age_seconds": ctx.at(w.max_age_seconds, "window.maxAge"),
-            "state_dir": ctx.state_dir()}
+            "state_dir": ctx.state_dir(), "baseline": _baseline_dir(ctx), **_drift_outputs(ctx, d)}
+
+
+def _baseline_dir(ctx: BuildContext) -> Any:
+    """An edited baseline's directory, when the monitor names one (else drift bins the reference itself)."""
+    uri = ctx.monitor.spec.baseline.storage_uri
+    return ctx.at(ctx.path(uri), "spec.baseline.storageUri") if uri else None
+
+
+def _drift_outputs(ctx: BuildContext, d) -> dict[str, Any]:
+    """Prediction drift runs the monitored model on the reference; label drift wants the metrics block."""
+    if d.target == "inputs":
+        return {"target": "inputs"}
+    metrics = getattr(ctx.monitor.spec.detectors, "metrics", None)
+    return {"target": d.target, "model_url": ctx.upstream, "model_name": ctx.monitor.model_name,
+            "task": metrics.task if metrics else None, "classes": metrics.classes if metrics else None,
+            "labels": metrics is not None}
 
 
 def _drift_tensorflow(monitor) -> bool:
@@ -195,8 +213,13 @@ def _drift_tensorflow(monitor) -> bool:
 
 
 def _drift_kinds(d) -> tuple[str, ...]:
-    """Drift reads request inputs; with ``preprocess: {type: model-output}`` the model's responses instead."""
-    return ("response",) if d.preprocess is not None and d.preprocess.type == "model-output" else ("request",)
+    """Drift reads request inputs — with ``preprocess: {type: model-output}`` the model's responses instead —
+    and, for ``target: outputs | both``, responses and feedback too (the service uses feedback only for label
+    drift, when the monitor has a metrics block)."""
+    inputs = ("response",) if d.preprocess is not None and d.preprocess.type == "model-output" else ("request",)
+    if d.target == "inputs":
+        return inputs
+    return (*(k for k in inputs if d.target == "both" and k != "response"), "response", "feedback")
 
 
 def _metrics(ctx: BuildContext, m) -> dict[str, Any]:

@@ -179,9 +179,13 @@ class Edge:
         if not self.auth.allows(request.headers.get("authorization")):
             raise Unauthorized(UNAUTHORIZED, self.auth.MESSAGE)
 
-    def accepted(self) -> None:
-        """One input handled: it counts toward the service's recent health."""
-        self.health.accepted()
+    def accepted(self, skipped: Optional[tuple[str, str]] = None) -> None:
+        """One input handled: it counts toward the service's recent health. `skipped`
+        ``(reason, message)`` when most of its instances were skipped (a missing value …)."""
+        if skipped is None:
+            self.health.accepted()
+        else:
+            self.health.skipped(*skipped)
 
     def count_received(self, kind: str, n: int = 1) -> None:
         child = self.m_received.get(kind)

@@ -81,9 +81,18 @@ class InputSchema:
     categorical: dict[int, Categories] = field(default_factory=dict)
     shape: Optional[tuple[int, ...]] = None  # tensor monitors (one instance); owned by helper `images-core`
     _cats: dict[int, _Category] = field(init=False, repr=False, compare=False)
+    _code_cols: np.ndarray = field(init=False, repr=False, compare=False)
+    _code_k: np.ndarray = field(init=False, repr=False, compare=False)
+    _value_cols: list[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "_cats", {int(j): _Category.of(c) for j, c in self.categorical.items()})
+        cats = {int(j): _Category.of(c) for j, c in self.categorical.items()}
+        object.__setattr__(self, "_cats", cats)
+        # columns whose numbers are codes 0..k-1 (checked together) and those whose numbers are values (looked up)
+        coded = sorted(j for j, c in cats.items() if not c.by_number)
+        object.__setattr__(self, "_code_cols", np.array(coded, dtype=np.intp))
+        object.__setattr__(self, "_code_k", np.array([np.inf if cats[j].k is None else cats[j].k for j in coded]))
+        object.__setattr__(self, "_value_cols", sorted(j for j, c in cats.items() if c.by_number))
 
     @property
     def n_features(self) -> Optional[int]:
@@ -91,6 +100,21 @@ class InputSchema:
 
     def category(self, column: int) -> Optional[_Category]:
         return self._cats.get(column)
+
+    def to_values(self, rows: np.ndarray) -> np.ndarray:
+        """Coded rows as a client sends them: in a column whose value list is all numbers (where a
+        number is a value, not a code) each code becomes its value; other columns are unchanged.
+        What Vigil's own model calls (the explainer's) send, so the model server reads them back."""
+        numeric = {j: c for j, c in self._cats.items() if c.values and c.by_number and not c.by_string}
+        if not numeric:
+            return rows
+        out = np.array(rows, dtype=np.float64, copy=True)
+        for j, cat in numeric.items():
+            values = np.array([float(v) for v in cat.values or ()] + [np.nan])
+            codes = out[:, j]
+            ok = np.isfinite(codes) & (codes >= 0) & (codes < len(values) - 1) & (codes == np.floor(codes))
+            out[:, j] = np.where(ok, values[np.where(ok, codes, len(values) - 1).astype(int)], np.nan)
+        return out
 
     @classmethod
     def from_spec(cls, schema: Any) -> InputSchema:
@@ -253,8 +277,9 @@ def _from_v2(inputs: Any, schema: InputSchema, strict: bool) -> tuple[np.ndarray
             for j, f in enumerate(names):
                 table[:, j] = cols[f] if f in cols else _ABSENT
         return table, [list(unknown) for _ in range(n_rows)], True
-    if len(tensors) == 1:
-        return _columns(tensors[0][1]), None, False
+    if len(tensors) == 1:  # one tensor of rows; 1-D: one instance
+        arr = tensors[0][1]
+        return (arr.reshape(1, -1) if arr.ndim == 1 else _columns(arr)), None, False
     cols_ = [_columns(a) for _, a in tensors]
     if len({c.shape[0] for c in cols_}) != 1:
         raise PayloadError("bad_shape", "V2 input tensors have different numbers of rows")
@@ -345,58 +370,49 @@ def _number(v: Any, strict: bool) -> Optional[float]:
     return None
 
 
-def _object_column(cells: np.ndarray, cat: Optional[_Category], strict: bool, name: str, out: dict, j: int) -> None:
-    """Fill column `j` of the `out` arrays from object cells (numbers, strings, None, `_ABSENT`)."""
-    vals, numeric = out["rows"][:, j], np.zeros(len(cells), dtype=bool)
-    for i, v in enumerate(cells):
-        if v is _ABSENT:
-            out["absent"][i, j] = out["missing"][i, j] = True
-        elif v is None:
-            out["missing"][i, j] = True
-        elif isinstance(v, str) and cat is not None and v in cat.by_string:
-            vals[i] = cat.by_string[v]
-        else:
-            number = _number(v, strict)
-            if number is not None:
-                vals[i], numeric[i] = number, True
-            elif isinstance(v, str) and cat is not None and cat.values is not None:
-                out["unseen"][i, j] = True
-            elif strict:
-                raise PayloadError("non_numeric", f"feature {name} must be a number"
-                                   + (" or a category code" if cat is not None else "") + f"; got {v[:40]!r}")
+def _object_table(table: np.ndarray, schema: InputSchema, strict: bool, out: dict) -> np.ndarray:
+    """(n, f) bool: which cells of an object table arrived as numbers; fills ``out["rows"]`` with
+    them and with the codes of listed category strings, and the masks with what is absent, null,
+    an unseen string or (lax) of the wrong type."""
+    n, f = table.shape
+    vals, numeric = out["rows"], np.zeros((n, f), dtype=bool)
+    missing, absent, unseen, wrong = out["missing"], out["absent"], out["unseen"], out["wrong_type"]
+    names = schema.feature_names
+    for j in range(f):
+        cat = schema.category(j)
+        by_string = cat.by_string if cat is not None else None
+        for i in range(n):
+            v = table[i, j]
+            if v is _ABSENT:
+                absent[i, j] = missing[i, j] = True
+            elif v is None:
+                missing[i, j] = True
+            elif by_string is not None and isinstance(v, str) and v in by_string:
+                vals[i, j] = by_string[v]
             else:
-                out["wrong_type"][i, j] = True
-    _numbers(vals, numeric, cat, strict, name, out, j)
+                number = _number(v, strict)
+                if number is not None:
+                    vals[i, j], numeric[i, j] = number, True
+                elif isinstance(v, str) and cat is not None and cat.values is not None:
+                    unseen[i, j] = True
+                elif strict:
+                    raise PayloadError("non_numeric", f"feature {_label(names, j)} must be a number"
+                                       + (" or a category code" if cat is not None else "") + f"; got {v[:40]!r}")
+                else:
+                    wrong[i, j] = True
+    return numeric
 
 
-def _numbers(vals: np.ndarray, numeric: np.ndarray, cat: Optional[_Category], strict: bool, name: str,
-             out: dict, j: int) -> None:
-    """Checks on the cells of column `j` that arrived as numbers: NaN missing, infinity, category codes."""
-    nan = numeric & np.isnan(vals)
-    out["missing"][nan, j] = True
-    inf = numeric & np.isinf(vals)
-    if inf.any():
-        if strict:
-            raise PayloadError("non_numeric", f"feature {name} holds infinity")
-        out["wrong_type"][inf, j] = True
-    num = numeric & np.isfinite(vals)
-    if cat is not None and num.any():
-        v = vals[num]
-        if cat.by_number:  # a list of numbers: the numbers are values, looked up
-            codes = np.array([cat.by_number.get(float(x), -1) for x in v], dtype=np.float64)
-            unseen, wrong = codes < 0, np.zeros(len(v), dtype=bool)
-            vals[num] = codes
-        else:  # a count or a list of strings: numbers are codes 0..k-1
-            wrong = v != np.floor(v)
-            unseen = ~wrong & ((v < 0) | ((v >= cat.k) if cat.k is not None else False))
-            if wrong.any() and strict:
-                raise PayloadError("bad_category", f"feature {name} is categorical: a code must be an integer "
-                                                   f"0..{cat.k - 1 if cat.k else 'k-1'}, got {float(v[wrong][0])!r}")
-        idx = np.nonzero(num)[0]
-        out["unseen"][idx[unseen], j] = True
-        out["wrong_type"][idx[wrong], j] = True
-    bad = out["missing"][:, j] | out["unseen"][:, j] | out["wrong_type"][:, j]
-    vals[bad] = np.nan
+def _label(names: Optional[tuple[str, ...]], j: int) -> str:
+    return repr(names[j]) if names else f"[{j}]"
+
+
+def _values(vals: np.ndarray, num: np.ndarray, cat: _Category, out: dict, j: int) -> None:
+    """Column `j` of a category whose list holds numbers: each number that arrived is looked up (its code)."""
+    idx = np.nonzero(num)[0]
+    codes = np.array([cat.by_number.get(float(x), -1) for x in vals[idx]], dtype=np.float64)
+    vals[idx] = codes
+    out["unseen"][idx[codes < 0], j] = True
 
 
 def _finish(table: np.ndarray, extra: Optional[list[list[str]]], schema: InputSchema, strict: bool) -> Decoded:
@@ -416,26 +432,44 @@ def _finish(table: np.ndarray, extra: Optional[list[list[str]]], schema: InputSc
     f = table.shape[1]
     out = {k: np.zeros((n, f), dtype=bool) for k in ("missing", "absent", "unseen", "wrong_type")}
     names = schema.feature_names
-    if table.dtype != object:  # every value arrived as a number or null: whole-table checks
+    if table.dtype != object:  # every value arrived as a number or null (NaN)
         out["rows"] = rows = np.array(table, dtype=np.float64, order="C")
-        np.isnan(rows, out=out["missing"])
-        inf = np.isinf(rows)
+        numeric = None
+    else:
+        out["rows"] = rows = np.full((n, f), np.nan)
+        numeric = _object_table(table, schema, strict, out)
+    finite = np.isfinite(rows)
+    if not finite.all():  # NaN (a number that arrived as NaN) is a missing value, infinity never a number
+        nan = np.isnan(rows)
+        out["missing"] |= nan if numeric is None else nan & numeric
+        inf = ~(finite | nan)
         if inf.any():
             if strict:
                 j = int(np.nonzero(inf.any(axis=0))[0][0])
-                raise PayloadError("non_numeric", f"feature {repr(names[j]) if names else f'[{j}]'} holds infinity")
+                raise PayloadError("non_numeric", f"feature {_label(names, j)} holds infinity")
             out["wrong_type"] |= inf
-            rows[inf] = np.nan
-        finite = ~(out["missing"] | inf)
-        for j in schema._cats:
-            if j < f:
-                _numbers(rows[:, j], finite[:, j], schema.category(j), strict,
-                         repr(names[j]) if names else f"[{j}]", out, j)
-    else:
-        out["rows"] = np.full((n, f), np.nan)
-        for j in range(f):
-            _object_column(table[:, j], schema.category(j), strict, repr(names[j]) if names else f"[{j}]", out, j)
-    return Decoded(rows=out["rows"], missing=out["missing"], absent=out["absent"], unseen=out["unseen"],
+    num = finite if numeric is None else finite & numeric  # cells that arrived as finite numbers
+    inside = schema._code_cols < f
+    cols, ks = schema._code_cols[inside], schema._code_k[inside]
+    if cols.size:  # numbers in a count-only or string-list category are codes 0..k-1
+        sub, arrived = rows[:, cols], num[:, cols]
+        wrong = arrived & (sub != np.floor(sub))
+        if wrong.any():
+            if strict:
+                i, c = (int(v[0]) for v in np.nonzero(wrong))
+                cat = schema._cats[int(cols[c])]
+                raise PayloadError("bad_category", f"feature {_label(names, int(cols[c]))} is categorical: a code "
+                                                   f"must be an integer 0..{cat.k - 1 if cat.k else 'k-1'}, "
+                                                   f"got {float(sub[i, c])!r}")
+            out["wrong_type"][:, cols] |= wrong
+        out["unseen"][:, cols] |= arrived & ~wrong & ((sub < 0) | (sub >= ks))
+    for j in schema._value_cols:
+        if j < f and num[:, j].any():
+            _values(rows[:, j], num[:, j], schema._cats[j], out, j)
+    bad = out["missing"] | out["unseen"] | out["wrong_type"]
+    if bad.any():
+        rows[bad] = np.nan
+    return Decoded(rows=rows, missing=out["missing"], absent=out["absent"], unseen=out["unseen"],
                    wrong_type=out["wrong_type"], extra=extra if extra is not None else [[] for _ in range(n)])
 
 
@@ -494,3 +528,9 @@ def decode_table(body: Any, schema: InputSchema, *, strict: bool = True) -> Deco
     else:
         raise PayloadError("bad_body", "body has neither 'inputs' (V2) nor 'instances' (V1)")
     return _finish(table, extra, schema, strict)
+
+
+def decode_array(table: np.ndarray, schema: InputSchema, *, strict: bool = True) -> Decoded:
+    """A (n, f) table already read (float64, or object holding numbers, strings and None) decoded
+    like a body's rows: category values to codes, NaN/None missing. `vigil.data.load_table` uses it."""
+    return _finish(table, None, schema, strict)

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from vigil import components as registry
-from vigil.spec import POD_FIELDS, ModelMonitor, SpecError, categorical_index, categorical_indices
+from vigil.spec import POD_FIELDS, ModelMonitor, SpecError, categorical_index
 
 DEFAULT_BASE_PORT = 8080
 
@@ -243,11 +243,12 @@ class BuildContext:
         return uri
 
     def categorical(self) -> At:
-        """The schema's categorical block as ``{"column index": n categories}`` (the services' form)."""
+        """The schema's categorical block as ``{"column index": n categories | [values]}`` (the services'
+        form: a value list stays a list, so every component maps the same strings to the same codes)."""
         schema = self.monitor.spec.schema_
-        cats = categorical_indices(schema.categorical, schema.names)
+        cats = {str(categorical_index(k, schema.names)): v for k, v in schema.categorical.items()}
         names = {str(categorical_index(k, schema.names)): k for k in schema.categorical}
-        return At({str(i): n for i, n in cats.items()}, "spec.schema.categorical",
+        return At(cats, "spec.schema.categorical",
                   {key: f"spec.schema.categorical.{name}" for key, name in names.items()})
 
     def state_dir(self) -> str:

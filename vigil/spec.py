@@ -404,6 +404,7 @@ class DriftSpec(_Detector):
     p_value: float = inherit(DriftSettings, "p_value")
     correction: Literal["bonferroni", "fdr"] = inherit(DriftSettings, "correction")
     window: WindowSpec = Field(default_factory=WindowSpec)
+    target: Literal["inputs", "outputs", "both"] = inherit(DriftSettings, "target")
     preprocess: Optional[PreprocessSpec] = None
 
 

@@ -27,6 +27,8 @@ from prometheus_client import (
 prometheus_client.disable_created_metrics()
 
 CONST_LABELS = ("monitor", "namespace")
+#: Why a service received an instance but did not use it (`ServiceMetrics.skipped`; DESIGN §8).
+SKIP_REASONS = ("missing", "unseen")
 
 
 class _Bound:
@@ -59,6 +61,12 @@ class ServiceMetrics:
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.const = {"monitor": monitor, "namespace": namespace}
+        #: ``vigil_instances_skipped_total{reason}``: instances received and not used (a missing value…).
+        self.skipped = self.counter("vigil_instances_skipped_total",
+                                    "Instances received but not used, by reason (missing: a row holding a missing "
+                                    "value; unseen: a category code outside a list of unknown length).", ("reason",))
+        for reason in SKIP_REASONS:
+            self.skipped.labels(reason=reason)
 
     def _make(self, cls, name, doc, labels, **kw) -> _Bound:
         metric = cls(name, doc, [*CONST_LABELS, *labels], registry=self.registry, **kw)

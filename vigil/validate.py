@@ -189,10 +189,16 @@ def validate(monitor: ModelMonitor, base: Path, base_port: int = DEFAULT_BASE_PO
     ref = _local(spec.reference.storage_uri if spec.reference else None, base)
     if ref is not None and "spec.reference.storageUri" not in missing:
         try:
-            x_ref = load_table(ref, spec.schema_.feature_names, shape=spec.schema_.shape)
+            x_ref = load_table(ref, spec.schema_.feature_names, spec.schema_.categorical, shape=spec.schema_.shape,
+                               missing="keep")
         except DataError as exc:
             problems.append(f"spec.reference.storageUri: {exc}")
         else:
+            incomplete = int(np.isnan(x_ref.reshape(len(x_ref), -1)).any(axis=1).sum())
+            if incomplete:
+                notes.append(f"spec.reference.storageUri: {incomplete} of {x_ref.shape[0]} rows hold a missing value; "
+                             "drift and outlier fit on the others")
+                x_ref = x_ref[~np.isnan(x_ref).any(axis=1)]
             if getattr(spec.detectors, "drift", None) is not None and spec.schema_.shape is None:
                 notes += categorical_hints(x_ref, monitor)
     notes += capture_warnings(monitor, base)

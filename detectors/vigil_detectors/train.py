@@ -193,16 +193,18 @@ def train_component(component: str, reference: Union[str, Path], output: Union[s
     a model file or V2 URL (explainer only). `shape` (a tensor schema): the reference is a .npy of
     shape [n, *shape].
     """
-    from vigil.data import load_table
+    from vigil.data import complete_rows, load_table
 
     if component not in components.trainable():
         raise ValueError(f"cannot train {component!r}; one of {', '.join(components.trainable())}")
     progress(f"{component}: reading reference data {reference}")
-    x_ref = load_table(str(reference), feature_names, shape=shape)
     if shape is not None:
+        x_ref = load_table(str(reference), feature_names, shape=shape)
         progress(f"{component}: {x_ref.shape[0]} instances of shape {list(x_ref.shape[1:])}")
     else:
-        progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features")
+        x_ref, dropped = complete_rows(load_table(str(reference), feature_names, categorical, missing="keep"))
+        progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features"
+                 + (f" ({dropped} row{'s' * (dropped != 1)} holding a missing value dropped)" if dropped else ""))
     return train_array(component, x_ref, options, output, feature_names=feature_names, categorical=categorical,
                        shape=shape,
                        model=model, model_format=model_format, model_name=model_name, progress=progress)

@@ -4,11 +4,14 @@ answer) is `vigil.edge`.
 
 The model is loaded once in the lifespan (a load failure stops the process with the
 reason, so `vigil up` and Kubernetes both see it). Each request is decoded with
-`vigil.events.decode_instances` — rows of features, or with a tensor schema (``shape``, or
-the instance shape a Keras image model declares) a batch (n, *shape) whose every other
-instance shape is a 400 naming both — and scored with one vectorised call; big batches run
-in a worker thread so health checks keep answering. Bad input gets a 4xx
-``{"error": ...}`` and is counted in ``vigil_events_rejected_total{reason}``.
+`vigil.instances.decode_table` against the monitor's schema (rows keyed by feature name,
+category strings mapped to their codes; a missing value or an unseen category reaches the
+model as NaN — a model that refuses NaN answers 422 ``predict_failed`` with its own message),
+or with a tensor schema (``shape``, or the instance shape a Keras image model declares) by
+`vigil.events.decode_instances` into a batch (n, *shape) whose every other instance shape is
+a 400 naming both; and scored with one vectorised call; big batches run in a worker thread so
+health checks keep answering. Bad input gets a 4xx ``{"error": ...}`` and is counted in
+``vigil_events_rejected_total{reason}``.
 
 V2 responses carry the output tensor ``predict`` (INT64 class labels for classifiers,
 FP64 values for regressors) and, when the model has class scores, ``predict_proba``
@@ -33,6 +36,7 @@ import vigil
 from vigil.edge import Edge
 from vigil.errors import InvalidInput, NotFound, NotReady, Rejected, Unprocessable
 from vigil.events import PayloadError, decode_instances
+from vigil.instances import InputSchema, decode_table
 from vigil.modelserver.loaders import LoadedModel, ModelLoadError, load_model, predict_datatype
 from vigil.modelserver.settings import ModelServerSettings
 from vigil.telemetry import ServiceMetrics
@@ -42,9 +46,10 @@ log = logging.getLogger("vigil.model")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTPUT_NAMES = ("predict", "predict_proba")
 _JSON = "application/json"
+_NUMBERS = InputSchema(None, {})  # positional rows, no names or categories
 REJECT_REASONS = ("too_large", "content_type", "content_encoding", "duplicate_header", "headers_too_large",
                   "bad_json", "too_deep", "empty_body", "bad_body", "bad_shape", "non_numeric", "out_of_range",
-                  "feature_count", "unknown_model", "unknown_output", "predict_failed", "not_ready", "not_found",
+                  "feature_count", "bad_category", "unknown_model", "unknown_output", "predict_failed", "not_ready", "not_found",
                   "method_not_allowed", "internal")
 
 
@@ -67,6 +72,7 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
                                  ("protocol", "code"))
     m_instances = metrics.counter("vigil_model_instances_total", "Rows scored by the model")
     edge = Edge(metrics, "model", kinds=("request",), reasons=REJECT_REASONS)
+    schema = InputSchema.from_settings(settings.feature_names, settings.categorical)
     state: dict[str, Any] = {"model": None, "instances": 0, "shape": None}
 
     @asynccontextmanager
@@ -114,9 +120,15 @@ def create_app(settings: Optional[ModelServerSettings] = None) -> FastAPI:
         if protocol == "v1" and not (isinstance(body, dict) and "instances" in body):
             raise PayloadError("bad_body", "V1 body must be {\"instances\": [...]}")
         shape = state["shape"]
-        rows = decode_instances(body, None if shape else m.n_features, shape=shape)
-        if shape and m.format != "tensorflow":  # scikit-learn / XGBoost take each tensor flattened
-            rows = rows.reshape(len(rows), -1)
+        if shape:
+            rows = decode_instances(body, None, shape=shape)
+            if m.format != "tensorflow":  # scikit-learn / XGBoost take each tensor flattened
+                rows = rows.reshape(len(rows), -1)
+        else:  # the monitor's schema, unless the model is of another width (vigil validate says so): numbers
+            fits = schema.n_features is None or m.n_features in (None, schema.n_features)
+            rows = decode_table(body, schema if fits else _NUMBERS).rows
+            if m.n_features is not None and rows.shape[1] != m.n_features:
+                raise PayloadError("feature_count", f"expected {m.n_features} features per row, got {rows.shape[1]}")
         wanted = _requested_outputs(body) if protocol == "v2" else None
         want_proba = m.has_proba and (wanted is None or "predict_proba" in wanted)
         try:

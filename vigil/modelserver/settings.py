@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,3 +25,7 @@ class ModelServerSettings(BaseSettings):
     #: Requests with more rows than this run the model in a worker thread so that
     #: health checks stay responsive; small ones run inline (cheaper).
     thread_rows: int = Field(256, ge=0)
+    #: The monitor's schema: rows may be objects keyed by these names (DESIGN §8)…
+    feature_names: Optional[list[str]] = None
+    #: … and categorical features {"column index": n categories | [values]} take their strings.
+    categorical: dict[str, Union[int, None, list[Union[str, int, float]]]] = Field(default_factory=dict)

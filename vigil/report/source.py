@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vigil.data import DataError, load_table
+from vigil.data import DataError, complete_rows, load_table
 from vigil.spec import ModelMonitor, load_monitor, monitor_from_dict
 
 
@@ -65,8 +65,8 @@ def load_source(monitor_path: str, workdir: Path) -> Source:
     if reference is None:  # an alibi-detect artifact: the histograms come from the monitor's reference
         if not settings.reference and not monitor.spec.reference:
             raise DataError(f"{path}: the drift artifact holds no reference data and the monitor names none")
-        reference = load_table(settings.reference or _reference_path(monitor, path, workdir),
-                               settings.feature_names)
+        reference, _ = complete_rows(load_table(settings.reference or _reference_path(monitor, path, workdir),
+                                                settings.feature_names, settings.categorical, missing="keep"))
     quality = plan.get("quality")
     return Source(monitor, path, settings, check, np.asarray(reference, dtype=np.float64), configured,
                   quality.settings if quality else None, quality_configured)

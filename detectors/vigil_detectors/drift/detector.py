@@ -40,9 +40,11 @@ from vigil.events import PayloadError
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.drift import preprocess as _preprocess
 from vigil_detectors.drift.fitting import fit_check
+from vigil_detectors.drift.outputs import OutputEncoding
 from vigil_detectors.drift.settings import DriftSettings
 from vigil_detectors.drift.statistics import CheckResult, DriftStatistic, fit_statistic
 from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
+from vigil_detectors.drift.targets import Target, fit_targets
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 from vigil_detectors.frame.checkpoint import CheckpointError
@@ -79,11 +81,17 @@ class DriftDetector(Detector[DriftSettings]):
         super().__init__(settings, metrics)
         self.statistic: Optional[DriftStatistic] = None
         self.preprocess: Optional[_preprocess.Preprocessor] = None  # tensor instances -> encoded rows (UAE)
-        if settings.preprocess == "model-output":  # the model's class probabilities, from its responses
-            self.accepts = frozenset({"response"})
         self.window: Optional[DriftWindow] = None
         self.store: Optional[WindowStore] = None
         self.history: Optional[History] = None  # one line per window check (state dir only)
+        self.encoding: Optional[OutputEncoding] = None  # target outputs/both
+        self.targets: dict[str, Target] = {}  # outputs, labels (`targets`)
+        # model-output preprocessing: the "inputs" are the model's class probabilities, from its responses
+        inputs = {"response"} if settings.preprocess == "model-output" else {"request"}
+        kinds = {"inputs": inputs, "outputs": {"response"}, "both": inputs | {"response"}}[settings.target]
+        if settings.labels and settings.target != "inputs":
+            kinds.add("feedback")
+        self.accepts = frozenset(kinds)
         self.feature_names: list[str] = list(settings.feature_names or [])
         self.windows = 0
         self.last: Optional[dict[str, Any]] = None
@@ -143,6 +151,21 @@ class DriftDetector(Detector[DriftSettings]):
                                 f"(VIGIL_DRIFT_ARTIFACT {s.artifact or 'not set'} has no {_preprocess.CONFIG})")
         else:
             self.statistic = fit_check(s)
+        if s.target != "inputs" and s.preprocess == "model-output":
+            raise DetectorError("drift preprocess model-output already tests the model's outputs: use target inputs")
+        if s.target != "inputs":
+            from vigil.data import load_table
+
+            x_ref = load_table(s.reference, s.feature_names) if s.reference else getattr(self.statistic, "x_ref", None)
+            if x_ref is None or self.preprocess is not None:
+                raise DetectorError("drift of the model's outputs needs tabular reference data (VIGIL_DRIFT_REFERENCE)")
+            try:
+                self.encoding, self.targets = fit_targets(s, x_ref)
+            except (ValueError, RuntimeError) as exc:
+                raise DetectorError(f"drift of the model's outputs: {exc}") from exc
+            for t in self.targets.values():
+                log.info("drift %s: statistics per feature: %s", t.name,
+                         ", ".join(f"{n}={x}" for n, x in zip(t.feature_names, t.suite.tests, strict=True)))
         n = self.statistic.n_features
         if self.feature_names and len(self.feature_names) != n:
             raise DetectorError(f"{len(self.feature_names)} feature names for a drift detector of {n} features")
@@ -194,11 +217,17 @@ class DriftDetector(Detector[DriftSettings]):
 
     # -- ingest --
     def decode_outputs(self, data: Any) -> Optional[np.ndarray]:
+        """A response body: the class probabilities (model-output preprocessing), or the rows of output
+        features of target outputs/both (``prediction``, ``proba_<class>``)."""
         if self.settings.preprocess == "model-output":
             return _preprocess.probabilities(data)
+        if self.encoding is not None:
+            return self.encoding.encode(data)
         return super().decode_outputs(data)
 
     async def process(self, event: InferenceEvent) -> Optional[dict]:
+        if event.kind == "feedback" or (event.kind == "response" and self.settings.preprocess != "model-output"):
+            return await self._process_target(event)
         rows = event.outputs if self.settings.preprocess == "model-output" else event.instances
         # the frame calls process only once loaded, with decoded request instances
         assert self.statistic is not None and self.window is not None and rows is not None
@@ -207,6 +236,8 @@ class DriftDetector(Detector[DriftSettings]):
         n = self.statistic.n_features
         if rows.shape[1] != n:
             raise PayloadError("feature_count", f"expected {n} features per row, got {rows.shape[1]}")
+        if rows.shape[0] == 0:  # every row held a missing value: skipped and counted by the frame
+            return None
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         async with self._lock:
             now = time.time()
@@ -227,6 +258,51 @@ class DriftDetector(Detector[DriftSettings]):
             for window in due:
                 body = await self._check(window, trigger)
             return body
+
+    async def _process_target(self, event: InferenceEvent) -> Optional[dict]:
+        """A response (outputs) or feedback (labels) event into its target's window; check when due."""
+        assert self.encoding is not None
+        if event.kind == "response":
+            target, rows = self.targets["outputs"], event.outputs
+        else:
+            target, rows = self.targets["labels"], self.encoding.truths(event.data)
+        assert rows is not None
+        async with self._lock:
+            due = target.window.add(np.ascontiguousarray(rows, dtype=np.float64), time.time())
+            body = None
+            for window in due:
+                body = await self._check_target(target, window, "step" if target.window.mode == "sliding" else "full")
+            return body
+
+    async def _check_target(self, target: Target, rows: np.ndarray, trigger: str) -> Optional[dict]:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(target.suite.check, rows)
+        except Exception:
+            log.exception("drift check of %d %s failed", rows.shape[0], target.name)
+            self._checks.labels(trigger=trigger, result="error").inc()
+            return None
+        now, names = time.time(), target.feature_names
+        block: dict[str, Any] = {
+            "target": target.name, "detected": result.detected, "pValue": result.p_value,
+            "featuresDrifted": [names[i] for i in result.drifted], "threshold": result.threshold,
+            "lastCheck": _iso(now), "lastCheckTimestamp": now, "trigger": trigger,
+            "checkedInstances": int(rows.shape[0]),
+            "features": {names[i]: _feature(result, i) for i in range(len(names))}}
+        target.windows += 1
+        target.last = block
+        self._windows.inc()
+        self._checks.labels(trigger=trigger, result="drift" if result.detected else "no_drift").inc()
+        self._duration.observe(time.perf_counter() - started)
+        self._publish_features(block)
+        self._detected.set(1 if self._any_detected() else 0)
+        self._remember(block, target.windows)
+        if result.detected:
+            log.info("drift of the %s detected in %s", target.name, ", ".join(block["featuresDrifted"]) or "-")
+        return {"drift": block}
+
+    def _any_detected(self) -> bool:
+        return bool((self.last or {}).get("detected")) or any(t.last.get("detected") for t in self.targets.values())
 
     def holds(self, sequence: int) -> bool:
         return self.store is not None and self.store.holds(sequence)
@@ -286,17 +362,18 @@ class DriftDetector(Detector[DriftSettings]):
         self._checks.labels(trigger=trigger, result="drift" if result.detected else "no_drift").inc()
         self._duration.observe(seconds)
         self._publish(block)
-        self._remember(block)
+        self._remember(block, self.windows)
         if result.detected:
             log.info("drift detected (p=%s) in %s", "-" if result.p_value is None else f"{result.p_value:.3g}",
                      ", ".join(block["featuresDrifted"]) or "-")
         return block
 
-    def _remember(self, block: dict) -> None:
-        """Append the check to the history file: time, window index, verdict, per-feature results."""
+    def _remember(self, block: dict, window: int) -> None:
+        """Append the check to the history file: time, target, window index, verdict, per-feature results."""
         if self.history is None:
             return
-        entry = {"time": block["lastCheck"], "timestamp": block["lastCheckTimestamp"], "window": self.windows,
+        entry = {"time": block["lastCheck"], "timestamp": block["lastCheckTimestamp"],
+                 "target": block.get("target", "inputs"), "window": window,
                  "trigger": block["trigger"], "checkedInstances": block["checkedInstances"],
                  "detected": block["detected"], "pValue": block["pValue"],
                  "featuresDrifted": block["featuresDrifted"],
@@ -314,11 +391,14 @@ class DriftDetector(Detector[DriftSettings]):
         return [history_router(lambda: self.history)]
 
     def _publish(self, block: dict) -> None:
-        self._detected.set(1 if block["detected"] else 0)
+        self._detected.set(1 if block["detected"] or self._any_detected() else 0)
         if block.get("pValue") is not None:
             self._p_min.set(block["pValue"])
         self._drifted.set(len(block["featuresDrifted"]))
         self._last_ts.set(block["lastCheckTimestamp"])
+        self._publish_features(block)
+
+    def _publish_features(self, block: dict) -> None:
         for name, f in block["features"].items():
             score, test = f.get("score", f["distance"]), f.get("test") or "unknown"
             if f.get("pValue") is not None:
@@ -364,4 +444,10 @@ class DriftDetector(Detector[DriftSettings]):
         block.update(self.statistic.describe())
         if self.preprocess is not None:
             block.update(self.preprocess.describe())
+        block["target"] = s.target
+        for name, target in self.targets.items():  # outputs / labels: their own block, merged into the verdict
+            sub = block[name] = target.status()
+            block["detected"] = block["detected"] or sub["detected"]
+            block["featuresDrifted"] = [*block["featuresDrifted"], *sub["featuresDrifted"]]
+            block["features"] = {**block["features"], **sub["features"]}
         return {"drift": block}

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil_detectors.drift.statistics import base as _statistics
-from vigil_detectors.frame.settings import Categories, DetectorSettings
+from vigil_detectors.frame.settings import DetectorSettings, category_counts
 
 #: The registered statistics' names, for the JSON schema (and so the CRD's enums).
 _NAMES: list[Any] = _statistics.names()
@@ -32,8 +32,6 @@ class DriftSettings(DetectorSettings):
     artifact: Optional[str] = None
     #: Reference data to fit the statistic from at start-up when there is no artifact.
     reference: Optional[str] = None
-    #: Categorical features: {"feature index": number of categories}; chi-squared is used for them.
-    categorical: Categories = Field(default_factory=dict)
     #: Default statistic (``spec.detectors.drift.type``): one of `vigil_detectors.drift.statistics.names()`.
     #: A feature type it does not test gets ``ks`` (numeric) or ``chi2`` (categorical).
     statistic: str = Field("ks", json_schema_extra={"enum": _NAMES})
@@ -59,6 +57,21 @@ class DriftSettings(DetectorSettings):
     preprocess: Optional[Literal["uae", "model-output"]] = None
     #: Where the window is checkpointed so a restart loses no instances (None = not persisted).
     state_dir: Optional[str] = None
+    #: A baseline directory (``spec.baseline.storageUri``, DESIGN §9): the binned statistics use the bins of its
+    #: ``statistics.json`` histograms (without one they are the reference's, computed the same way).
+    baseline: Optional[str] = None
+    #: What drifts (``spec.detectors.drift.target``, DESIGN §10): the request features, the model's outputs
+    #: (response events; `vigil_detectors.drift.outputs`), or both.
+    target: Literal["inputs", "outputs", "both"] = "inputs"
+    #: outputs: the model server run on the reference at start-up for the reference outputs.
+    model_url: Optional[str] = None
+    model_name: str = "model"
+    #: outputs: ``classification`` | ``regression`` (the metrics block's task; None: inferred from the outputs).
+    task: Optional[Literal["classification", "regression"]] = None
+    #: outputs: class names of ``predict_proba``'s columns (the metrics block's classes).
+    classes: Optional[list[Any]] = None
+    #: Label drift on feedback truths (set when the monitor has a metrics block and target is not inputs).
+    labels: bool = False
 
     @field_validator("window_step")
     @classmethod
@@ -103,4 +116,4 @@ class DriftSettings(DetectorSettings):
 
     @property
     def categorical_indices(self) -> dict[int, Optional[int]]:
-        return {int(k): v for k, v in self.categorical.items()}
+        return category_counts(self.categorical)

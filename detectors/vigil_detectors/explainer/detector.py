@@ -47,10 +47,12 @@ from fastapi.responses import JSONResponse, Response
 
 from vigil.errors import NotReady, Rejected, UpstreamError, UpstreamTimeout
 from vigil.events import PayloadError, decode_instances
+from vigil.instances import InputSchema, decode_table
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.explainer.predictor import ExplanationTimeout, ModelCallError, ModelServerPredictor
 from vigil_detectors.explainer.settings import ExplainerSettings
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
+from vigil_detectors.frame.settings import category_counts
 
 log = logging.getLogger("vigil.explainer")
 
@@ -122,7 +124,8 @@ class ExplainerDetector(Detector[ExplainerSettings]):
             raise DetectorError(f"{self._path} is not an explainer saved by alibi (no meta.dill); "
                                 "train one with vigil train")
         self.predictor = ModelServerPredictor(s.model_url, s.model_name, max_rows=s.batch_size,
-                                              timeout=s.model_timeout_seconds, on_call=self._on_call)
+                                              timeout=s.model_timeout_seconds, on_call=self._on_call,
+                                              schema=InputSchema.from_settings(s.feature_names, s.categorical))
         # The model is a black box behind HTTP: alibi's TensorFlow/PyTorch explainers are never
         # used here, so their frameworks stay out of this process (vigil.imports).
         from vigil import imports
@@ -182,7 +185,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
             raise DetectorError(f"the explainer was trained on features {names}, the monitor names {self.feature_names}")
         self.feature_names = names
         self.categories = {int(i): len(first.feature_values[i]) for i in first.categorical_features}
-        for key, n in (s.categorical or {}).items():
+        for key, n in category_counts(s.categorical).items():
             if int(key) not in self.categories or (n is not None and self.categories[int(key)] != n):
                 log.warning("schema says feature %s has %s categories; the explainer artifact says %s",
                             key, n, self.categories.get(int(key)))
@@ -201,6 +204,19 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         self.m_rows.inc(rows)
 
     # -- explaining ---------------------------------------------------------------------------
+    def _decode(self, doc: Any) -> np.ndarray:
+        """One ``POST /explain`` body as rows: named features and category strings as at every edge;
+        anchors need every value, so a missing one or an unseen category is a 400 here."""
+        schema = InputSchema.from_settings(self.feature_names, self.settings.categorical)
+        decoded = decode_table(doc, schema)
+        for mask, reason, what in ((decoded.missing, "missing_value", "has no value"),
+                                   (decoded.unseen, "bad_category", "holds a category outside the declared ones")):
+            if mask.any():
+                j = int(np.nonzero(mask.any(axis=0))[0][0])
+                raise PayloadError(reason, f"feature {self.feature_names[j]!r} {what}; an explanation needs "
+                                           "every feature's value")
+        return decoded.rows
+
     def _check_instance(self, rows: np.ndarray) -> np.ndarray:
         if rows.shape[0] != 1:
             raise PayloadError("instance_count", f"send exactly one instance to explain, got {rows.shape[0]}")
@@ -351,7 +367,7 @@ class ExplainerDetector(Detector[ExplainerSettings]):
         if self.image_shape is not None:
             row = self._check_instance(decode_instances(doc, None, shape=self.image_shape))
         else:
-            row = self._check_instance(decode_instances(doc, len(self.feature_names)))
+            row = self._check_instance(self._decode(doc))
         if self._slots.locked() and self._waiting >= s.max_waiting:
             raise NotReady("busy", f"{s.max_concurrent} explanations running and {self._waiting} waiting; retry later")
         try:

@@ -23,6 +23,7 @@ import numpy as np
 
 from vigil.errors import VigilError
 from vigil.events import v2_request
+from vigil.instances import InputSchema
 
 log = logging.getLogger("vigil.explainer")
 
@@ -37,7 +38,8 @@ class ExplanationTimeout(VigilError, TimeoutError):
 
 class ModelServerPredictor:
     def __init__(self, base_url: str, model_name: str, max_rows: int = 1000, timeout: float = 10.0,
-                 on_call: Optional[Callable[[int], None]] = None):
+                 on_call: Optional[Callable[[int], None]] = None, schema: Optional[InputSchema] = None):
+        self.schema = schema  # category codes of numeric value lists are sent as their values
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.url = f"{self.base_url}/v2/models/{model_name}/infer"
@@ -74,7 +76,7 @@ class ModelServerPredictor:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _call(self, rows: np.ndarray) -> np.ndarray:
-        body = v2_request(rows)
+        body = v2_request(self.schema.to_values(rows) if self.schema is not None else rows)
         body["outputs"] = [{"name": "predict"}]
         left = self._remaining()
         try:

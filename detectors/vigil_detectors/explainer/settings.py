@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from vigil_detectors.frame.settings import Categories, DetectorSettings
+from vigil_detectors.frame.settings import DetectorSettings
 
 
 class ExplainerSettings(DetectorSettings):
@@ -26,9 +26,6 @@ class ExplainerSettings(DetectorSettings):
     threshold: float = Field(0.95, gt=0.0, le=1.0)
     #: Share of request-event rows explained in the background (0 = only POST /explain).
     sample_rate: float = Field(0.0, ge=0.0, le=1.0)
-    #: Categorical features as JSON {feature index (str): number of categories}; the artifact's
-    #: own categorical features are what is enforced, this is checked against them.
-    categorical: Categories = Field(default_factory=dict)
     #: Most rows sent to the model server in one V2 call (alibi's sample batches are chunked).
     batch_size: int = Field(1000, ge=1)
     #: Rows alibi samples per precision estimate (its `batch_size`): the usual size of one model call.

@@ -59,13 +59,14 @@ def categorical_names(categorical: Optional[Categorical], feature_names: Sequenc
 
 
 def model_predictor(model_path_or_url: str, model_format: Optional[str] = None, model_name: Optional[str] = None,
-                    timeout: float = 10.0) -> Callable[[np.ndarray], np.ndarray]:
-    """rows -> class labels, from a model file (the model server's loader) or a V2 URL."""
+                    timeout: float = 10.0, schema: Optional[Any] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """rows -> class labels, from a model file (the model server's loader) or a V2 URL (`schema`, a
+    `vigil.instances.InputSchema`: how coded rows are sent to it)."""
     target = str(model_path_or_url)
     if target.startswith(("http://", "https://")):
         from vigil_detectors.explainer.predictor import ModelServerPredictor
 
-        predictor = ModelServerPredictor(target, model_name or "model", timeout=timeout)
+        predictor = ModelServerPredictor(target, model_name or "model", timeout=timeout, schema=schema)
         predictor.wait_ready(timeout)
         return predictor
     from vigil.modelserver.loaders import load_model
@@ -130,8 +131,11 @@ def train_explainer(x_ref: np.ndarray, options: Optional[Mapping[str, Any]], mod
                              f"0..{len(names) - 1} in the reference data")
 
     say(f"loading the model from {model_path_or_url}")
+    from vigil.instances import InputSchema
+
     predictor = model_predictor(model_path_or_url, model_format or options.get("modelFormat"),
-                                model_name or options.get("modelName"))
+                                model_name or options.get("modelName"),
+                                schema=InputSchema.from_settings(feature_names, categorical))
     say("importing alibi")
     from vigil.imports import keep_out
 

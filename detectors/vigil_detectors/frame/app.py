@@ -3,6 +3,10 @@
 `POST /` takes a CloudEvent (binary or structured mode) of our, KServe's or Seldon's
 inference types, validates it at the edge (size, content type, CloudEvent attributes,
 JSON, numbers, feature count), and hands the detector a decoded `InferenceEvent`.
+Request instances are read by `vigil.instances.decode_table` (named rows, category
+strings); rows holding a missing value are skipped — the detector gets the rest
+(`InferenceEvent.skipped` says which) — and counted in ``vigil_instances_skipped_total{reason}``;
+an event most of whose rows were skipped counts as skipped in the recent health (Degraded).
 Every rejection is a 4xx `{"error": ..., "reason": ...}` counted in `vigil_events_rejected_total{reason}`
 (`vigil.edge`);
 the service keeps running and the detector never sees the bad event. The reply is a
@@ -43,7 +47,7 @@ REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
 REJECT_REASONS = ("too_large", "not_ready", "content_type", "content_encoding", "duplicate_header",
                   "headers_too_large", "bad_cloudevent", "bad_json", "too_deep", "unknown_type", "bad_body",
                   "bad_shape", "non_numeric", "out_of_range", "feature_count", "not_found", "method_not_allowed",
-                  "internal", "unauthorized", "checkpoint")
+                  "internal", "unauthorized", "checkpoint", "bad_category")
 
 
 class _Edge(Edge):
@@ -86,6 +90,20 @@ def _check_required(headers, body: bytes, structured: bool) -> None:
         where = "" if structured else "ce-"
         raise InvalidInput("bad_cloudevent", "not a valid CloudEvent: missing required attribute(s) "
                                              + ", ".join(where + m for m in missing))
+
+
+_SKIP_WHY = {"missing": "hold a missing value", "unseen": "hold a category code outside the declared ones"}
+
+
+def _skips(ev: InferenceEvent) -> dict[str, int]:
+    """``{reason: instances}`` skipped in a decoded request event."""
+    if ev.skipped is None or ev.decoded is None or not ev.skipped.any():
+        return {}
+    missing = int(ev.decoded.incomplete.sum())
+    out = {"missing": missing}
+    if int(ev.skipped.sum()) > missing:
+        out["unseen"] = int(ev.skipped.sum()) - missing
+    return out
 
 
 def _parse(headers, body: bytes, settings, detector: Detector) -> InferenceEvent:
@@ -154,6 +172,7 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     metrics = ServiceMetrics(settings.monitor, settings.namespace)
     detector = detector_cls(settings, metrics)
     edge = _Edge(detector.name, metrics)
+    skipped: dict[str, int] = {}  # instances skipped, by reason, for /status
     log = edge.log  # vigil.<detector name>
     state: dict[str, Any] = {"ready": False, "error": None}
 
@@ -224,7 +243,13 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
         finally:
             edge.in_flight.discard(key)
         edge.seen.add(key)
-        edge.accepted()
+        skips = _skips(event)
+        for reason, n in skips.items():
+            metrics.skipped.labels(reason=reason).inc(n)
+            skipped[reason] = skipped.get(reason, 0) + n
+        most = sum(skips.values()) * 2 > event.rows_received
+        edge.accepted((next(iter(skips)), f"{sum(skips.values())} of {event.rows_received} instances "
+                       + " or ".join(_SKIP_WHY[r] for r in skips)) if most else None)
         edge.duration.observe(time.perf_counter() - started)
         if result is None:
             return Response(status_code=202)
@@ -250,7 +275,8 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
     @app.get("/status")
     async def status() -> dict:
         out = {"component": detector.name, "ready": state["ready"], "monitor": settings.monitor,
-               "namespace": settings.namespace, "events": dict(edge.counts), "recent": edge.health.snapshot()}
+               "namespace": settings.namespace, "events": dict(edge.counts), "recent": edge.health.snapshot(),
+               "instancesSkipped": dict(skipped)}
         if state["error"]:
             out["error"] = state["error"]
         if detector.checkpoint.error:

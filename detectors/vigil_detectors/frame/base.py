@@ -17,6 +17,7 @@ import numpy as np
 
 from vigil.errors import VigilError
 from vigil.events import decode_instances, decode_outputs
+from vigil.instances import Decoded, InputSchema, decode_table
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame.checkpoint import CheckpointHealth
 from vigil_detectors.frame.settings import DetectorSettings
@@ -34,9 +35,18 @@ class InferenceEvent:
     inference_id: Optional[str]
     attributes: dict[str, Any]
     data: Any  # the parsed JSON body
-    instances: Optional[np.ndarray] = None  # (n, f) float64 for request events; (n, *shape) for a tensor schema
+    #: (n, f) float64 for request events (the rows not skipped); (n, *shape) for a tensor schema
+    instances: Optional[np.ndarray] = None
+    #: request events: the decoded body (`vigil.instances`), and which of its rows were skipped (missing values)
+    decoded: Optional[Decoded] = None
+    skipped: Optional[np.ndarray] = None
     outputs: Optional[np.ndarray] = None  # for response events
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_received(self) -> int:
+        """Rows the event carried (skipped ones included)."""
+        return len(self.decoded) if self.decoded is not None else self.rows
 
     @property
     def rows(self) -> int:
@@ -57,8 +67,9 @@ class Detector(ABC, Generic[SettingsT]):
 
     #: component name: outlier | drift | metrics | explainer
     name: ClassVar[str]
-    #: event kinds this detector consumes; others are acknowledged and ignored
-    accepts: frozenset[str] = frozenset({"request"})  # a detector may set its own from its settings
+    #: event kinds this detector consumes; others are acknowledged and ignored (an instance may narrow or
+    #: widen them from its settings, as drift does for its target)
+    accepts: frozenset[str] = frozenset({"request"})
     #: JetStream (`frame.consumer`): process a fetched batch one event after another, in stream
     #: order (a window, a slow explanation), instead of all at once
     ordered: ClassVar[bool] = False
@@ -67,6 +78,7 @@ class Detector(ABC, Generic[SettingsT]):
         self.settings = settings
         self.metrics = metrics
         self.checkpoint = CheckpointHealth(metrics)  # a stateful detector reports its writes here
+        self._input_schema: Optional[InputSchema] = None  # how `decode_request` reads rows (from the settings)
 
     @abstractmethod
     def load(self) -> None:
@@ -87,9 +99,22 @@ class Detector(ABC, Generic[SettingsT]):
         """On shutdown: stop tasks, persist state."""
 
     def decode_request(self, event: InferenceEvent) -> None:
-        """Decode a request body into `event.instances`. The default wants numbers, one per
-        feature; a detector that counts bad values instead of refusing them (quality) overrides it."""
-        event.instances = decode_instances(event.data, self.settings.n_features, shape=self.settings.shape)
+        """Decode a request body into `event.instances`. The default reads rows with
+        `vigil.instances.decode_table` (named features, category strings; an unseen category as
+        code k) and skips the rows holding a missing value (or an unseen code of a category of
+        unknown count): `event.instances` holds the others, `event.skipped` says which, and the
+        frame counts them. A tensor schema (``shape``) decodes (n, *shape) batches. A detector that
+        counts bad values instead of refusing them (quality) overrides it."""
+        if self.settings.shape:
+            event.instances = decode_instances(event.data, self.settings.n_features, shape=self.settings.shape)
+            return
+        if self._input_schema is None:
+            self._input_schema = self.settings.input_schema()
+        decoded = decode_table(event.data, self._input_schema)
+        rows = decoded.coded(self._input_schema)
+        skipped = np.isnan(rows).any(axis=1)
+        event.decoded, event.skipped = decoded, skipped
+        event.instances = rows[~skipped] if skipped.any() else rows
 
     def decode_outputs(self, data: Any) -> Optional[np.ndarray]:
         """Decode a response body for `InferenceEvent.outputs`. The default wants numbers;

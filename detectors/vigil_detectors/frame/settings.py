@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Union
 
 from pydantic import Field, PositiveInt, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vigil.instances import InputSchema
 from vigil.transport import TransportConfig
 
-#: A categorical block as the services take it: ``{"column index": number of categories | null}``
-#: (`vigil.spec.categorical_indices` converts the schema's block).
+#: A categorical block as the services take it: ``{"column index": number of categories | null |
+#: [values]}`` (`vigil.plan` renders the schema's block so; a value list maps strings to codes).
 ColumnKey = Annotated[str, StringConstraints(pattern=r"^\d+$")]
-Categories = dict[ColumnKey, Optional[PositiveInt]]
+Categories = dict[ColumnKey, Union[PositiveInt, None, list[Union[str, int, float]]]]
+
+
+def category_counts(categorical: Categories) -> dict[int, Optional[int]]:
+    """``{column index: number of categories | None}`` of a services' categorical block."""
+    return {int(k): len(v) if isinstance(v, list) else v for k, v in categorical.items()}
 
 
 class DetectorSettings(BaseSettings):
@@ -24,6 +30,8 @@ class DetectorSettings(BaseSettings):
     namespace: str = "default"
     #: Feature names of one instance; their count is enforced on every request event.
     feature_names: Optional[list[str]] = None
+    #: Categorical features: {"feature index": number of categories, or the list of its values}.
+    categorical: Categories = Field(default_factory=dict)
     #: HTTP (events POSTed to ``/``) or JetStream (a durable pull consumer; ``POST /`` still works).
     transport: TransportConfig = Field(default_factory=TransportConfig)
     #: JetStream: only these partitions of the stream (one replica's share, keyed by inference id); None: all.
@@ -35,3 +43,7 @@ class DetectorSettings(BaseSettings):
     @property
     def n_features(self) -> Optional[int]:
         return len(self.feature_names) if self.feature_names else None
+
+    def input_schema(self) -> InputSchema:
+        """How request instances are decoded (`vigil.instances.decode_table`)."""
+        return InputSchema.from_settings(self.feature_names, self.categorical)

@@ -11,6 +11,10 @@ alibi-detect's own ``predict`` output (what Seldon/KServe outlier servers return
               "threshold": t},
      "meta": {"name": "OutlierVAE", "detector_type": "outlier", ...}}
 
+Rows holding a missing value are skipped (the frame counts them in
+``vigil_instances_skipped_total``): their place in each per-row list is ``null``; an unseen
+category is scored as code k (it is, after all, unlike the training data).
+
 Accounting (counters, score histogram, the recent-window outlier rate) happens once per
 batch, in the worker thread that owns the model.
 """
@@ -54,6 +58,14 @@ def _batch_buckets(max_batch_size: int) -> list[float]:
 
 def _jsonable(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+def _aligned(values: list, skipped: Optional[np.ndarray]) -> list:
+    """Per-row values of the rows scored, with None in the place of each skipped row (a missing value)."""
+    if skipped is None or not skipped.any():
+        return values
+    it = iter(values)
+    return [None if s else next(it) for s in skipped.tolist()]
 
 
 class RecentRate:
@@ -189,12 +201,17 @@ class OutlierDetector(Detector[OutlierSettings]):
                                                 f"{list(rows.shape[1:])}")
         elif rows.shape[1] != shape[0]:
             raise PayloadError("feature_count", f"expected {shape[0]} features per row, got {rows.shape[1]}")
-        x = self.scorer.prepare(rows)
-        if not np.isfinite(x).all():
-            raise PayloadError("out_of_range", "feature values too large for the detector (float32 overflow)")
-        scores, feature_scores, flags = await self.batcher.submit(x)
-        data = {"instance_score": scores.tolist(), "is_outlier": flags.tolist(),
-                "feature_score": feature_scores.tolist() if self._feature_scores else None,
+        skipped = event.skipped
+        if rows.shape[0] == 0:  # every row held a missing value: skipped and counted by the frame
+            scores = feature_scores = np.zeros((0, *shape))
+            flags = np.zeros(0, dtype=int)
+        else:
+            x = self.scorer.prepare(rows)
+            if not np.isfinite(x).all():
+                raise PayloadError("out_of_range", "feature values too large for the detector (float32 overflow)")
+            scores, feature_scores, flags = await self.batcher.submit(x)
+        data = {"instance_score": _aligned(scores.tolist(), skipped), "is_outlier": _aligned(flags.tolist(), skipped),
+                "feature_score": _aligned(feature_scores.tolist(), skipped) if self._feature_scores else None,
                 "threshold": self.scorer.threshold}
         return {"data": data, "meta": self._meta}
 

@@ -46,7 +46,8 @@ def load_constraints(s: QualitySettings, *, write: bool = True) -> Loaded:
 
         names = list(s.feature_names or [])
         schema = InputSchema.from_settings(names or None, s.categorical_indices)
-        baseline = compute_baseline(load_table(s.reference, names or None), schema)
+        # category strings read through the schema's value lists; missing cells are counted, not refused
+        baseline = compute_baseline(load_table(s.reference, names or None, s.categorical, missing="keep"), schema)
         names = names or [f.name for f in baseline.statistics.features]
         if write and s.state_dir:
             directory = str(baseline.write(Path(s.state_dir) / "baseline"))

@@ -42,19 +42,22 @@ __all__ = ["CheckResult", "DriftStatistic", "DriftSuite", "adjusted_min_p", "fit
 
 def fit_statistic(x_ref: np.ndarray, *, p_value: float = 0.05, correction: str = "bonferroni",
                   categorical: Optional[dict[int, Optional[int]]] = None, kind: str = "ks",
-                  statistics: Optional[dict[int, str]] = None) -> DriftSuite:
-    """Fit the drift check from reference data: default statistic `kind`, per-feature `statistics` overrides."""
+                  statistics: Optional[dict[int, str]] = None, bins: Optional[dict] = None) -> DriftSuite:
+    """Fit the drift check from reference data: default statistic `kind`, per-feature `statistics` overrides,
+    `bins` (per feature index, e.g. a baseline's histograms) for the binned statistics."""
     return DriftSuite(x_ref, p_value=p_value, correction=correction, categorical=categorical, statistic=kind,
-                      statistics=statistics)
+                      statistics=statistics, bins=bins)
 
 
 def load_statistic(path: str, *, p_value: Optional[float] = None, correction: Optional[str] = None,
-                   kind: Optional[str] = None, statistics: Optional[dict[int, str]] = None) -> DriftStatistic:
+                   kind: Optional[str] = None, statistics: Optional[dict[int, str]] = None,
+                   bins: Optional[dict] = None) -> DriftStatistic:
     """A check saved with `DriftSuite.save` (fitted again from its reference) or an alibi-detect detector directory."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"drift artifact {path} not found")
     if (Path(path) / ARTIFACT).exists():
-        return load_suite(Path(path), p_value=p_value, correction=correction, statistic=kind, statistics=statistics)
+        return load_suite(Path(path), p_value=p_value, correction=correction, statistic=kind, statistics=statistics,
+                          bins=bins or None)
     from vigil_detectors.drift.statistics.alibi import load_alibi
 
     return load_alibi(path, p_value=p_value, correction=correction)

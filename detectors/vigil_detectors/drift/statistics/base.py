@@ -11,7 +11,9 @@ name), the feature types it `accepts` (``numeric``, ``categorical``), and its
 - a **distance** (``psi``, ``hellinger``, ``jensenshannon``, ``wasserstein``) drifts when its
   score is at least its threshold: the documented `default_threshold`, raised for windows
   too small for it (`Statistic.thresholds`: never below the score a stationary window of
-  that size exceeds with probability significance/m, m the distance-tested features).
+  that size exceeds with probability `FALSE_ALARM_RATE`/m, m the distance-tested features,
+  so stationary windows of any size are flagged about once in two thousand;
+  `bins.BinnedStatistic.noise_floor` says how that score is estimated).
 
 An instance is fitted on the reference columns of the features it tests and scores a
 window's same columns at once (vectorised over features): `score(window) -> (scores,
@@ -29,6 +31,9 @@ from typing import ClassVar, Optional
 import numpy as np
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
+
+#: The share of stationary windows the distances may flag, all distance-tested features together (1 in 2,000).
+FALSE_ALARM_RATE = 0.0005
 
 _REGISTRY: dict[str, type[Statistic]] = {}
 

@@ -21,9 +21,7 @@ class Hellinger(BinnedStatistic):
     name = "hellinger"
     default_threshold = 0.15
     describes = "Hellinger distance (0..1) on the reference bins"
-
-    def from_chi2(self, x: np.ndarray) -> np.ndarray:
-        return np.sqrt(x / 8)  # 1 - sum(sqrt(pq)) ≈ sum((q-p)^2/p) / 8
+    chi2_power = 2
 
     def distance(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return np.sqrt(np.clip(1.0 - np.sqrt(p * q).sum(axis=1), 0.0, 1.0))
+        return np.sqrt(np.clip(1.0 - np.sqrt(p * q).sum(axis=-1), 0.0, 1.0))

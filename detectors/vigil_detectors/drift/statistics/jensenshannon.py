@@ -21,11 +21,9 @@ class JensenShannon(BinnedStatistic):
     name = "jensenshannon"
     default_threshold = 0.15
     describes = "Jensen-Shannon distance (base 2, 0..1) on the reference bins"
-
-    def from_chi2(self, x: np.ndarray) -> np.ndarray:
-        return np.sqrt(x / (8 * np.log(2)))  # JS divergence ≈ sum((q-p)^2/p) / 8 nats
+    chi2_power = 2
 
     def distance(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         from scipy.spatial.distance import jensenshannon
 
-        return np.asarray(jensenshannon(p, q, axis=1, base=2))
+        return np.asarray(jensenshannon(p, q, axis=-1, base=2))

@@ -26,9 +26,6 @@ class PSI(BinnedStatistic):
     default_threshold = 0.2
     describes = "population stability index on the reference bins"
 
-    def from_chi2(self, x: np.ndarray) -> np.ndarray:
-        return x  # PSI (the symmetrised KL divergence) ≈ the chi-squared distance
-
     def distance(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         p, q = np.where(p > 0, p, EPSILON), np.where(q > 0, q, EPSILON)
-        return ((q - p) * np.log(q / p)).sum(axis=1)
+        return ((q - p) * np.log(q / p)).sum(axis=-1)

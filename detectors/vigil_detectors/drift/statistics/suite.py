@@ -11,7 +11,7 @@ group in one vectorised pass and decides:
   Benjamini–Hochberg FDR — where m counts only the features tested by p-value;
 - distances (psi, hellinger, jensenshannon, wasserstein): drifted when score ≥ threshold,
   the statistic's default raised for windows too small for it (`base.Statistic.thresholds`,
-  at level significance/m, m the distance-tested features).
+  at level `base.FALSE_ALARM_RATE`/m, m the distance-tested features).
 
 The window drifted if any feature did. `DriftSuite.save` writes a directory (``drift.json``
 + ``reference.npy``) that `load_statistic` fits again; nothing here imports TensorFlow or
@@ -30,7 +30,7 @@ import numpy as np
 
 from vigil_detectors.drift.statistics import base
 from vigil_detectors.drift.statistics.base import CATEGORICAL, NUMERIC
-from vigil_detectors.drift.statistics.bins import BinnedStatistic, reference_bins
+from vigil_detectors.drift.statistics.bins import BinnedStatistic, Bins, reference_bins
 
 log = logging.getLogger("vigil.drift")
 
@@ -102,7 +102,10 @@ class DriftSuite:
 
     def __init__(self, x_ref: np.ndarray, *, p_value: float = 0.05, correction: str = "bonferroni",
                  categorical: Optional[dict[int, Optional[int]]] = None, statistic: str = "ks",
-                 statistics: Optional[dict[int, str]] = None):
+                 statistics: Optional[dict[int, str]] = None, bins: Optional[dict[int, Bins]] = None):
+        """`bins`: per feature index, the bins to score binned statistics on (a baseline's histograms,
+        `bins.Bins.from_json`); a feature without one — or whose bins are of the other type (numeric vs
+        categorical) than the feature is tested as — gets `reference_bins` of its reference column."""
         x_ref = np.ascontiguousarray(x_ref, dtype=np.float64)
         if x_ref.ndim != 2 or x_ref.shape[0] < 2:
             raise ValueError(f"reference data must have at least 2 rows of features, got shape {list(x_ref.shape)}")
@@ -114,6 +117,8 @@ class DriftSuite:
             if bad:
                 raise ValueError(f"{what} feature indices {bad} out of range for {n} features")
         base.get(statistic)
+        given = {int(k): v for k, v in (bins or {}).items()}
+        self.given_bins = given
         self.x_ref, self.p_val, self.correction, self.statistic = x_ref, float(p_value), correction, statistic
         self.n_features = n
         self.inferred = inferred_categorical(x_ref, self.categorical)
@@ -125,18 +130,31 @@ class DriftSuite:
         for name in dict.fromkeys(self.tests):
             cols = np.array([j for j in range(n) if self.tests[j] == name])
             cls = base.get(name)
-            bins = None
+            group_bins = None
             if issubclass(cls, BinnedStatistic):
-                bins = [reference_bins(x_ref[:, j], self.kinds[j] == CATEGORICAL) for j in cols]
-            self.groups.append((cls(x_ref[:, cols], bins), cols))
+                group_bins = [self._bins(j, given) for j in cols]
+            self.groups.append((cls(x_ref[:, cols], group_bins), cols))
+        self.bins_from = {int(j): "baseline" if (bins or {}).get(int(j)) is not None and
+                          self._bins(int(j), given) is given[int(j)] else "reference"
+                          for stat, cols in self.groups if isinstance(stat, BinnedStatistic) for j in cols}
         self.p_tested = np.array([base.get(t).p_value_test for t in self.tests])
         self._thresholds: dict[int, np.ndarray] = {}  # window rows -> per-feature score thresholds
+
+    def _bins(self, j: int, given: dict[int, Bins]) -> Bins:
+        b = given.get(j)
+        categorical = self.kinds[j] == CATEGORICAL
+        if b is not None and b.categorical == categorical:
+            return b
+        if b is not None:
+            log.warning("feature %d: the baseline's %s histogram does not fit a feature tested as %s; using the "
+                        "reference's bins", j, "categorical" if b.categorical else "numeric", self.kinds[j])
+        return reference_bins(self.x_ref[:, j], categorical)
 
     def score_thresholds(self, rows: int) -> np.ndarray:
         """Per feature: the distance threshold for a window of `rows` (NaN for p-value tests)."""
         if rows not in self._thresholds:
             out = np.full(self.n_features, np.nan)
-            level = self.p_val / max(1, int((~self.p_tested).sum()))
+            level = base.FALSE_ALARM_RATE / max(1, int((~self.p_tested).sum()))
             for stat, cols in self.groups:
                 if not stat.p_value_test:
                     out[cols] = stat.thresholds(rows, level)
@@ -180,7 +198,8 @@ class DriftSuite:
     def describe(self) -> dict:
         return {"statistic": self.statistic, "tests": list(self.tests), "referenceSize": int(self.x_ref.shape[0]),
                 "correction": self.correction, "significance": self.p_val,
-                "inferredCategorical": list(self.inferred)}
+                "inferredCategorical": list(self.inferred),
+                "binsFrom": {str(j): v for j, v in sorted(self.bins_from.items())}}
 
     def save(self, path: str) -> None:
         out = Path(path)
@@ -188,7 +207,8 @@ class DriftSuite:
         np.save(out / "reference.npy", self.x_ref, allow_pickle=False)
         config = {"format": FORMAT, "statistic": self.statistic, "pValue": self.p_val, "correction": self.correction,
                   "categorical": {str(k): v for k, v in self.categorical.items()},
-                  "statistics": {str(k): v for k, v in self.overrides.items()}}
+                  "statistics": {str(k): v for k, v in self.overrides.items()},
+                  "bins": {str(k): b.to_json() for k, b in self.given_bins.items()}}
         (out / ARTIFACT).write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -200,6 +220,7 @@ def load_suite(path: Path, **overrides) -> DriftSuite:
     x_ref = np.load(path / "reference.npy", allow_pickle=False)
     args = {"p_value": config["pValue"], "correction": config["correction"], "statistic": config["statistic"],
             "categorical": {int(k): v for k, v in config.get("categorical", {}).items()},
-            "statistics": {int(k): v for k, v in config.get("statistics", {}).items()}}
+            "statistics": {int(k): v for k, v in config.get("statistics", {}).items()},
+            "bins": {int(k): Bins.from_json(v) for k, v in config.get("bins", {}).items()}}
     args.update({k: v for k, v in overrides.items() if v is not None})
     return DriftSuite(x_ref, **args)
