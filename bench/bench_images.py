@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_outlier import HOST, cpu_seconds, drive, free_port, rss_mb  # noqa: E402
+from bench_outlier import HOST, _caller, cpu_seconds, free_port, rss_mb  # noqa: E402
 
 SHAPE = [32, 32, 3]
 
@@ -102,8 +102,9 @@ class Service:
         os.unlink(self.log.name)
 
 
-def build_requests(port: int, n: int = 128) -> list[bytes]:
-    """Pre-encoded HTTP requests: one V2 image per binary-mode CloudEvent (clean patches, a few noisy)."""
+def build_requests(port: int, n: int) -> list[bytes]:
+    """`n` pre-encoded HTTP requests, each with its own ce-id (the frame drops a repeated one as a
+    duplicate): one V2 image per binary-mode CloudEvent (clean patches, a few noisy)."""
     from vigil import imagedata
 
     x, _ = imagedata.patches(n, seed=5)
@@ -117,6 +118,18 @@ def build_requests(port: int, n: int = 128) -> list[bytes]:
                 f"ce-id: img-{i}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
         out.append(head + body)
     return out
+
+
+async def drive(port: int, requests: list[bytes], concurrency: int) -> float:
+    """images/s sending every request once, from `concurrency` keep-alive callers."""
+    errors: list = []
+    per = len(requests) // concurrency
+    started = time.perf_counter()
+    await asyncio.gather(*(_caller(port, requests[k * per:(k + 1) * per], per, 0, errors) for k in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} events failed, e.g. HTTP {errors[0]!r}")
+    return per * concurrency / elapsed
 
 
 def measure_eager(artifact: str) -> None:
@@ -152,14 +165,19 @@ def main() -> int:
         for mode, max_batch in (("batching on", 64), ("batching off", 1)):
             service = Service(artifact, max_batch, args.service_cpu)
             try:
-                requests = build_requests(service.port)
+                concurrencies = (1, 16, 64) if mode == "batching on" else (64,)
+                totals = {c: args.events // 4 if c == 1 else args.events for c in concurrencies}
+                requests = build_requests(service.port, 64 + sum(totals.values()))
                 ready_rss = rss_mb(service.proc.pid)
                 results[mode] = {}
-                for c in (1, 16, 64) if mode == "batching on" else (64,):
-                    total = args.events // 4 if c == 1 else args.events
-                    asyncio.run(drive(service.port, requests, c, min(total, 64)))  # warm-up
+                asyncio.run(drive(service.port, requests[:64], 16))  # warm-up
+                used_up = 64
+                for c in concurrencies:
+                    total = totals[c]
+                    batch = requests[used_up:used_up + total]
+                    used_up += total
                     before, cpu0 = service.batches(), cpu_seconds(service.proc.pid)
-                    rate = asyncio.run(drive(service.port, requests, c, total))
+                    rate = asyncio.run(drive(service.port, batch, c))
                     used = cpu_seconds(service.proc.pid) - cpu0
                     after = service.batches()
                     mean = (after[0] - before[0]) / max(after[1] - before[1], 1)

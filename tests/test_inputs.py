@@ -224,6 +224,8 @@ def stack(tmp_path_factory):
     (tmp / "monitor.yaml").write_text(MONITOR)
     plan, placement = local_plan(load_monitor(tmp / "monitor.yaml"), tmp, tmp / "work", free_port_range(6))
     s = LocalStack(plan, placement, say=lambda _: None)
+    s.train()  # outlier from the reference with strings and a missing cell: that row dropped, and said
+    assert "100 rows x 5 features (1 row holding a missing value dropped)" in (s.logs / "train-outlier.log").read_text()
     s.start(timeout=240)
     try:
         yield s, [strings[i] for i in live_idx], coded[live_idx]
@@ -325,3 +327,21 @@ def test_outlier_reply_keeps_a_skipped_rows_place(stack):
 def _event(body):
     msg = cloud_event(body)
     return {"headers": msg.headers, "content": msg.body}
+
+
+def test_vigil_baseline_reads_category_strings_and_counts_missing_cells(tmp_path):
+    from vigil.baseline import load_baseline
+
+    _, _, strings = wine_table()
+    lines = [",".join(FEATURES)] + [",".join([*map(repr, r[:4]), r[4]]) for r in strings[:40]]
+    lines[1] = ",".join(["NA", *lines[1].split(",")[1:]])
+    lines[2] = ",".join([*lines[2].split(",")[:4], ""])
+    (tmp_path / "reference.csv").write_text("\n".join(lines) + "\n")
+    joblib.dump(LogisticRegression(max_iter=2000).fit(wine_table()[0], wine_table()[1]), tmp_path / "model.joblib")
+    (tmp_path / "monitor.yaml").write_text(MONITOR)
+    out = subprocess.run([sys.executable, "-m", "vigil", "baseline", str(tmp_path / "monitor.yaml"),
+                          "--out", str(tmp_path / "bl")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    stats = {f.name: f for f in load_baseline(tmp_path / "bl").statistics.features}
+    assert stats["alcohol"].missing_count == 1 and stats["region"].missing_count == 1
+    assert stats["ash"].missing_count == 0 and stats["region"].count == 39

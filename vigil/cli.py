@@ -219,7 +219,8 @@ def cmd_baseline(args) -> int:
     try:
         reference = LocalPlacement(_workdir(args, monitor.name), base).path(monitor.spec.reference.storage_uri)
         print(f"vigil baseline: profiling {reference} ({len(schema.feature_names or ())} features) …", flush=True)
-        baseline = compute_baseline(load_table(reference, schema.feature_names), schema)
+        baseline = compute_baseline(load_table(reference, schema.feature_names, monitor.spec.schema_.categorical,
+                                               missing="keep"), schema)
         baseline.write(out)
     except (DataError, BaselineError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -204,7 +204,7 @@ def train_component(component: str, reference: Union[str, Path], output: Union[s
     else:
         x_ref, dropped = complete_rows(load_table(str(reference), feature_names, categorical, missing="keep"))
         progress(f"{component}: {x_ref.shape[0]} rows x {x_ref.shape[1]} features"
-                 + (f" ({dropped} rows holding a missing value dropped)" if dropped else ""))
+                 + (f" ({dropped} row{'s' * (dropped != 1)} holding a missing value dropped)" if dropped else ""))
     return train_array(component, x_ref, options, output, feature_names=feature_names, categorical=categorical,
                        shape=shape,
                        model=model, model_format=model_format, model_name=model_name, progress=progress)

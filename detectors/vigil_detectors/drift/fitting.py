@@ -54,7 +54,7 @@ def fit_check(s: DriftSettings) -> DriftStatistic:
 
         x_ref, dropped = complete_rows(load_table(s.reference, s.feature_names, s.categorical, missing="keep"))
         log.info("drift: fitting on %d reference rows%s", x_ref.shape[0],
-                 f" ({dropped} rows holding a missing value dropped)" if dropped else "")
+                 f" ({dropped} row{'s' * (dropped != 1)} holding a missing value dropped)" if dropped else "")
         return fit_statistic(x_ref, p_value=s.p_value, correction=s.correction,
                              categorical=s.categorical_indices, kind=s.statistic, statistics=overrides, bins=bins)
     raise DetectorError("the drift detector needs VIGIL_DRIFT_ARTIFACT (a saved detector) or "
