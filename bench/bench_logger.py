@@ -302,7 +302,9 @@ def report(args, case: str, res: dict, counts: dict, text: str, expected: int, c
     if case != "off":
         print(f"capture: {metric_total(text, 'vigil_capture_records_total'):.0f} records written "
               f"(expected {2 * expected}), dropped {metric_total(text, 'vigil_capture_records_dropped_total'):.0f}, "
-              f"errors {metric_total(text, 'vigil_capture_errors_total'):.0f}, {len(files)} files")
+              f"errors {metric_total(text, 'vigil_capture_errors_total'):.0f}, {len(files)} files"
+              + (" (parquet counts a record once its row group or file is written: the rest at rotation)"
+                 if case == "parquet" else ""))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ class Bad:
     headers: dict = field(default_factory=dict)
     raw_headers: list = field(default_factory=list)  # (name, value) pairs, duplicates allowed
     method: str = "POST"
+    #: "4xx", or "violation": the data-quality detector's contract for bad *values* in a well-formed
+    #: event — it keeps the event (2xx) and counts the problem in vigil_quality_violations_total
+    #: (a body it cannot read as rows at all stays a 4xx).
+    expect: str = "4xx"
 
 
 def _j(doc) -> bytes:
@@ -217,18 +221,41 @@ def send(client: httpx.Client, base: str, bad: Bad) -> Optional[int]:
         return None
 
 
-def probe(targets: list[tuple[str, list[Bad]]]) -> tuple[int, int, list[str]]:
-    n, fours, wrong = 0, 0, []
+def _violations(client: httpx.Client, base: str) -> float:
+    text = client.get(base.rstrip("/") + "/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vigil_quality_violations_total{"))
+
+
+def quality_cases(cases: list[Bad]) -> list[Bad]:
+    """The quality detector's reading of a detector's bad-input list: an event whose data is a V1/V2
+    body with bad values is kept and its values counted as violations; the rest stays a 4xx."""
+    out = []
+    for c in cases:
+        value_level = c.name.startswith("request event ") and c.name != "request event body over the limit" \
+            and c.body.lstrip().startswith(b'{"instances"') or c.name == "request event V2 data huge int"
+        out.append(Bad(c.name, c.path, c.body, c.headers, c.raw_headers, c.method,
+                       "violation" if value_level else c.expect))
+    return out
+
+
+def probe(targets: list[tuple[str, list[Bad]]]) -> tuple[int, int, int, list[str]]:
+    """(cases sent, answered 4xx, kept and counted as quality violations, what was neither)."""
+    n, fours, recorded, wrong = 0, 0, 0, []
     with httpx.Client(timeout=60) as client:
         for base, cases in targets:
             for bad in cases:
+                before = _violations(client, base) if bad.expect == "violation" else 0.0
                 status = send(client, base, bad)
                 n += 1
-                if status is not None and 400 <= status < 500:
+                if bad.expect == "violation" and status is not None and 200 <= status < 300 \
+                        and _violations(client, base) > before:
+                    recorded += 1
+                elif status is not None and 400 <= status < 500:
                     fours += 1
                 else:
                     wrong.append(f"{base} {bad.name}: {status if status is not None else 'connection failed'}")
-    return n, fours, wrong
+    return n, fours, recorded, wrong
 
 
 # -- faults (with --workdir of a running `vigil up`) ----------------------------------------------
@@ -349,14 +376,18 @@ def main(argv=None) -> int:
         probe_event = Bad("valid request", "/", _j({"instances": [[1.0] * a.features]}), _ce_headers())
         with httpx.Client(timeout=30) as client:
             kind = "response" if send(client, d, probe_event) == 204 else "request"
-        targets.append((d, detector_inputs(a.features, kind)))
+        cases = detector_inputs(a.features, kind)
+        if httpx.get(d.rstrip("/") + "/status", timeout=10).json().get("component") == "quality":
+            cases = quality_cases(cases)
+        targets.append((d, cases))
     if not targets:
         p.error("give at least one of --logger, --model, --detector")
-    n, fours, wrong = probe(targets)
+    n, fours, recorded, wrong = probe(targets)
     for line in wrong:
         print("NOT 4xx:", line)
     fives = sum(1 for w in wrong if w.rsplit(": ", 1)[1].startswith("5"))
-    line = f"{n} bad inputs: {fours} 4xx, {fives} 5xx" + (f", {len(wrong) - fives} other" if len(wrong) > fives else "")
+    line = (f"{n} bad inputs: {fours} 4xx, {fives} 5xx" + (f", {recorded} kept as quality violations" if recorded else "")
+            + (f", {len(wrong) - fives} other" if len(wrong) > fives else ""))
     lost: list[str] = []
     if a.workdir:
         m, lost = faults(a.workdir, a.model_name, a.features)

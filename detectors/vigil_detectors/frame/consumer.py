@@ -8,7 +8,8 @@ and settle it by the answer:
 
 - 2xx: acknowledged; a reply body (a detection) is published on
   ``vigil.<ns>.<monitor>.detection.<component>`` first;
-- 503 (not ready, checkpoint not written): negatively acknowledged with a delay, and in an
+- 503 (not ready, checkpoint not written) or 429 (its first delivery is still being
+  processed): negatively acknowledged with a delay, and in an
   `ordered` detector the rest of the batch with it, so the stream order holds;
 - any other 4xx/5xx: terminated (bad input, already counted as rejected at the edge):
   redelivering it would be refused again.
@@ -42,6 +43,8 @@ from vigil_detectors.frame.base import Detector
 Handle = Callable[..., Awaitable[Response]]
 OUTCOMES = ("ack", "term", "nak", "held")
 _REPLY_HEADERS = ("content-type",)
+#: Answers that mean "not kept yet": redelivered later, never terminated.
+RETRY_LATER = frozenset({429, 503})
 
 
 class JetStreamConsumer:
@@ -144,7 +147,7 @@ class JetStreamConsumer:
             if self.detector.ordered:
                 for i, m in enumerate(todo):
                     r = await self._handle(m)
-                    if r.status_code == 503:  # not kept: this one and the rest again, in order, later
+                    if r.status_code in RETRY_LATER:  # not kept: this one and the rest again, in order, later
                         for j in range(i, len(todo)):
                             await self._settle(todo[j], "nak")
                             open_.discard(j)
@@ -178,7 +181,7 @@ class JetStreamConsumer:
             if status == 200 and r.body:
                 await self._publish_reply(r)
             await self._settle(m, "ack")
-        elif status == 503:
+        elif status in RETRY_LATER:
             await self._settle(m, "nak")
         else:
             await self._settle(m, "term")
