@@ -49,9 +49,10 @@ def stack(tmp_path_factory):
     np.save(tmp / "reference.npy", x)
     imagedata.train_classifier(x[:300], y[:300], tmp / "model.h5", epochs=3)
     (tmp / "monitor.yaml").write_text(MONITOR)
-    plan, placement = local_plan(load_monitor(tmp / "monitor.yaml"), tmp, tmp / "work", free_port_range(6))
-    s = LocalStack(plan, placement, say=lambda _: None)
-    s.train()
+    monitor = load_monitor(tmp / "monitor.yaml")
+    LocalStack(*local_plan(monitor, tmp, tmp / "work", free_port_range(8)), say=lambda _: None).train()
+    # ports picked after the minutes of training, so nothing started meanwhile has taken them
+    s = LocalStack(*local_plan(monitor, tmp, tmp / "work", free_port_range(8)), say=lambda _: None)
     s.start(timeout=240)
     try:
         yield s, s.component_urls(), tmp
