@@ -299,12 +299,12 @@ def _poison_then_valid(url: str, poison: bytes, valid: bytes, times: int) -> lis
 
 
 def _kill_detector(workdir: Path, name: str, traffic: _Traffic) -> Optional[str]:
-    """kill -9 one component under traffic; None if it came back and inference never failed."""
+    """kill -9 one component under traffic; None if it came back within 30 s and inference never failed."""
     run = json.loads((workdir / "run.json").read_text())
     pid, url = run["pids"][name], run["components"][name]
     before = len(traffic.codes)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
+    killed = time.monotonic()
     while True:
         try:
             ready = httpx.get(url + "/readyz", timeout=1).status_code == 200
@@ -312,9 +312,13 @@ def _kill_detector(workdir: Path, name: str, traffic: _Traffic) -> Optional[str]
             ready = False
         if ready and json.loads((workdir / "run.json").read_text())["pids"][name] != pid:
             break
-        if time.monotonic() > deadline:
-            return f"{name} not back within 30 s"
+        if time.monotonic() > killed + 180:
+            return f"{name} not back after 180 s"
         time.sleep(0.2)
+    back = time.monotonic() - killed
+    print(f"kill -9 {name}: back in {back:.1f} s")
+    if back > 30:
+        return f"{name} back in {back:.1f} s (over 30 s)"
     time.sleep(0.5)
     failed = [c for c in traffic.codes[before:] if c != 200]
     return f"{len(failed)} inference requests failed while {name} was down" if failed else None

@@ -6,7 +6,9 @@ start-up in the explainer service, which calls the model server as a black box a
 runs a TensorFlow graph itself. alibi treats those frameworks as optional
 (`alibi.utils.missing_optional_dependency`): when the import fails, the explainers that
 need them become placeholders that raise only if used. `keep_out` makes those imports fail
-for modules this process has not imported yet; modules already imported stay usable.
+for the duration of a block, for modules this process has not imported yet (modules already
+imported stay usable); after the block, other code may import them as usual — a process-wide
+ban would break anything else running in the same interpreter (a test run, say).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class _KeepOut(importlib.abc.MetaPathFinder):
 
 
 def install(names: tuple[str, ...] = FRAMEWORKS) -> _KeepOut | None:
-    """From now on, importing any of `names` not yet imported fails with ModuleNotFoundError."""
+    """Until `sys.meta_path.remove(finder)`, importing any of `names` not yet imported fails."""
     blocked = frozenset(n for n in names if n not in sys.modules)
     if not blocked:
         return None

@@ -127,11 +127,12 @@ class ExplainerDetector(Detector[ExplainerSettings]):
                                               timeout=s.model_timeout_seconds, on_call=self._on_call,
                                               schema=InputSchema.from_settings(s.feature_names, s.categorical))
         # The model is a black box behind HTTP: alibi's TensorFlow/PyTorch explainers are never
-        # used here, so their frameworks stay out of this process (vigil.imports).
-        from vigil import imports
+        # used here, so alibi is imported with their frameworks kept out (vigil.imports) — for
+        # this import only, so nothing else in the process loses TensorFlow.
+        from vigil.imports import keep_out
 
-        imports.install()
-        import alibi.saving  # noqa: F401 - the slow import, off the event loop
+        with keep_out():
+            import alibi.saving  # noqa: F401 - the slow import, off the event loop
 
     async def start(self) -> None:
         await self._wait_for_model()
@@ -165,8 +166,11 @@ class ExplainerDetector(Detector[ExplainerSettings]):
     def _load_copies(self) -> list:
         from alibi.saving import load_explainer
 
+        from vigil.imports import keep_out
+
         s = self.settings
-        pool = [load_explainer(str(self._path), self.predictor) for _ in range(s.max_concurrent)]
+        with keep_out():  # loading may import more of alibi: still without TensorFlow
+            pool = [load_explainer(str(self._path), self.predictor) for _ in range(s.max_concurrent)]
         first = pool[0]
         want = _CLASSES[s.type]
         if type(first).__name__ != want:
