@@ -3,7 +3,8 @@
 - pre-flight: `vigil validate` (and `vigil up`) on each broken monitor exit 2 in seconds, one
   line per problem, no traceback;
 - supervision: kill -9 each detector under load — inference answers 200 throughout, the
-  detector comes back (the 30 s of DESIGN is measured by bench/probe_edges.py), `vigil status` shows the restart; only SIGTERM stops the stack;
+  detector comes back (the 30 s of DESIGN is measured by bench/probe_edges.py), `vigil status`
+  shows the restart; only SIGTERM stops the stack;
 - `vigil status monitor.yaml` reads that monitor's run file, names it, exits non-zero when
   not Ready, takes -o yaml.
 """
