@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -120,8 +121,10 @@ class Service:
         os.unlink(self.log.name)
 
 
-def build_requests(port: int, n: int = 512) -> list[bytes]:
-    """Pre-encoded HTTP requests: binary-mode CloudEvents, one V2 row each (mostly iris-like, some far off)."""
+def build_requests(port: int, n: int = 512) -> list[tuple[bytes, bytes]]:
+    """Pre-encoded HTTP requests: binary-mode CloudEvents, one V2 row each (mostly iris-like, some far off),
+    as (head up to the ce-id value, rest): each send gets its own ce-id, since detectors drop a
+    repeated one as a retry (DESIGN §11)."""
     rng = np.random.default_rng(0)
     rows = rng.normal([5.8, 3.0, 3.8, 1.2], [0.8, 0.4, 1.8, 0.8], size=(n, 4))
     rows[::20] += 10.0  # a few outliers
@@ -131,16 +134,20 @@ def build_requests(port: int, n: int = 512) -> list[bytes]:
                                        "data": [round(float(v), 4) for v in row]}]}).encode()
         head = (f"POST / HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
                 f"ce-specversion: 1.0\r\nce-type: dev.vigil.inference.request\r\nce-source: /bench\r\n"
-                f"ce-id: bench-{i}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        out.append(head + body)
+                f"ce-id: bench-").encode()
+        out.append((head, f"-{i}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body))
     return out
 
 
-async def _caller(port: int, requests: list[bytes], count: int, offset: int, errors: list) -> None:
+_SENT = itertools.count()
+
+
+async def _caller(port: int, requests: list[tuple[bytes, bytes]], count: int, offset: int, errors: list) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         for i in range(count):
-            writer.write(requests[(offset + i) % len(requests)])
+            head, rest = requests[(offset + i) % len(requests)]
+            writer.write(head + str(next(_SENT)).encode() + rest)
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
             for line in head.split(b"\r\n"):
@@ -154,7 +161,7 @@ async def _caller(port: int, requests: list[bytes], count: int, offset: int, err
         writer.close()
 
 
-async def drive(port: int, requests: list[bytes], concurrency: int, total: int) -> float:
+async def drive(port: int, requests: list[tuple[bytes, bytes]], concurrency: int, total: int) -> float:
     """events/s for `total` events sent by `concurrency` keep-alive callers."""
     per = total // concurrency
     errors: list = []
