@@ -30,7 +30,7 @@ async def _replies(url: str, consumer: str) -> list:
         while True:
             try:
                 msgs = await psub.fetch(500, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):  # the client raises either when nothing is left
                 return out
             for m in msgs:
                 await m.ack()
