@@ -48,7 +48,7 @@ REJECTED = [
     (lambda s: s["schema"].update(categorical={"petal_width": 0}), "spec.schema.categorical.petal_width",
      "greater than 0"),
     (lambda s: s["schema"].update(categorical={"sepal_length": []}), "spec.schema.categorical.sepal_length",
-     "greater than 0"),
+     "the outlier service would refuse to start"),  # an empty value list: no category at all
 ]
 
 
@@ -109,8 +109,9 @@ def test_each_service_reads_back_the_settings_the_plan_built(tmp_path, monkeypat
             monkeypatch.setenv(key, value)
         assert cls().model_dump() == c.settings.model_dump(), c.name
     drift = plan.get("drift").settings
-    assert (drift.categorical, drift.window_step, drift.statistic) == ({"3": 2}, 20, "ks")
-    assert plan.get("explainer").settings.categorical == {"3": 2}  # the same converter for both
+    # the value lists themselves reach the services (strings map to codes in list order, DESIGN §8)
+    assert (drift.categorical, drift.window_step, drift.statistic) == ({"3": ["thin", "wide"]}, 20, "ks")
+    assert plan.get("explainer").settings.categorical == {"3": ["thin", "wide"]}  # the same converter for both
 
 
 def endpoint_monitor(endpoint: str) -> dict:

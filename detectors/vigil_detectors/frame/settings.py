@@ -13,7 +13,8 @@ from vigil.transport import TransportConfig
 #: A categorical block as the services take it: ``{"column index": number of categories | null |
 #: [values]}`` (`vigil.plan` renders the schema's block so; a value list maps strings to codes).
 ColumnKey = Annotated[str, StringConstraints(pattern=r"^\d+$")]
-Categories = dict[ColumnKey, Union[PositiveInt, None, list[Union[str, int, float]]]]
+#: A category value list names at least one value (an empty list would make every value unseen).
+Categories = dict[ColumnKey, Union[PositiveInt, None, Annotated[list[Union[str, int, float]], Field(min_length=1)]]]
 
 
 def category_counts(categorical: Categories) -> dict[int, Optional[int]]:
