@@ -110,6 +110,8 @@ DESCRIPTIONS: dict[str, str] = {
     "spec.schema.categorical": ("Categorical features: feature name -> number of categories, or the list of its "
                                 "values. Drift uses chi-squared for these, KS for the rest."),
     "spec.reference": "Training / baseline data (CSV, Parquet or .npy) detectors are fitted from.",
+    "spec.transport": ("How events travel from the logger to the detectors: HTTP (default) or NATS JetStream "
+                       "(one stream per monitor, durable consumers; DESIGN §13)."),
     "spec.security": "Optional shared bearer token for /feedback, /explain and every detector's POST / (DESIGN §11).",
     "spec.reference.storageUri": ("Where the reference data is (CSV, Parquet or .npy); same schemes as "
                                   "model.storageUri."),
