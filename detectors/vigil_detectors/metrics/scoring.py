@@ -29,7 +29,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from vigil.events import PayloadError
+from vigil.events import PayloadError, label_array, v2_output
 
 
 def values_of(body: Any, what: str) -> np.ndarray:
@@ -41,20 +41,7 @@ def values_of(body: Any, what: str) -> np.ndarray:
     """
     if isinstance(body, dict):
         if "outputs" in body:
-            outputs = body["outputs"]
-            if not isinstance(outputs, list) or not outputs or not all(isinstance(t, dict) for t in outputs):
-                raise PayloadError("bad_body", f"{what}: 'outputs' must be a non-empty list of V2 tensors")
-            tensor = next((t for t in outputs if t.get("name") == "predict"), outputs[0])
-            if "data" not in tensor:
-                raise PayloadError("bad_body", f"{what}: V2 output tensor has no 'data'")
-            arr = _array(tensor["data"], what)
-            shape = tensor.get("shape")
-            if shape is not None:
-                try:
-                    arr = arr.reshape([int(s) for s in shape])
-                except (TypeError, ValueError):
-                    raise PayloadError("bad_shape", f"{what}: {arr.size} values do not fit shape {shape}") from None
-            return arr
+            return _nonempty(v2_output(body["outputs"], what), what)
         if "predictions" in body:
             return _array(body["predictions"], what)
         data = body.get("data")
@@ -74,16 +61,10 @@ def values_of(body: Any, what: str) -> np.ndarray:
 
 
 def _array(value: Any, what: str) -> np.ndarray:
-    if value is None:
-        raise PayloadError("bad_body", f"{what} is missing (null)")
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        raise PayloadError("bad_shape", f"{what}: rows must all have the same length") from None
-    if arr.dtype == object:
-        raise PayloadError("bad_shape", f"{what}: rows must all have the same length and hold numbers or names")
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
+    return _nonempty(label_array(value, what), what)
+
+
+def _nonempty(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.size == 0:
         raise PayloadError("bad_shape", f"{what} is empty")
     return arr
