@@ -1,6 +1,6 @@
 """The one reader of a model's V2 answers (`vigil.events.v2_output`, `v2_named_output`, `label_array`) and its two users.
 
-Prediction drift (`drift.outputs.split_response`) and metrics (`metrics.scoring.values_of`)
+Prediction drift (`drift.outputs.split_response`) and metrics (`vigil.labels.values_of`)
 read a response's ``predict`` tensor through the same function, so a body decodes to the
 same labels and fails with the same 400 reason in both; a malformed body is a `PayloadError`
 (a counted 4xx), never another exception.
@@ -13,7 +13,7 @@ import pytest
 
 from vigil.events import PayloadError, label_array, v2_named_output, v2_output
 from vigil_detectors.drift.outputs import split_response
-from vigil_detectors.metrics.scoring import values_of
+from vigil.labels import values_of
 
 
 def test_predict_is_read_by_name_else_first_and_reshaped():
