@@ -240,6 +240,12 @@ CASES = [
     ("p-value bound", _edit("spec.detectors.drift", {"pValue": 1.0}), "spec.detectors.drift.pValue"),
     ("unknown field", _edit("spec.detectors.drift", {"pvalue": 0.1}), "spec.detectors.drift"),
     ("bad duration", _edit("spec.detectors.drift", {"window": {"maxAge": "ten minutes"}}), "spec.detectors.drift.window.maxAge"),
+    # every Duration field carries the pattern (these two had none in the CRD)
+    ("bad quality duration", _edit("spec.detectors.quality", {"window": {"maxAge": "soon"}}),
+     "spec.detectors.quality.window.maxAge"),
+    ("bad capture rotate", _edit("spec.logger", {"capture": {"storageUri": "file:///tmp/c", "rotate": "hourly"}}),
+     "spec.logger.capture.rotate"),
+    ("capture rotate", _edit("spec.logger", {"capture": {"storageUri": "file:///tmp/c", "rotate": "90s"}}), None),
     ("empty features", _edit("spec.schema.featureNames", []), "spec.schema.featureNames"),
     ("negative replicas", _edit("spec.logger", {"replicas": -1}), "spec.logger.replicas"),
     ("bad scheme", _edit("spec.model.storageUri", "ftp://x/m"), "spec.model.storageUri"),

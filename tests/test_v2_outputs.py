@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from vigil.events import PayloadError, label_array, v2_named_output, v2_output
-from vigil_detectors.drift.outputs import split_response
 from vigil.labels import values_of
+from vigil_detectors.drift.outputs import split_response
 
 
 def test_predict_is_read_by_name_else_first_and_reshaped():

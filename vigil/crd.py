@@ -45,8 +45,6 @@ HEADER = f"""\
 
 URI_PATTERN = f"^({'|'.join(STORAGE_SCHEMES)})://.+"
 ENDPOINT_PATTERN = "^https?://.+"
-#: `vigil.spec.parse_duration`'s grammar.
-DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
 INT_OR_STRING = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
 RESOURCES = {
     "type": "object",
@@ -64,10 +62,6 @@ BY_NAME: dict[str, dict[str, Any]] = {
 BY_PATH: dict[str, dict[str, Any]] = {
     "spec.schema.featureNames": {"x-kubernetes-list-type": "set"},
     "spec.schema.categorical": {"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
-    "spec.detectors.drift.window.maxAge": {"pattern": DURATION_PATTERN},
-    "spec.detectors.metrics.feedbackTtl": {"pattern": DURATION_PATTERN},
-    "spec.logger.upstreamTimeout": {"pattern": DURATION_PATTERN},
-    "spec.detectors.explainer.timeout": {"pattern": DURATION_PATTERN},
     "spec.detectors.explainer.segmentationKwargs": {"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
 }
 def _default_partitions() -> int:
