@@ -211,9 +211,18 @@ class OutlierDetector(Detector[OutlierSettings]):
                 raise PayloadError("out_of_range", "feature values too large for the detector (float32 overflow)")
             scores, feature_scores, flags = await self.batcher.submit(x)
         data = {"instance_score": _aligned(scores.tolist(), skipped), "is_outlier": _aligned(flags.tolist(), skipped),
-                "feature_score": _aligned(feature_scores.tolist(), skipped) if self._feature_scores else None,
+                "feature_score": self._feature_block(feature_scores, skipped) if self._feature_scores else None,
                 "threshold": self.scorer.threshold}
         return {"data": data, "meta": self._meta}
+
+    @staticmethod
+    def _feature_block(feature_scores: np.ndarray, skipped: Optional[np.ndarray]):
+        """The reply's ``feature_score``: the float32 array itself when no row was skipped (the reply
+        encoder, orjson, writes a C-contiguous numpy array directly: half the cost of ``tolist()``
+        for an image's 3,072 per-pixel scores), else lists with None for the skipped rows."""
+        if skipped is None or not skipped.any():
+            return np.ascontiguousarray(feature_scores, dtype=np.float32)
+        return _aligned(feature_scores.tolist(), skipped)
 
     def status(self) -> dict[str, Any]:
         with self._lock:
