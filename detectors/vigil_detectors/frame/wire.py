@@ -7,9 +7,9 @@ here directly: headers to attributes as the SDK maps them (``ce-`` prefix stripp
 percent-decoded, ``content-type`` as ``datacontenttype``) and the body parsed once with
 orjson. Anything else (structured mode, another spec version, a ``time`` attribute, an
 extension name the SDK would refuse, a body orjson does not take, e.g. ``NaN`` literals or
-integer tokens of 19 digits or more, which orjson would read as floats) goes through the SDK exactly as before, so what is accepted and
-refused — and every value read — is the SDK's. tests/test_wire.py checks both against the
-SDK on the same inputs.
+integer tokens of 19 digits or more, which orjson would read as floats) goes through the SDK
+exactly as before, so what is accepted and refused — and every value read — is the SDK's.
+tests/test_wire.py checks both against the SDK on the same inputs.
 
 `reply` writes the reply event's headers and body as `to_binary_event` does (the SDK adds
 ``time`` when an event has none; so do we), with the body encoded by orjson.
