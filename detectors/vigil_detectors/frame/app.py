@@ -131,7 +131,7 @@ _SKIP_WHY = {"missing": "hold a missing value", "unseen": "hold a category code 
 
 def _skips(ev: InferenceEvent) -> dict[str, int]:
     """``{reason: instances}`` skipped in a decoded request event."""
-    if ev.skipped is None or ev.decoded is None or not ev.skipped.any():
+    if ev.skipped is None or ev.decoded is None or ev.decoded.complete or not ev.skipped.any():
         return {}
     missing = int(ev.decoded.incomplete.sum())
     out = {"missing": missing}
