@@ -94,7 +94,7 @@ def _number_tokens(draw):
     return sign + whole + frac + exp
 
 
-@settings(max_examples=1500, deadline=None, database=None)
+@settings(max_examples=600, deadline=None, database=None)
 @given(tokens=st.lists(_number_tokens(), min_size=1, max_size=6))
 def test_fuzz_number_tokens_read_as_the_sdk_reads_them_bit_for_bit(tokens):
     """Fast path or not, every number of a body equals the SDK's (``json``) bit for bit; an
@@ -110,7 +110,7 @@ def test_fuzz_number_tokens_read_as_the_sdk_reads_them_bit_for_bit(tokens):
         assert wire._fast(dict(BASE), body) is None
 
 
-@settings(max_examples=3000, deadline=None, database=None)
+@settings(max_examples=800, deadline=None, database=None)
 @given(body=st.one_of(st.lists(_number_tokens(), max_size=6).map(lambda t: ", ".join(t).encode()),
                       st.text("0123456789.eE-+ ,[]\"ax", max_size=60).map(str.encode)))
 def test_has_long_integer_equals_its_regex_definition(body):
