@@ -213,6 +213,18 @@ def _edit(path: str, value: Any) -> dict:
 
 _DELETE = object()
 
+
+def _edits(changes: dict[str, Any]) -> dict:
+    """`_edit` of several paths at once."""
+    doc = _base()
+    for path, value in changes.items():
+        node = doc
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return doc
+
 CASES = [
     ("valid", _base(), None),
     ("both model sources", _edit("spec.model.endpoint", "http://m:8080"), "spec.model"),
@@ -239,7 +251,17 @@ CASES = [
     ("bad scheme", _edit("spec.model.storageUri", "ftp://x/m"), "spec.model.storageUri"),
     # DESIGN §12: one pod holds a drift window or a metrics join
     ("two drift replicas", _edit("spec.detectors.drift", {"replicas": 2}), "spec.detectors.drift.replicas"),
-    ("two metrics replicas", _edit("spec.detectors.metrics", {"replicas": 2}), "spec.detectors.metrics.replicas"),
+    # … unless metrics runs over JetStream, each replica on a share of the partitions (DESIGN §13)
+    ("two metrics replicas over HTTP", _edit("spec.detectors.metrics", {"replicas": 2}),
+     "spec.detectors.metrics.replicas"),
+    ("two metrics replicas over JetStream", _edits({"spec.transport": {"type": "jetstream"},
+                                                    "spec.detectors.metrics": {"replicas": 2}}), None),
+    ("more metrics replicas than partitions", _edits({"spec.transport": {"type": "jetstream", "partitions": 2},
+                                                      "spec.detectors.metrics": {"replicas": 3}}),
+     "spec.detectors.metrics.replicas"),
+    ("five metrics replicas on the default four partitions", _edits({"spec.transport": {"type": "jetstream"},
+                                                                     "spec.detectors.metrics": {"replicas": 5}}),
+     "spec.detectors.metrics.replicas"),
     ("one drift replica", _edit("spec.detectors.drift", {"replicas": 1}), None),
     ("autoscaling", _edit("spec.logger", {"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}), None),
     ("autoscaling min > max", _edit("spec.detectors.outlier", {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}),

@@ -428,7 +428,9 @@ class DriftSpec(_Detector):
 
 
 class MetricsSpec(_Detector):
-    replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod joins responses with their feedback")
+    replicas: int = Field(1, ge=0, le=64, description=(
+        "1 over HTTP (one pod joins responses with their feedback); over JetStream up to spec.transport.partitions, "
+        "each replica (a StatefulSet pod) joining the inferences of its share of the partitions"))
     task: Literal["classification", "regression"] = inherit(MetricsSettings, "task")
     classes: Optional[list[Union[str, int]]] = inherit(MetricsSettings, "classes")
     window: int = inherit(MetricsSettings, "window")
@@ -515,6 +517,14 @@ class ModelMonitorSpec(_Block):
         if getattr(d, "quality", None) is not None and self.baseline.storage_uri is None and self.reference is None:
             raise ValueError("reference.storageUri is required to profile the quality baseline "
                              "(or set baseline.storageUri)")
+        metrics = getattr(d, "metrics", None)
+        if metrics is not None and metrics.replicas > 1:  # DESIGN §13: a partition share per replica
+            if self.transport.type != "jetstream":
+                raise ValueError("detectors.metrics.replicas above 1 needs transport.type jetstream (each replica "
+                                 "consumes a share of the partitions; over HTTP one pod joins every feedback)")
+            if metrics.replicas > self.transport.partitions:
+                raise ValueError(f"detectors.metrics.replicas ({metrics.replicas}) exceeds transport.partitions "
+                                 f"({self.transport.partitions}): a replica would have no partition")
         return self
 
 
