@@ -367,11 +367,12 @@ class OutlierSpec(_Detector):
     autoscaling: Optional[AutoscalingSpec] = None
 
 
-class WindowSpec(_Block):
-    size: int = inherit(DriftSettings, "window_size")
-    mode: Literal["tumbling", "sliding"] = inherit(DriftSettings, "window_mode")
-    max_age: str = seconds(DriftSettings.model_fields["max_age_seconds"].default)
-    step: Optional[int] = inherit(DriftSettings, "window_step")
+class _Window(_Block):
+    """A detector's window: ``size`` instances, or what arrived within ``maxAge`` (a duration). A
+    subclass takes both defaults from its service's settings (and adds its own fields)."""
+
+    size: int
+    max_age: str
 
     @field_validator("max_age")
     @classmethod
@@ -382,6 +383,15 @@ class WindowSpec(_Block):
     @property
     def max_age_seconds(self) -> float:
         return parse_duration(self.max_age)
+
+
+class WindowSpec(_Window):
+    """The drift window: `size` instances per test (tumbling, or sliding by `step`), or what arrived within `maxAge`."""
+
+    size: int = inherit(DriftSettings, "window_size")
+    max_age: str = seconds(DriftSettings.model_fields["max_age_seconds"].default)
+    mode: Literal["tumbling", "sliding"] = inherit(DriftSettings, "window_mode")
+    step: Optional[int] = inherit(DriftSettings, "window_step")
 
 
 class PreprocessSpec(_Block):
@@ -448,21 +458,11 @@ class ExplainerSpec(_Detector):
         return self
 
 
-class QualityWindowSpec(_Block):
+class QualityWindowSpec(_Window):
     """The quality window: `size` instances per report, or what arrived within `maxAge`."""
 
     size: int = inherit(QualitySettings, "window_size")
     max_age: str = seconds(QualitySettings.model_fields["max_age_seconds"].default)
-
-    @field_validator("max_age")
-    @classmethod
-    def _duration(cls, v):
-        parse_duration(v)
-        return v
-
-    @property
-    def max_age_seconds(self) -> float:
-        return parse_duration(self.max_age)
 
 
 class QualitySpec(_Detector):

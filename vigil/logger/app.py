@@ -317,7 +317,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             raise InvalidInput("missing_truth", "feedback needs 'truth' (the ground truth for the inference)")
         check_truth(body["truth"], settings.task, settings.classes)
         if body.get("response") is not None:
-            check_truth(body["response"], settings.task, settings.classes)
+            check_truth(body["response"], settings.task, settings.classes, "feedback response")
         iid = body.get("inferenceId")
         if iid is None:
             h = request.headers

@@ -85,3 +85,11 @@ class LoggerSettings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"sink names must be unique, got {names}")
         return self
+
+    @model_validator(mode="after")
+    def _classes(self):
+        if self.task == "classification" and self.classes is not None:
+            from vigil.labels import ClassLabels
+
+            ClassLabels(self.classes)  # at least two, unique: what the metrics service refuses too
+        return self

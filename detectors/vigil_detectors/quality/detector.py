@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame import Detector, InferenceEvent
+from vigil_detectors.frame.age import AgeTimer
 from vigil_detectors.quality.checks import CHECKS, EXTRA, Compiled, Counts, Report, verdict
 from vigil_detectors.quality.settings import QualitySettings
 from vigil_detectors.quality.window import QualityWindow
@@ -51,7 +52,7 @@ class QualityDetector(Detector[QualitySettings]):
         self.last: Optional[dict[str, Any]] = None
         self.windows = 0
         self._lock = asyncio.Lock()
-        self._timer: Optional[asyncio.Task] = None
+        self._timer = AgeTimer(settings.max_age_seconds, self._lock, self._age_check, log, "quality")
         m = metrics
         self._instances = m.counter("vigil_quality_instances_total", "Instances checked against the constraints.")
         self._violations = m.counter("vigil_quality_violations_total",
@@ -97,12 +98,10 @@ class QualityDetector(Detector[QualitySettings]):
                 self._publish(self.last)
 
     async def start(self) -> None:
-        if self.settings.max_age_seconds > 0:
-            self._timer = asyncio.create_task(self._age_loop())
+        self._timer.start()
 
     async def stop(self) -> None:
-        if self._timer:
-            self._timer.cancel()
+        self._timer.stop()
         if self.settings.state_dir and self.window is not None and self.window.fill:
             async with self._lock:
                 try:
@@ -138,21 +137,12 @@ class QualityDetector(Detector[QualitySettings]):
         if batch.extra:
             self._violations.labels(feature=EXTRA, check="extraColumns").inc(batch.extra)
 
-    async def _age_loop(self) -> None:
-        max_age = self.settings.max_age_seconds
-        tick = min(1.0, max(0.05, max_age / 10))
-        assert self.window is not None
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                async with self._lock:
-                    counts = self.window.due(time.time(), max_age)
-                    if counts is not None:
-                        self._record(counts, "max_age")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("quality maxAge check failed")
+    async def _age_check(self, now: float) -> None:
+        """The maxAge timer's tick (under the lock): a window whose oldest instance is maxAge old is checked."""
+        assert self.window is not None  # made in load(), which the frame runs before start()
+        counts = self.window.due(now, self.settings.max_age_seconds)
+        if counts is not None:
+            self._record(counts, "max_age")
 
     # -- checks --
     def _record(self, counts: Counts, trigger: str) -> dict:
