@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.capture.settings import CaptureSettings
@@ -24,6 +24,16 @@ class SinkConfig(BaseModel):
     name: str = Field(min_length=1, max_length=63)
     url: str
     types: list[EventKind] = Field(default_factory=lambda: list(ALL_KINDS))
+    #: JetStream: the sink's replicas each consume a share of the partitions (metrics), so the logger
+    #: creates one durable consumer per replica (`vigil.transport.jetstream.consumer_specs`). None: one.
+    consumer_replicas: Optional[int] = Field(None, ge=1, le=64)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_replicas(self, handler):  # the env of sinks without replicas stays as it was (same digests)
+        out = handler(self)
+        if out.get("consumer_replicas") is None:
+            out.pop("consumer_replicas", None)
+        return out
 
     @field_validator("url")
     @classmethod
