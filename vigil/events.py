@@ -91,9 +91,8 @@ def _numeric(data: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _shaped(arr: np.ndarray, tensor: dict, what: str) -> np.ndarray:
-    """`arr` (a V2 tensor's data) reshaped to the tensor's ``shape``, when it has one."""
-    shape = tensor.get("shape")
+def v2_reshape(arr: np.ndarray, shape: Any, what: str) -> np.ndarray:
+    """A V2 tensor's data `arr` reshaped to the tensor's ``shape`` (None: as it is); a 400 if it does not fit."""
     if shape is None:
         return arr
     try:
@@ -108,7 +107,7 @@ def _v2_tensor(tensor: dict, what: str) -> np.ndarray:
     datatype = str(tensor.get("datatype", "FP64")).upper()
     if datatype not in NUMERIC_DATATYPES:
         raise PayloadError("non_numeric", f"V2 datatype {datatype!r} is not numeric")
-    return _shaped(_numeric(tensor["data"], f"V2 {what} data"), tensor, what)
+    return v2_reshape(_numeric(tensor["data"], f"V2 {what} data"), tensor.get("shape"), what)
 
 
 def label_array(value: Any, what: str) -> np.ndarray:
@@ -138,7 +137,7 @@ def _v2_values(tensor: dict, what: str) -> np.ndarray:
     arr = label_array(tensor["data"], f"V2 {what} data")
     if str(tensor.get("datatype", "")).upper() == "BYTES" and arr.dtype.kind != "U":
         arr = arr.astype(str)
-    return _shaped(arr, tensor, what)
+    return v2_reshape(arr, tensor.get("shape"), what)
 
 
 def v2_output(outputs: Any, what: str) -> np.ndarray:
