@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 import numpy as np
@@ -52,6 +51,7 @@ from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 from vigil_detectors.frame.age import AgeTimer
 from vigil_detectors.frame.checkpoint import CheckpointError
 from vigil_detectors.frame.history import History
+from vigil_detectors.frame.history import iso_utc as _iso
 
 log = logging.getLogger("vigil.drift")
 
@@ -84,10 +84,6 @@ def _feature(result: CheckResult, i: int) -> dict[str, Any]:
     if not np.isnan(result.p_values[i]):
         out["pValue"] = float(result.p_values[i])
     return out
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class DriftDetector(Detector[DriftSettings]):
