@@ -154,6 +154,57 @@ def test_security_context_probes_and_resources():
     assert pod_spec(rendered.deployments["logger"])["containers"][0]["resources"]["limits"] == {"memory": "2Gi"}
 
 
+def test_tensorflow_rows_apply_only_where_tensorflow_loads():
+    """``NAME-tensorflow`` rows of resources.yaml: a TensorFlow model server, drift with UAE
+    preprocessing, explainer training against a TensorFlow model file; the plain rows otherwise."""
+    rows = measured_resources()
+
+    def limits(rendered) -> dict:
+        out = {name: pod_spec(d)["containers"][0]["resources"] for name, d in rendered.deployments.items()}
+        out.update({f"train-{name}": next(c for c in containers(pod_spec(j)) if c["name"] == "train")["resources"]
+                    for name, j in rendered.jobs.items()})
+        return out
+
+    doc = example()
+    del doc["spec"]["model"]["resources"]
+    plain = limits(render(doc)[2])
+    for key in ("model", "drift", "explainer", "outlier", "train-explainer", "train-outlier"):
+        assert plain[key] == rows[key], key
+    doc = {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "cifar", "namespace": "ml"},
+           "spec": {"model": {"storageUri": "pvc://models/cifar/model.keras", "format": "tensorflow", "name": "cifar"},
+                    "schema": {"shape": [32, 32, 3]}, "reference": {"storageUri": "pvc://models/cifar/reference.npy"},
+                    "detectors": {"drift": {"preprocess": {"type": "uae"}},
+                                  "explainer": {"type": "anchor-image"}}}}
+    tf = limits(render(doc)[2])
+    assert tf["model"] == rows["model-tensorflow"] and tf["drift"] == rows["drift-tensorflow"]
+    assert tf["train-explainer"] == rows["train-explainer-tensorflow"]
+    assert tf["explainer"] == rows["explainer"]  # it calls the model server: no TensorFlow of its own
+    # every row: a memory request no larger than its limit
+    for key, row in rows.items():
+        request, limit = (_mib(row[k]["memory"]) for k in ("requests", "limits"))
+        assert 0 < request <= limit, key
+
+
+def test_the_memory_table_of_the_docs_is_resources_yaml():
+    """docs/kubernetes.md's "Memory" table shows exactly the request and limit of each row."""
+    rows = measured_resources()
+    names = {"logger": "logger", "model (scikit-learn)": "model", "outlier (VAE, TensorFlow)": "outlier",
+             "drift": "drift", "metrics": "metrics", "quality": "quality", "explainer": "explainer",
+             "fetch (init containers)": "fetch", "training Job, outlier": "train-outlier",
+             "training Job, explainer": "train-explainer"}
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    table = text[text.index("| container | RSS at ready"):].split("\n\n", 1)[0].splitlines()[2:]
+    seen = {}
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        seen[names[cells[0]]] = (cells[3], cells[4].split()[0])
+    assert seen == {key: (rows[key]["requests"]["memory"], rows[key]["limits"]["memory"]) for key in names.values()}
+
+
+def _mib(quantity: str) -> float:
+    return float(quantity[:-2]) * {"Mi": 1, "Gi": 1024}[quantity[-2:]]
+
+
 def test_objects_carry_the_plan():
     plan, _, rendered = render(example())
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in rendered.all()}
