@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 import numpy as np
@@ -47,8 +46,10 @@ from vigil_detectors.drift.statistics.suite import MAX_CATEGORIES
 from vigil_detectors.drift.targets import Target, fit_targets
 from vigil_detectors.drift.window import DriftWindow, WindowStore
 from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
+from vigil_detectors.frame.age import AgeTimer
 from vigil_detectors.frame.checkpoint import CheckpointError
 from vigil_detectors.frame.history import History
+from vigil_detectors.frame.history import iso_utc as _iso
 
 log = logging.getLogger("vigil.drift")
 
@@ -66,10 +67,6 @@ def _feature(result: CheckResult, i: int) -> dict[str, Any]:
     if not np.isnan(result.p_values[i]):
         out["pValue"] = float(result.p_values[i])
     return out
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class DriftDetector(Detector[DriftSettings]):
@@ -97,7 +94,7 @@ class DriftDetector(Detector[DriftSettings]):
         self.last: Optional[dict[str, Any]] = None
         self.stale = False  # the last verdict was restored from a checkpoint older than maxAge
         self._lock = asyncio.Lock()
-        self._timer: Optional[asyncio.Task] = None
+        self._timer = AgeTimer(settings.max_age_seconds, self._lock, self._age_check, log, "drift")
 
         m = metrics
         self._detected = m.gauge("vigil_drift_detected", "1 if the last checked window drifted, else 0.")
@@ -203,12 +200,10 @@ class DriftDetector(Detector[DriftSettings]):
             log.warning("VIGIL_DRIFT_STATE_DIR not set: the drift window is not persisted across restarts")
 
     async def start(self) -> None:
-        if self.settings.max_age_seconds > 0:
-            self._timer = asyncio.create_task(self._age_loop())
+        self._timer.start()
 
     async def stop(self) -> None:
-        if self._timer:
-            self._timer.cancel()
+        self._timer.stop()
         async with self._lock:
             if self.store:
                 self._snapshot()
@@ -307,21 +302,12 @@ class DriftDetector(Detector[DriftSettings]):
     def holds(self, sequence: int) -> bool:
         return self.store is not None and self.store.holds(sequence)
 
-    async def _age_loop(self) -> None:
-        max_age = self.settings.max_age_seconds
-        tick = min(1.0, max(0.05, max_age / 10))
+    async def _age_check(self, now: float) -> None:
+        """The maxAge timer's tick (under the lock): a window pending for maxAge is checked as it is."""
         assert self.window is not None  # made in load(), which the frame runs before start()
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                async with self._lock:
-                    rows = self.window.due(time.time(), max_age)
-                    if rows is not None:
-                        await self._check(rows, "max_age")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("drift maxAge check failed")
+        rows = self.window.due(now, self.settings.max_age_seconds)
+        if rows is not None:
+            await self._check(rows, "max_age")
 
     # -- checks --
     async def _check(self, rows: np.ndarray, trigger: str) -> Optional[dict]:
