@@ -34,7 +34,8 @@ deployment controller, the job controller and a kubelet would do:
 - **Order**: init containers one after the other, each to success, then the main
   containers. A Deployment's pod is ready when its readiness probe (``httpGet``) answers
   2xx; the runner then writes the Deployment's status as the deployment controller would
-  (`tests.operator_harness.Cluster.rollout`). A changed pod template replaces the pod
+  (`tests.operator_harness.Cluster.rollout`), and marks it unavailable again when the
+  probe fails or the container exits. A changed pod template replaces the pod
   (stop, then start: every Deployment runs one pod here, whatever ``replicas`` says). A
   Job's pod runs to completion and the Job is marked Complete, or Failed on a non-zero
   exit (no retries: ``backoffLimit`` is not emulated). A main container that exits is
@@ -119,6 +120,7 @@ class Pod:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     task: Optional[asyncio.Task] = None
     ready: bool = False
+    was_ready: bool = False
     done: Optional[int] = None  # a Job pod's exit code
     claims: list[str] = field(default_factory=list)
 
@@ -140,6 +142,7 @@ class PodRunner:
         self.violations: list[str] = []
         self.crashes: list[str] = []
         self.finished: dict[str, int] = {}  # Job name -> exit code
+        self.ran: list[dict] = []  # every container started: pod, container, uid, gid, readOnlyRoot, argv
         self.hosts = self.workdir / "hosts"
         self._n = 0
         self._task: Optional[asyncio.Task] = None
@@ -244,15 +247,18 @@ class PodRunner:
                 self._start(key, obj)
         self._write_hosts()
         for key, pod in self.pods.items():
-            if key[0] == DEPLOYMENTS and pod.ready:
+            if key[0] == DEPLOYMENTS and (pod.ready or pod.was_ready):
+                # available once its pod is ready; unavailable again if that pod stops being ready
                 dep = wanted[key]
                 status = dep.get("status") or {}
+                n = dep["spec"].get("replicas", 1)
+                available = n if pod.ready else 0
                 if status.get("observedGeneration") != dep["metadata"].get("generation") or \
-                        status.get("availableReplicas") != dep["spec"].get("replicas", 1):
-                    n = dep["spec"].get("replicas", 1)
+                        status.get("availableReplicas") != available:
                     await self.emu.set_status(DEPLOYMENTS, key[1], key[2], {
                         "observedGeneration": dep["metadata"]["generation"], "replicas": n,
-                        "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n})
+                        "updatedReplicas": n, "readyReplicas": available, "availableReplicas": available})
+                pod.was_ready = pod.was_ready or pod.ready
             if key[0] == JOBS and pod.done is not None and key[2] not in self.finished:
                 self.finished[key[2]] = pod.done
                 cond = {"type": "Complete", "status": "True"} if pod.done == 0 else \
@@ -315,11 +321,15 @@ class PodRunner:
         self.crashes.append(message)
 
     async def _probe_ready(self, pod: Pod) -> None:
+        """The readiness probe (``httpGet``): ready on a 2xx/3xx answer, unready after
+        ``failureThreshold`` failures in a row, every ``periodSeconds`` (at most 1 s here)."""
         import httpx
 
         ctr = pod.template["spec"]["containers"][0]
-        probe = (ctr.get("readinessProbe") or {}).get("httpGet")
-        async with httpx.AsyncClient(timeout=2.0) as http:
+        probe = ctr.get("readinessProbe") or {}
+        get = probe.get("httpGet")
+        failures = 0
+        async with httpx.AsyncClient(timeout=float(probe.get("timeoutSeconds", 1))) as http:
             while True:
                 for cname, proc in pod.procs.items():
                     if proc.poll() is not None:
@@ -327,16 +337,20 @@ class PodRunner:
                         self._failed(pod, c, proc.returncode)
                         pod.ready = False
                         return
-                if probe is None:
+                if get is None:
                     pod.ready = True
                 else:
-                    port = _port(ctr, probe["port"])
                     try:
-                        r = await http.get(f"http://{pod.ip}:{port}{probe['path']}")
-                        pod.ready = 200 <= r.status_code < 400
+                        r = await http.get(f"http://{pod.ip}:{_port(ctr, get['port'])}{get['path']}")
+                        ok = 200 <= r.status_code < 400
                     except httpx.HTTPError:
+                        ok = False
+                    failures = 0 if ok else failures + 1
+                    if ok:
+                        pod.ready = True
+                    elif failures >= probe.get("failureThreshold", 3):
                         pod.ready = False
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(min(float(probe.get("periodSeconds", 10)), 1.0) if pod.ready else 0.3)
 
     async def _run_to_end(self, pod: Pod, ctr: dict, volumes: dict) -> int:
         proc = await self._launch(pod, ctr, volumes)
@@ -379,6 +393,8 @@ class PodRunner:
         config = {"argv": argv, "env": await self._env(pod, ctr), "uid": uid, "gid": gid, "groups": groups,
                   "mounts": mounts, "hosts": str(self.hosts), "readOnlyRoot": bool(csc.get("readOnlyRootFilesystem")),
                   "workingDir": ctr.get("workingDir") or "/", "scratch": str(pod.dir / f"{ctr['name']}.root")}
+        self.ran.append({"pod": pod.name, "container": ctr["name"], "uid": uid, "gid": gid,
+                         "readOnlyRoot": config["readOnlyRoot"], "argv": argv})
         config_path = pod.dir / f"{ctr['name']}.json"
         config_path.write_text(json.dumps(config))
         log = open(self._log_path(pod, ctr), "ab")

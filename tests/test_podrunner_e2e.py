@@ -41,6 +41,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.tensorflow,
 FEATURES = ["a", "b", "c"]
 WINDOW = 100
 TRAINING = 900  # seconds: TensorFlow training Jobs on 2 shared cores
+POLL = {"status_timeout": 2.0, "status_interval": 1.0}  # the operator's default /status timeout
 
 
 async def kubectl(c, *args: str) -> str:
@@ -129,7 +130,7 @@ async def test_tabular_monitor_with_every_detector_runs_as_pods(tmp_path, monkey
                                   "explainer": {"type": "anchor-tabular", "threshold": 0.9}}}}
     (tmp_path / "monitor.yaml").write_text(yaml.safe_dump(doc))
     async with cluster(tmp_path) as c, PodRunner(c.emu, tmp_path / "run") as runner, \
-            running_operator(c, monkeypatch, status_urls=status_urls(runner, "iris", components)):
+            running_operator(c, monkeypatch, status_urls=status_urls(runner, "iris", components), **POLL):
         await models_claim(c, "default")
         rng = user_files(runner, "default", "iris")
         out = await kubectl(c, "apply", "-f", str(tmp_path / "monitor.yaml"))
@@ -146,15 +147,24 @@ async def test_tabular_monitor_with_every_detector_runs_as_pods(tmp_path, monkey
             status = await drift_after(c, client, rng, "iris", "iris")
             assert status["drift"]["detected"] is True and status["drift"]["featuresDrifted"] == ["c"]
             row = await kubectl_row(c)
-            assert (row["PHASE"], row["DRIFT"]) == ("Ready", "true")
+            assert (row["PHASE"], row["DRIFT"]) == ("Ready", "true"), c.status("iris")["message"] + pod_logs(runner)
             # the other detectors saw the same traffic, through the logger's CloudEvents
             await eventually(lambda: (c.status("iris").get("outliers") or {}).get("rate") is not None,
                              timeout=60, what="outlier rate in the status")
-            r = await httpx.AsyncClient(timeout=120).post(
-                runner.url("default", "iris-explainer") + "/explain", json={"instances": [[0.5, -0.2, 0.1]]})
+            r = await client.post(runner.url("default", "iris-explainer") + "/explain",
+                                  json={"instances": [[0.5, -0.2, 0.1]]}, timeout=120)
             assert r.status_code == 200 and "anchor" in r.text, r.text
         assert not runner.crashes and not runner.violations, (runner.crashes, runner.violations)
         assert not c.forbidden()
+        isolated(runner, {"model", "logger", "outlier", "drift", "quality", "metrics", "explainer",
+                          "fetch", "train", "upload"})
+
+
+def isolated(runner: PodRunner, containers: set[str]) -> None:
+    """Every container of the operator's pods ran as uid 65532 on a read-only root."""
+    ours = [r for r in runner.ran if not r["pod"].startswith("fraud-model-")]
+    assert {r["container"] for r in ours} == containers
+    assert {(r["uid"], r["gid"], r["readOnlyRoot"]) for r in ours} == {(65532, 65532, True)}, ours
 
 
 EXTERNAL_MODEL = {"VIGIL_MODEL_FEATURE_NAMES": '["a","b","c"]', "VIGIL_MODEL_FORMAT": "sklearn",
@@ -202,7 +212,7 @@ async def test_endpoint_monitor_with_an_explainer_runs_as_pods(tmp_path, monkeyp
                                   "explainer": {"type": "anchor-tabular", "threshold": 0.9}}}}
     (tmp_path / "monitor.yaml").write_text(yaml.safe_dump(doc))
     async with cluster(tmp_path) as c, PodRunner(c.emu, tmp_path / "run") as runner, \
-            running_operator(c, monkeypatch, status_urls=status_urls(runner, "fraud", components)):
+            running_operator(c, monkeypatch, status_urls=status_urls(runner, "fraud", components), **POLL):
         for ns in ("default", "prod"):
             await models_claim(c, ns)
         rng = user_files(runner, "default", "fraud")
@@ -226,7 +236,8 @@ async def test_endpoint_monitor_with_an_explainer_runs_as_pods(tmp_path, monkeyp
             status = await drift_after(c, client, rng, "fraud", "fraud")
         assert status["drift"]["detected"] is True and status["drift"]["featuresDrifted"] == ["c"]
         row = await kubectl_row(c)
-        assert (row["NAME"], row["PHASE"], row["DRIFT"]) == ("fraud", "Ready", "true")
+        assert (row["NAME"], row["PHASE"], row["DRIFT"]) == ("fraud", "Ready", "true"), \
+            c.status("fraud")["message"] + pod_logs(runner)
         # the explainer explains through the endpoint (its Service name, from its own pod)
         async with httpx.AsyncClient(timeout=120) as http:
             r = await http.post(runner.url("default", "fraud-explainer") + "/explain",
@@ -234,3 +245,4 @@ async def test_endpoint_monitor_with_an_explainer_runs_as_pods(tmp_path, monkeyp
         assert r.status_code == 200 and "anchor" in r.text, r.text
         assert not runner.crashes and not runner.violations, (runner.crashes, runner.violations)
         assert not c.forbidden()
+        isolated(runner, {"logger", "drift", "explainer", "fetch", "train", "upload"})
