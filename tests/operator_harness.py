@@ -34,6 +34,7 @@ RBAC_RULES = yaml.safe_load((ROOT / "operator" / "vigil_operator" / "rbac.yaml")
 MM = "vigil.dev/v1alpha1/modelmonitors"
 KINDS = {"ConfigMap": "v1/configmaps", "Service": "v1/services", "ServiceAccount": "v1/serviceaccounts",
          "PersistentVolumeClaim": "v1/persistentvolumeclaims", "Deployment": "apps/v1/deployments",
+         "StatefulSet": "apps/v1/statefulsets",
          "Job": "batch/v1/jobs", "Event": "v1/events", "NetworkPolicy": "networking.k8s.io/v1/networkpolicies",
          "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
          "PodDisruptionBudget": "policy/v1/poddisruptionbudgets"}

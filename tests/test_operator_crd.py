@@ -219,6 +219,19 @@ def _image(detectors: dict, shape: Optional[list] = None) -> dict:
     doc["spec"]["detectors"] = {"drift": {"preprocess": {"type": "uae"}}, "outlier": {"type": "vae"}, **detectors}
     return doc
 
+
+def _edits(changes: dict[str, Any]) -> dict:
+    """`_edit` of several paths at once."""
+    doc = _base()
+    for path, value in changes.items():
+        node = doc
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return doc
+
+
 CASES = [
     ("valid", _base(), None),
     ("both model sources", _edit("spec.model.endpoint", "http://m:8080"), "spec.model"),
@@ -234,12 +247,28 @@ CASES = [
     ("p-value bound", _edit("spec.detectors.drift", {"pValue": 1.0}), "spec.detectors.drift.pValue"),
     ("unknown field", _edit("spec.detectors.drift", {"pvalue": 0.1}), "spec.detectors.drift"),
     ("bad duration", _edit("spec.detectors.drift", {"window": {"maxAge": "ten minutes"}}), "spec.detectors.drift.window.maxAge"),
+    # every Duration field carries the pattern (these two had none in the CRD)
+    ("bad quality duration", _edit("spec.detectors.quality", {"window": {"maxAge": "soon"}}),
+     "spec.detectors.quality.window.maxAge"),
+    ("bad capture rotate", _edit("spec.logger", {"capture": {"storageUri": "file:///tmp/c", "rotate": "hourly"}}),
+     "spec.logger.capture.rotate"),
+    ("capture rotate", _edit("spec.logger", {"capture": {"storageUri": "file:///tmp/c", "rotate": "90s"}}), None),
     ("empty features", _edit("spec.schema.featureNames", []), "spec.schema.featureNames"),
     ("negative replicas", _edit("spec.logger", {"replicas": -1}), "spec.logger.replicas"),
     ("bad scheme", _edit("spec.model.storageUri", "ftp://x/m"), "spec.model.storageUri"),
     # DESIGN §12: one pod holds a drift window or a metrics join
     ("two drift replicas", _edit("spec.detectors.drift", {"replicas": 2}), "spec.detectors.drift.replicas"),
-    ("two metrics replicas", _edit("spec.detectors.metrics", {"replicas": 2}), "spec.detectors.metrics.replicas"),
+    # … unless metrics runs over JetStream, each replica on a share of the partitions (DESIGN §13)
+    ("two metrics replicas over HTTP", _edit("spec.detectors.metrics", {"replicas": 2}),
+     "spec.detectors.metrics.replicas"),
+    ("two metrics replicas over JetStream", _edits({"spec.transport": {"type": "jetstream"},
+                                                    "spec.detectors.metrics": {"replicas": 2}}), None),
+    ("more metrics replicas than partitions", _edits({"spec.transport": {"type": "jetstream", "partitions": 2},
+                                                      "spec.detectors.metrics": {"replicas": 3}}),
+     "spec.detectors.metrics.replicas"),
+    ("five metrics replicas on the default four partitions", _edits({"spec.transport": {"type": "jetstream"},
+                                                                     "spec.detectors.metrics": {"replicas": 5}}),
+     "spec.detectors.metrics.replicas"),
     ("one drift replica", _edit("spec.detectors.drift", {"replicas": 1}), None),
     ("autoscaling", _edit("spec.logger", {"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}), None),
     ("autoscaling min > max", _edit("spec.detectors.outlier", {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}),

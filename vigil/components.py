@@ -225,7 +225,9 @@ def _drift_kinds(d) -> tuple[str, ...]:
 def _metrics(ctx: BuildContext, m) -> dict[str, Any]:
     return {"task": ctx.at(m.task, "task"), "classes": ctx.at(m.classes, "classes"),
             "window": ctx.at(m.window, "window"),
-            "feedback_ttl_seconds": ctx.at(_spec.parse_duration(m.feedback_ttl), "feedbackTtl")}
+            "feedback_ttl_seconds": ctx.at(_spec.parse_duration(m.feedback_ttl), "feedbackTtl"),
+            # several replicas: each consumes a share of the JetStream partitions (the settings refuse it over HTTP)
+            "consumer_replicas": ctx.at(m.replicas if m.replicas > 1 else None, "replicas")}
 
 
 def _explainer(ctx: BuildContext, e) -> dict[str, Any]:

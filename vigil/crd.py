@@ -54,8 +54,6 @@ HEADER = f"""\
 
 URI_PATTERN = f"^({'|'.join(STORAGE_SCHEMES)})://.+"
 ENDPOINT_PATTERN = "^https?://.+"
-#: `vigil.spec.parse_duration`'s grammar.
-DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"
 INT_OR_STRING = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
 RESOURCES = {
     "type": "object",
@@ -73,12 +71,14 @@ BY_NAME: dict[str, dict[str, Any]] = {
 BY_PATH: dict[str, dict[str, Any]] = {
     "spec.schema.featureNames": {"x-kubernetes-list-type": "set"},
     "spec.schema.categorical": {"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
-    "spec.detectors.drift.window.maxAge": {"pattern": DURATION_PATTERN},
-    "spec.detectors.metrics.feedbackTtl": {"pattern": DURATION_PATTERN},
-    "spec.logger.upstreamTimeout": {"pattern": DURATION_PATTERN},
-    "spec.detectors.explainer.timeout": {"pattern": DURATION_PATTERN},
     "spec.detectors.explainer.segmentationKwargs": {"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
 }
+def _default_partitions() -> int:
+    from vigil.transport import TransportConfig
+
+    return int(TransportConfig.model_fields["partitions"].default)
+
+
 #: The models' cross-field checks (`model_validator`s) as CEL, on the object they check.
 VALIDATIONS: dict[str, list[dict[str, str]]] = {
     "spec": [{
@@ -100,6 +100,14 @@ VALIDATIONS: dict[str, list[dict[str, str]]] = {
                  "!has(self.schema.shape)"),
         "message": TABULAR_EXPLAINER_SHAPE,
         "fieldPath": ".detectors.explainer",
+    }, {
+        "rule": ("!has(self.detectors) || !has(self.detectors.metrics) || !has(self.detectors.metrics.replicas) || "
+                 "self.detectors.metrics.replicas <= 1 || (has(self.transport) && has(self.transport.type) && "
+                 "self.transport.type == 'jetstream' && self.detectors.metrics.replicas <= "
+                 f"(has(self.transport.partitions) ? self.transport.partitions : {_default_partitions()}))"),
+        "message": ("detectors.metrics.replicas above 1 needs transport.type jetstream and at most "
+                    "transport.partitions replicas (each consumes a share of the partitions)"),
+        "fieldPath": ".detectors.metrics.replicas",
     }],
     "spec.schema": [{"rule": "has(self.featureNames) != has(self.shape)",
                      "message": "set exactly one of schema.featureNames (tabular) or schema.shape (tensors)"},

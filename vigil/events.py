@@ -12,6 +12,8 @@ rows, category strings and missing values (DESIGN §8).
 With the `shape` of one tensor instance (``spec.schema.shape``, DESIGN §8) instances are
 N-D: `decode_instances` returns (n, *shape) and any other instance shape is a 400 naming
 the expected and the received shape (`tensor_batch`).
+`v2_output` (and `v2_named_output`) reads a model's answers (numbers or class names, `label_array`) from a V2
+response, for the components that score or compare predictions (metrics, prediction drift).
 """
 
 from __future__ import annotations
@@ -89,20 +91,68 @@ def _numeric(data: Any, what: str) -> np.ndarray:
     return arr
 
 
+def v2_reshape(arr: np.ndarray, shape: Any, what: str) -> np.ndarray:
+    """A V2 tensor's data `arr` reshaped to the tensor's ``shape`` (None: as it is); a 400 if it does not fit."""
+    if shape is None:
+        return arr
+    try:
+        return arr.reshape([int(s) for s in shape])
+    except (TypeError, ValueError, OverflowError):
+        raise PayloadError("bad_shape", f"V2 {what} data of {arr.size} values does not fit shape {shape}") from None
+
+
 def _v2_tensor(tensor: dict, what: str) -> np.ndarray:
     if not isinstance(tensor, dict) or "data" not in tensor:
         raise PayloadError("bad_body", f"each V2 {what} tensor needs 'data' (and 'shape', 'datatype')")
     datatype = str(tensor.get("datatype", "FP64")).upper()
     if datatype not in NUMERIC_DATATYPES:
         raise PayloadError("non_numeric", f"V2 datatype {datatype!r} is not numeric")
-    arr = _numeric(tensor["data"], f"V2 {what} data")
-    shape = tensor.get("shape")
-    if shape is not None:
-        try:
-            arr = arr.reshape([int(s) for s in shape])
-        except (TypeError, ValueError, OverflowError):
-            raise PayloadError("bad_shape", f"V2 {what} data of {arr.size} values does not fit shape {shape}") from None
-    return arr
+    return v2_reshape(_numeric(tensor["data"], f"V2 {what} data"), tensor.get("shape"), what)
+
+
+def label_array(value: Any, what: str) -> np.ndarray:
+    """Labels or values as a body carries them (a scalar, a list, rows of scores) as an array of
+    numbers, or of names where any of them is a string; a scalar becomes one value. Null, ragged
+    rows and anything but numbers and strings are a 400."""
+    if value is None:
+        raise PayloadError("bad_body", f"{what} is missing (null)")
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
+        raise PayloadError("bad_shape", f"{what}: rows must all have the same length") from None
+    if arr.dtype == object:
+        raise PayloadError("bad_shape", f"{what}: rows must all have the same length and hold numbers or names")
+    return arr.reshape(1) if arr.ndim == 0 else arr
+
+
+def v2_tensors(tensors: Any, key: str, what: str) -> list[dict]:
+    """A V2 body's ``inputs`` or ``outputs`` (named by `key`): a non-empty list of tensor objects, else a 400."""
+    if not isinstance(tensors, list) or not tensors or not all(isinstance(t, dict) for t in tensors):
+        raise PayloadError("bad_body", f"{what}: '{key}' must be a non-empty list of V2 tensors")
+    return tensors
+
+
+def _v2_values(tensor: dict, what: str) -> np.ndarray:
+    if "data" not in tensor:
+        raise PayloadError("bad_body", f"{what}: each V2 output tensor needs 'data'")
+    arr = label_array(tensor["data"], f"V2 {what} data")
+    if str(tensor.get("datatype", "")).upper() == "BYTES" and arr.dtype.kind != "U":
+        arr = arr.astype(str)
+    return v2_reshape(arr, tensor.get("shape"), what)
+
+
+def v2_output(outputs: Any, what: str) -> np.ndarray:
+    """The values (`label_array`; a ``BYTES`` tensor's as names) of the V2 output tensor named
+    ``predict`` in a response's ``outputs`` (else of the first one), reshaped to its ``shape``:
+    how drift (prediction drift) and metrics read a model's answers."""
+    tensors = v2_tensors(outputs, "outputs", what)
+    return _v2_values(next((t for t in tensors if t.get("name") == "predict"), tensors[0]), what)
+
+
+def v2_named_output(outputs: Any, name: str, what: str) -> Optional[np.ndarray]:
+    """Like `v2_output`, of the tensor called `name` (``predict_proba``), or None if there is none."""
+    tensor = next((t for t in v2_tensors(outputs, "outputs", what) if t.get("name") == name), None)
+    return None if tensor is None else _v2_values(tensor, what)
 
 
 def tensor_batch(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -130,10 +180,7 @@ def decode_instances(body: Any, n_features: Optional[int] = None,
     if not isinstance(body, dict):
         raise PayloadError("bad_body", "body must be a JSON object with 'inputs' (V2) or 'instances' (V1)")
     if "inputs" in body:
-        inputs = body["inputs"]
-        if not isinstance(inputs, list) or not inputs:
-            raise PayloadError("bad_body", "'inputs' must be a non-empty list of tensors")
-        tensors = [_v2_tensor(t, "input") for t in inputs]
+        tensors = [_v2_tensor(t, "input") for t in v2_tensors(body["inputs"], "inputs", "request")]
         if shape is not None and len(tensors) != 1:
             raise PayloadError("bad_shape", f"a tensor monitor (instance shape {list(shape)}) takes one V2 input "
                                             f"tensor, got {len(tensors)}")
@@ -166,10 +213,7 @@ def decode_outputs(body: Any) -> np.ndarray:
     if not isinstance(body, dict):
         raise PayloadError("bad_body", "response body must be a JSON object")
     if "outputs" in body:
-        outputs = body["outputs"]
-        if not isinstance(outputs, list) or not outputs:
-            raise PayloadError("bad_body", "'outputs' must be a non-empty list of tensors")
-        arr = _v2_tensor(outputs[0], "output")
+        arr = _v2_tensor(v2_tensors(body["outputs"], "outputs", "response")[0], "output")
     elif "predictions" in body:
         arr = _numeric(body["predictions"], "predictions")
     elif "data" in body and isinstance(body["data"], dict) and "ndarray" in body["data"]:

@@ -291,7 +291,9 @@ class BuildContext:
         """The logger's sinks: every planned detector that consumes events and wants them."""
         d = self.monitor.spec.detectors
         return [{"name": c.name, "url": self.placement.url(c.name),
-                 "types": list(registry.get(c.name).kinds(getattr(d, c.name, None)))}
+                 "types": list(registry.get(c.name).kinds(getattr(d, c.name, None))),
+                 # a partitioned detector: the logger creates one consumer per replica (vigil.transport.jetstream)
+                 **({"consumer_replicas": n} if (n := getattr(c.settings, "consumer_replicas", None)) else {})}
                 for c in self._others if registry.get(c.name).consumes
                 and registry.get(c.name).subscribes(getattr(d, c.name))]
 

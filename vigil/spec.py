@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
@@ -50,14 +59,18 @@ class _Block(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+#: `parse_duration`'s grammar; the CRD gives it as the pattern of every `Duration` field.
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?)\s*(ms|s|m|h)?\s*$"
+
+
 def parse_duration(value: Union[str, int, float]) -> float:
     """'500ms', '30s', '10m', '1h' (or plain seconds) -> seconds."""
     if isinstance(value, (int, float)):
         return float(value)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
+    m = re.fullmatch(DURATION_PATTERN, str(value))
     if not m:
         raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 10m, 1h)")
-    number, unit = float(m.group(1)), m.group(2) or "s"
+    number, unit = float(m.group(1)), m.group(3) or "s"
     return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
@@ -96,6 +109,20 @@ def seconds(value: float) -> str:
         if value >= size and value % size == 0:
             return f"{int(value // size)}{unit}"
     return f"{value:g}s"
+
+
+def _duration(v: str) -> str:
+    parse_duration(v)
+    return v
+
+
+#: A duration of the spec ('30s', '10m', '1h'): checked by `parse_duration`, given its pattern in the CRD.
+Duration = Annotated[str, AfterValidator(_duration), Field(json_schema_extra={"pattern": DURATION_PATTERN})]
+
+
+def duration_of(settings: type[BaseModel], name: str, description: Optional[str] = None) -> Any:
+    """A `Duration` field that feeds ``settings.<name>`` (seconds): its default is that field's, as a duration."""
+    return Field(seconds(settings.model_fields[name].default), description=description)
 
 
 def categorical_index(key: Union[str, int], feature_names: Sequence[str]) -> int:
@@ -277,8 +304,8 @@ class CaptureSpec(_Block):
         "Secret's credentials)."))
     sample_rate: float = inherit(CaptureSettings, "sample_rate")
     format: Literal["jsonl", "parquet"] = inherit(CaptureSettings, "format")
-    rotate: str = Field(seconds(CaptureSettings.model_fields["rotate_seconds"].default),
-                        description="How long one file is written before the next starts (1s to 24h).")
+    rotate: Duration = duration_of(CaptureSettings, "rotate_seconds",
+                                   "How long one file is written before the next starts (1s to 24h).")
 
     @field_validator("storage_uri")
     @classmethod
@@ -286,12 +313,6 @@ class CaptureSpec(_Block):
         if "://" in v and v.split("://", 1)[0] not in CAPTURE_SCHEMES:
             raise ValueError(f"capture goes to {', '.join(s + '://' for s in CAPTURE_SCHEMES)} "
                              f"(or a local path), not {v.split('://', 1)[0]}://")
-        return v
-
-    @field_validator("rotate")
-    @classmethod
-    def _duration(cls, v):
-        parse_duration(v)
         return v
 
 
@@ -302,8 +323,8 @@ class LoggerSpec(_Block):
     queue_bytes: Union[int, str] = Field(LoggerSettings.model_fields["queue_bytes"].default, description=(
         "Bound of each sink's queue in bytes (a quantity such as 64Mi, or bytes); events beyond it are dropped "
         "and counted (reason queue_bytes)."))
-    upstream_timeout: str = Field(seconds(LoggerSettings.model_fields["upstream_timeout_seconds"].default),
-                                  description="How long the logger waits for the model server's answer (then 504).")
+    upstream_timeout: Duration = duration_of(LoggerSettings, "upstream_timeout_seconds",
+                                             "How long the logger waits for the model server's answer (then 504).")
     capture: Optional[CaptureSpec] = None
     replicas: int = Field(1, ge=0)
     resources: Resources = Field(default_factory=dict)
@@ -314,12 +335,6 @@ class LoggerSpec(_Block):
     @classmethod
     def _size(cls, v):
         parse_bytes(v)
-        return v
-
-    @field_validator("upstream_timeout")
-    @classmethod
-    def _duration(cls, v):
-        parse_duration(v)
         return v
 
 
@@ -367,21 +382,25 @@ class OutlierSpec(_Detector):
     autoscaling: Optional[AutoscalingSpec] = None
 
 
-class WindowSpec(_Block):
-    size: int = inherit(DriftSettings, "window_size")
-    mode: Literal["tumbling", "sliding"] = inherit(DriftSettings, "window_mode")
-    max_age: str = seconds(DriftSettings.model_fields["max_age_seconds"].default)
-    step: Optional[int] = inherit(DriftSettings, "window_step")
+class _Window(_Block):
+    """A detector's window: ``size`` instances, or what arrived within ``maxAge`` (a duration). A
+    subclass takes both defaults from its service's settings (and adds its own fields)."""
 
-    @field_validator("max_age")
-    @classmethod
-    def _duration(cls, v):
-        parse_duration(v)
-        return v
+    size: int
+    max_age: Duration
 
     @property
     def max_age_seconds(self) -> float:
         return parse_duration(self.max_age)
+
+
+class WindowSpec(_Window):
+    """The drift window: `size` instances per test (tumbling, or sliding by `step`), or what arrived within `maxAge`."""
+
+    size: int = inherit(DriftSettings, "window_size")
+    max_age: Duration = duration_of(DriftSettings, "max_age_seconds")
+    mode: Literal["tumbling", "sliding"] = inherit(DriftSettings, "window_mode")
+    step: Optional[int] = inherit(DriftSettings, "window_step")
 
 
 class PreprocessSpec(_Block):
@@ -409,24 +428,20 @@ class DriftSpec(_Detector):
 
 
 class MetricsSpec(_Detector):
-    replicas: int = Field(1, ge=0, le=1, description="at most 1: one pod joins responses with their feedback")
+    replicas: int = Field(1, ge=0, le=64, description=(
+        "1 over HTTP (one pod joins responses with their feedback); over JetStream up to spec.transport.partitions, "
+        "each replica (a StatefulSet pod) joining the inferences of its share of the partitions"))
     task: Literal["classification", "regression"] = inherit(MetricsSettings, "task")
     classes: Optional[list[Union[str, int]]] = inherit(MetricsSettings, "classes")
     window: int = inherit(MetricsSettings, "window")
-    feedback_ttl: str = seconds(MetricsSettings.model_fields["feedback_ttl_seconds"].default)
-
-    @field_validator("feedback_ttl")
-    @classmethod
-    def _duration(cls, v):
-        parse_duration(v)
-        return v
+    feedback_ttl: Duration = duration_of(MetricsSettings, "feedback_ttl_seconds")
 
 
 class ExplainerSpec(_Detector):
     type: Literal["anchor-tabular", "anchor-image"] = inherit(ExplainerSettings, "type")
     threshold: float = inherit(ExplainerSettings, "threshold")
     sample_rate: float = inherit(ExplainerSettings, "sample_rate")
-    timeout: str = Field(seconds(ExplainerSettings.model_fields["timeout_seconds"].default), description=(
+    timeout: Duration = duration_of(ExplainerSettings, "timeout_seconds", (
         "The longest one explanation may take (e.g. 30s, 2m); past it POST /explain answers 504 with reason timeout."))
     p_sample: float = inherit(ExplainerSettings, "p_sample")
     segmentation_fn: Literal["slic", "felzenszwalb", "quickshift"] = Field("slic", description=(
@@ -435,12 +450,6 @@ class ExplainerSpec(_Detector):
         "anchor-image: keyword arguments of the segmentation (empty: alibi's defaults, for slic "
         "n_segments 10, compactness 10, sigma 0.5)."))
 
-    @field_validator("timeout")
-    @classmethod
-    def _duration(cls, v):
-        parse_duration(v)
-        return v
-
     @model_validator(mode="after")
     def _image_options(self):
         if self.type != "anchor-image" and (self.segmentation_kwargs or self.segmentation_fn != "slic"):
@@ -448,21 +457,11 @@ class ExplainerSpec(_Detector):
         return self
 
 
-class QualityWindowSpec(_Block):
+class QualityWindowSpec(_Window):
     """The quality window: `size` instances per report, or what arrived within `maxAge`."""
 
     size: int = inherit(QualitySettings, "window_size")
-    max_age: str = seconds(QualitySettings.model_fields["max_age_seconds"].default)
-
-    @field_validator("max_age")
-    @classmethod
-    def _duration(cls, v):
-        parse_duration(v)
-        return v
-
-    @property
-    def max_age_seconds(self) -> float:
-        return parse_duration(self.max_age)
+    max_age: Duration = duration_of(QualitySettings, "max_age_seconds")
 
 
 class QualitySpec(_Detector):
@@ -518,6 +517,14 @@ class ModelMonitorSpec(_Block):
         if getattr(d, "quality", None) is not None and self.baseline.storage_uri is None and self.reference is None:
             raise ValueError("reference.storageUri is required to profile the quality baseline "
                              "(or set baseline.storageUri)")
+        metrics = getattr(d, "metrics", None)
+        if metrics is not None and metrics.replicas > 1:  # DESIGN §13: a partition share per replica
+            if self.transport.type != "jetstream":
+                raise ValueError("detectors.metrics.replicas above 1 needs transport.type jetstream (each replica "
+                                 "consumes a share of the partitions; over HTTP one pod joins every feedback)")
+            if metrics.replicas > self.transport.partitions:
+                raise ValueError(f"detectors.metrics.replicas ({metrics.replicas}) exceeds transport.partitions "
+                                 f"({self.transport.partitions}): a replica would have no partition")
         return self
 
     @model_validator(mode="after")

@@ -1,7 +1,9 @@
 """Kubernetes objects for a monitor's plan: pure functions, no API calls.
 
 Per component of the plan (`vigil.plan.Component`): a ConfigMap holding exactly its
-``Component.env``, a Service on port 8080 and a Deployment running ``Component.command``.
+``Component.env``, a Service on port 8080 and a Deployment running ``Component.command`` (a
+StatefulSet for a detector whose replicas each consume a share of the JetStream partitions:
+metrics with replicas > 1, each pod's ordinal picking its partitions).
 Per monitor: a ServiceAccount (no API token mounted: components never call the
 Kubernetes API; the pull secrets and annotations of the pod controls), the artifacts
 claim when Vigil trains something into it, a state claim per stateful component, one
@@ -369,7 +371,10 @@ def deployment(component: Component, plan: Plan, placement: KubePlacement, confi
     write_volumes, write_mounts, writes_remote = write_plan(component.writes)
     volumes += write_volumes
     mounts += write_mounts
-    if component.writes:  # capture: one subdirectory per replica (vigil.logger.settings.pod_name)
+    partitioned = partitioned_replicas(component) is not None
+    if component.writes or partitioned:
+        # capture: one subdirectory per replica (vigil.logger.settings.pod_name); a partitioned detector: the
+        # StatefulSet ordinal ending the pod's name picks its share of the partitions (DetectorSettings.own_partitions)
         env.append({"name": f"{registry.get(component.name).env_prefix}POD_NAME",
                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     container: dict = {
@@ -412,8 +417,19 @@ def deployment(component: Component, plan: Plan, placement: KubePlacement, confi
     }
     if autoscaling(plan, component.name):
         del spec["replicas"]  # the HorizontalPodAutoscaler owns it
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
+    kind = "Deployment"
+    if partitioned:  # a stable ordinal per pod: replica i consumes its own partitions (no state claim: not stateful)
+        kind = "StatefulSet"
+        del spec["strategy"]
+        spec.update(serviceName=name, podManagementPolicy="Parallel", updateStrategy={"type": "RollingUpdate"})
+    return {"apiVersion": "apps/v1", "kind": kind,
             "metadata": _meta(name, m.namespace, pod_labels, {A_DIGEST: component.digest()}), "spec": spec}
+
+
+def partitioned_replicas(component: Component) -> Optional[int]:
+    """Replicas of a detector that each consume a share of the JetStream partitions (metrics with
+    replicas > 1, DESIGN §13): rendered as a StatefulSet so each pod knows its ordinal. None otherwise."""
+    return getattr(component.settings, "consumer_replicas", None)
 
 
 def autoscaling(plan: Plan, component: str):

@@ -36,7 +36,7 @@ from vigil_operator.placement import ARTIFACT_SCHEMES, KubePlacement, resolve
 
 #: Kinds the operator lists (by label) to find what it made; PVCs are never pruned (they
 #: hold trained artifacts and go with the monitor), ServiceMonitors only if the CRD exists.
-MANAGED_KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "Job", "NetworkPolicy",
+MANAGED_KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "StatefulSet", "Job", "NetworkPolicy",
                  "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim")
 CREATE_ONLY = ("PersistentVolumeClaim", "Job")  # immutable specs
 NEVER_PRUNE = ("PersistentVolumeClaim",)
@@ -224,7 +224,7 @@ class Reconciler:
         if kind in CREATE_ONLY:
             result.actions[key] = "unchanged"
             return live
-        if kind == "Deployment" and (live.get("spec") or {}).get("selector") != obj["spec"]["selector"]:
+        if kind in ("Deployment", "StatefulSet") and (live.get("spec") or {}).get("selector") != obj["spec"]["selector"]:
             # A selector is immutable (made by an older operator): replace the Deployment.
             await self.kube.delete(kind, obj["metadata"]["namespace"], name)
             created = await self.kube.create(obj)
@@ -278,7 +278,7 @@ class Reconciler:
             name = dep["metadata"]["name"]
             if result.training.get(component, SUCCEEDED) != SUCCEEDED:
                 result.deferred.append(component)
-                result.deployments[component] = existing["Deployment"].get(name)
+                result.deployments[component] = existing[dep["kind"]].get(name)
                 continue
             result.deployments[component] = await self._apply(dep, existing, owner_uid, result)
 

@@ -160,9 +160,9 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
         policy = RetryPolicy(settings.retries, settings.backoff_initial_seconds, settings.backoff_max_seconds)
         sinks: list[QueuedSink]
         if jetstream:  # one publisher; the sinks are the detectors' consumers on the stream
-            from vigil.transport.jetstream import ConsumerSpec, JetStreamSink
+            from vigil.transport.jetstream import JetStreamSink, consumer_specs
 
-            sinks = [JetStreamSink(settings.transport, [ConsumerSpec(c.name, tuple(c.types)) for c in settings.sinks],
+            sinks = [JetStreamSink(settings.transport, consumer_specs(settings.sinks, settings.transport),
                                    settings.namespace, settings.monitor, policy, metrics, settings.queue_size,
                                    settings.sink_workers, queue_bytes=settings.queue_bytes,
                                    max_event_bytes=edge.max_body_bytes, timeout=settings.sink_timeout_seconds)]
@@ -317,7 +317,7 @@ def create_app(settings: Optional[LoggerSettings] = None) -> FastAPI:
             raise InvalidInput("missing_truth", "feedback needs 'truth' (the ground truth for the inference)")
         check_truth(body["truth"], settings.task, settings.classes)
         if body.get("response") is not None:
-            check_truth(body["response"], settings.task, settings.classes)
+            check_truth(body["response"], settings.task, settings.classes, "feedback response")
         iid = body.get("inferenceId")
         if iid is None:
             h = request.headers

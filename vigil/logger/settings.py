@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.capture.settings import CaptureSettings
+from vigil.telemetry import LOCAL_MONITOR, LOCAL_NAMESPACE
 from vigil.transport import TransportConfig
 
 EventKind = Literal["request", "response", "feedback"]
@@ -24,6 +25,16 @@ class SinkConfig(BaseModel):
     name: str = Field(min_length=1, max_length=63)
     url: str
     types: list[EventKind] = Field(default_factory=lambda: list(ALL_KINDS))
+    #: JetStream: the sink's replicas each consume a share of the partitions (metrics), so the logger
+    #: creates one durable consumer per replica (`vigil.transport.jetstream.consumer_specs`). None: one.
+    consumer_replicas: Optional[int] = Field(None, ge=1, le=64)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_replicas(self, handler):  # the env of sinks without replicas stays as it was (same digests)
+        out = handler(self)
+        if out.get("consumer_replicas") is None:
+            out.pop("consumer_replicas", None)
+        return out
 
     @field_validator("url")
     @classmethod
@@ -54,8 +65,8 @@ class LoggerSettings(BaseSettings):
     #: The pod's name (Kubernetes downward API, set by the operator when capturing): capture files go
     #: to a subdirectory of this name, so replicas of the logger never write the same file.
     pod_name: str = ""
-    monitor: str = "local"
-    namespace: str = "default"
+    monitor: str = LOCAL_MONITOR
+    namespace: str = LOCAL_NAMESPACE
     #: The metrics detector's task and classes, when it runs: feedback truth must fit them
     #: (`vigil.logger.truth`). None: only the shape and finiteness of truth are checked.
     task: Optional[Literal["classification", "regression"]] = None
@@ -84,4 +95,12 @@ class LoggerSettings(BaseSettings):
         names = [s.name for s in self.sinks]
         if len(set(names)) != len(names):
             raise ValueError(f"sink names must be unique, got {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _classes(self):
+        if self.task == "classification" and self.classes is not None:
+            from vigil.labels import ClassLabels
+
+            ClassLabels(self.classes)  # at least two, unique: what the metrics service refuses too
         return self

@@ -78,6 +78,21 @@ def stream_config(config: TransportConfig, namespace: str, monitor: str) -> Stre
                         storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_SECONDS)
 
 
+def consumer_specs(sinks: Iterable[Any], config: TransportConfig) -> list[ConsumerSpec]:
+    """The durable consumers of the logger's sinks (`vigil.logger.settings.SinkConfig`): one per detector,
+    or, for a detector whose replicas each take a share of the partitions (``consumer_replicas``), one per
+    replica on its share — the same names and filters each replica binds to (`DetectorSettings.own_partitions`)."""
+    out = []
+    for s in sinks:
+        n = getattr(s, "consumer_replicas", None) or 1
+        if n == 1:
+            out.append(ConsumerSpec(s.name, tuple(s.types)))
+        else:
+            out += [ConsumerSpec(s.name, tuple(s.types), names.replica_partitions(i, n, config.partitions))
+                    for i in range(n)]
+    return out
+
+
 def consumer_config(config: TransportConfig, namespace: str, monitor: str, spec: ConsumerSpec) -> ConsumerConfig:
     subjects = names.filter_subjects(namespace, monitor, spec.kinds, spec.partitions)
     one = len(subjects) == 1

@@ -9,7 +9,9 @@
 - message id (``Nats-Msg-Id``) ``<kind>:<inference id>`` for requests and responses and
   ``feedback:<inference id>:<feedback event id>`` for feedback: a logger retry is the same
   message (de-duplicated by the server), a feedback correction a new one;
-- one durable consumer per detector, named after the component.
+- one durable consumer per detector, named after the component; a partitioned detector (metrics
+  with several replicas) one per replica, replica ``i`` of ``n`` reading the partitions ``p`` with
+  ``p % n == i`` (`replica_partitions`), named ``<component>-p<partitions>``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ def filter_subjects(namespace: str, monitor: str, kinds: Iterable[str],
     if partitions is None:
         return [f"{base}.{kind}.*" for kind in kinds]
     return [f"{base}.{kind}.{p}" for kind in kinds for p in sorted(set(partitions))]
+
+
+def replica_partitions(replica: int, replicas: int, partitions: int) -> tuple[int, ...]:
+    """The partitions replica ``replica`` (0-based) of ``replicas`` consumes: every ``replicas``-th,
+    so the replicas together read each partition exactly once (``replicas <= partitions``)."""
+    if not 0 <= replica < replicas <= partitions:
+        raise ValueError(f"replica {replica} of {replicas} has no share of {partitions} partitions")
+    return tuple(range(replica, partitions, replicas))
 
 
 def consumer_name(component: str, partitions: Optional[Iterable[int]] = None) -> str:

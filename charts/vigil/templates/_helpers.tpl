@@ -85,3 +85,19 @@ else the release namespace. */}}
 {{- define "vigil.dashboardsNamespace" -}}
 {{- default .Release.Namespace .Values.dashboards.namespace }}
 {{- end }}
+
+{{/*
+The NATS server of JetStream monitors without spec.transport.url (the operator's
+VIGIL_OPERATOR_NATS_URL): the chart's own (nats.enabled; its Service, named by the subchart's
+"nats.fullname"), else transport.natsUrl, else empty. Both set is an error.
+*/}}
+{{- define "vigil.natsUrl" -}}
+{{- if .Values.nats.enabled }}
+{{- if .Values.transport.natsUrl }}
+{{- fail "set transport.natsUrl (an existing NATS) or nats.enabled (the chart's own), not both" }}
+{{- end }}
+{{- include "nats.clientUrl" (dict "Release" .Release "Values" .Values.nats) }}
+{{- else }}
+{{- .Values.transport.natsUrl }}
+{{- end }}
+{{- end }}

@@ -38,28 +38,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vigil.events import PayloadError
+from vigil.events import PayloadError, label_array, v2_named_output, v2_output
 
 log = logging.getLogger("vigil.drift")
 
 BATCH = 500
 PREDICTION, LABEL = "prediction", "label"
-
-
-def _tensor(t: dict, what: str) -> np.ndarray:
-    if not isinstance(t, dict) or "data" not in t:
-        raise PayloadError("bad_body", f"{what}: each V2 output tensor needs 'data'")
-    data = t["data"]
-    arr = np.asarray(data, dtype=object if str(t.get("datatype", "")).upper() == "BYTES" else None)
-    if arr.dtype == object or arr.dtype.kind in "US":
-        arr = np.asarray([str(v) for v in np.ravel(arr)], dtype=str)
-    shape = t.get("shape")
-    if shape is not None:
-        try:
-            arr = arr.reshape([int(s) for s in shape])
-        except (TypeError, ValueError):
-            raise PayloadError("bad_shape", f"{what}: {arr.size} values do not fit shape {shape}") from None
-    return arr
 
 
 def split_response(body: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -68,18 +52,10 @@ def split_response(body: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
         raise PayloadError("bad_body", "response body must be a JSON object")
     proba = None
     if "outputs" in body:
-        outs = body["outputs"]
-        if not isinstance(outs, list) or not outs or not all(isinstance(t, dict) for t in outs):
-            raise PayloadError("bad_body", "'outputs' must be a non-empty list of V2 tensors")
-        named = {t.get("name"): t for t in outs}
-        pred = _tensor(named["predict"] if "predict" in named else outs[0], "response")
-        if "predict_proba" in named:
-            proba = _tensor(named["predict_proba"], "response predict_proba")
+        pred = v2_output(body["outputs"], "response")
+        proba = v2_named_output(body["outputs"], "predict_proba", "response predict_proba")
     elif "predictions" in body:
-        raw = body["predictions"]
-        pred = np.asarray(raw)
-        if pred.dtype == object or pred.dtype.kind in "US":
-            pred = np.asarray([str(v) for v in np.ravel(pred)], dtype=str)
+        pred = label_array(body["predictions"], "predictions")
     else:
         raise PayloadError("bad_body", "response has neither 'outputs' (V2) nor 'predictions' (V1)")
     if pred.ndim == 0:
@@ -91,7 +67,9 @@ def split_response(body: Any) -> tuple[np.ndarray, Optional[np.ndarray]]:
     if pred.ndim != 1:
         raise PayloadError("bad_shape", f"response: expected one prediction per instance, got shape {list(pred.shape)}")
     if proba is not None:
-        proba = np.asarray(proba, dtype=np.float64)
+        if proba.dtype.kind not in "biuf":
+            raise PayloadError("non_numeric", "response: predict_proba must be numbers")
+        proba = proba.astype(np.float64)
         if proba.ndim != 2 or proba.shape[0] != pred.shape[0]:
             raise PayloadError("bad_shape", f"response: predict_proba of shape {list(proba.shape)} for "
                                             f"{pred.shape[0]} predictions")

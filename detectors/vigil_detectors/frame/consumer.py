@@ -56,11 +56,12 @@ class JetStreamConsumer:
         self.handle = handle
         self.log = log
         row = components.get(detector.name)
-        partitions = getattr(settings, "consumer_partitions", None)
+        # one replica's share of the partitions (metrics), or None: every partition
+        partitions = settings.own_partitions() if hasattr(settings, "own_partitions") else None
         # a row whose kinds depend on its block (drift with preprocess model-output reads responses): the detector's own
         kinds = tuple(sorted(detector.accepts)) if row.consumes_for else tuple(row.consumes)
         self.spec = ConsumerSpec(detector.name, kinds or tuple(sorted(detector.accepts)),
-                                 tuple(partitions) if partitions else None)
+                                 partitions)
         self.stream = names.stream_name(settings.namespace, settings.monitor)
         self.reply_subject = names.reply_subject(settings.namespace, settings.monitor, detector.name)
         self.counts = {k: 0 for k in OUTCOMES}

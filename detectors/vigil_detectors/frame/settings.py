@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Optional, Union
 
-from pydantic import Field, PositiveInt, StringConstraints
+from pydantic import Field, PositiveInt, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.instances import InputSchema
-from vigil.transport import TransportConfig
+from vigil.telemetry import LOCAL_MONITOR, LOCAL_NAMESPACE
+from vigil.transport import TransportConfig, names
 
 #: A categorical block as the services take it: ``{"column index": number of categories | null |
 #: [values]}`` (`vigil.plan` renders the schema's block so; a value list maps strings to codes).
@@ -27,8 +29,8 @@ class DetectorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VIGIL_DETECTOR_", extra="ignore")
 
-    monitor: str = "local"
-    namespace: str = "default"
+    monitor: str = LOCAL_MONITOR
+    namespace: str = LOCAL_NAMESPACE
     #: Feature names of one instance; their count is enforced on every request event.
     feature_names: Optional[list[str]] = None
     #: Categorical features: {"feature index": number of categories, or the list of its values}.
@@ -37,9 +39,38 @@ class DetectorSettings(BaseSettings):
     transport: TransportConfig = Field(default_factory=TransportConfig)
     #: JetStream: only these partitions of the stream (one replica's share, keyed by inference id); None: all.
     consumer_partitions: Optional[list[int]] = None
+    #: JetStream, a partitioned detector (metrics) run as this many replicas of a StatefulSet: each pod
+    #: consumes its share of the partitions (`vigil.transport.names.replica_partitions`), by the ordinal
+    #: that ends its `pod_name`. None: one consumer for every replica (or `consumer_partitions`).
+    consumer_replicas: Optional[PositiveInt] = None
+    #: The pod's name (the downward API's metadata.name); a StatefulSet pod's ends with ``-<ordinal>``.
+    pod_name: Optional[str] = None
     #: The shape of one tensor instance (spec.schema.shape, DESIGN §8), exclusive with feature_names:
     #: request events then decode to (n, *shape) arrays, and any other instance shape is a 400.
     shape: Optional[list[PositiveInt]] = None
+
+    @model_validator(mode="after")
+    def _replica_share(self):
+        n = self.consumer_replicas or 1
+        if n > 1 and not self.transport.jetstream:
+            raise ValueError(f"{n} replicas each consume a share of the JetStream partitions: over HTTP one "
+                             "replica receives every event (transport jetstream, or replicas 1)")
+        if n > self.transport.partitions:
+            raise ValueError(f"{n} replicas need at least as many transport partitions, "
+                             f"not {self.transport.partitions}")
+        return self
+
+    def own_partitions(self) -> Optional[tuple[int, ...]]:
+        """The partitions this process consumes: `consumer_partitions`, else its replica's share, else None (all)."""
+        if self.consumer_partitions:
+            return tuple(self.consumer_partitions)
+        if not self.consumer_replicas or self.consumer_replicas == 1:
+            return None
+        found = re.search(r"-(\d+)$", self.pod_name or "")
+        if not found:
+            raise ValueError(f"consumer_replicas {self.consumer_replicas} needs pod_name ending with the pod's "
+                             f"ordinal (a StatefulSet's <name>-<n>), got {self.pod_name!r}")
+        return names.replica_partitions(int(found.group(1)), self.consumer_replicas, self.transport.partitions)
 
     @property
     def n_features(self) -> Optional[int]:

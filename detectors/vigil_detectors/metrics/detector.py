@@ -144,7 +144,7 @@ class MetricsDetector(Detector[MetricsSettings]):
     def decode_outputs(self, data: Any) -> np.ndarray:
         """Response bodies carry class labels (numbers or V2 BYTES names), scores or values."""
         assert self.scorer is not None  # loaded: the frame decodes events only then
-        return self.scorer.decode(data, "response")
+        return self.scorer.decode(data, "response", booleans=True)  # the model's own answer: true/false are 1/0
 
     def status(self) -> dict[str, Any]:
         scorer, store = self.scorer, self.store

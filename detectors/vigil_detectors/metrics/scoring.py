@@ -11,10 +11,9 @@ accuracy = trace / n; precision = TP/(TP+FP), recall = TP/(TP+FN), F1 = 2TP/(2TP
 0 when its denominator is 0 (scikit-learn's ``zero_division=0``). The window matrix is
 updated exactly (add the new pair, subtract the one leaving the ring buffer).
 
-Labels may arrive as class names or indices, as one-hot or probability rows (argmax), or,
-for two classes, as one probability of the positive class (≥ 0.5). With `classes` given,
-names map to their position in the list and index i means classes[i]; without, classes are
-learned as they appear (bounded).
+What a label or value may be (class names or indices, score rows, probabilities of the
+positive class, finite numbers) is `vigil.labels`, which the logger checks feedback with too;
+each scorer decodes with it.
 
 Regression (`RegressionScorer`): MAE, MSE, RMSE and R² = 1 − SSE/SST (scikit-learn's
 conventions: SST = 0 gives 1.0 for a perfect fit, else 0.0; undefined below two instances).
@@ -30,72 +29,14 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from vigil.events import PayloadError
+from vigil.labels import ClassLabels, regression_values
 
 
-def values_of(body: Any, what: str) -> np.ndarray:
-    """The labels/values a body carries, as an array.
-
-    Accepts a raw value (scalar or nested list), or a V2 body (the output tensor named
-    ``predict`` if there is one, else the first), a V1 body (``predictions``) or a Seldon
-    body (``data.ndarray`` / ``data.tensor``).
-    """
-    if isinstance(body, dict):
-        if "outputs" in body:
-            outputs = body["outputs"]
-            if not isinstance(outputs, list) or not outputs or not all(isinstance(t, dict) for t in outputs):
-                raise PayloadError("bad_body", f"{what}: 'outputs' must be a non-empty list of V2 tensors")
-            tensor = next((t for t in outputs if t.get("name") == "predict"), outputs[0])
-            if "data" not in tensor:
-                raise PayloadError("bad_body", f"{what}: V2 output tensor has no 'data'")
-            arr = _array(tensor["data"], what)
-            shape = tensor.get("shape")
-            if shape is not None:
-                try:
-                    arr = arr.reshape([int(s) for s in shape])
-                except (TypeError, ValueError):
-                    raise PayloadError("bad_shape", f"{what}: {arr.size} values do not fit shape {shape}") from None
-            return arr
-        if "predictions" in body:
-            return _array(body["predictions"], what)
-        data = body.get("data")
-        if isinstance(data, dict):
-            if "ndarray" in data:
-                return _array(data["ndarray"], what)
-            tensor = data.get("tensor")
-            if isinstance(tensor, dict) and "values" in tensor:
-                arr = _array(tensor["values"], what)
-                try:
-                    return arr.reshape([int(s) for s in tensor.get("shape", [arr.size])])
-                except (TypeError, ValueError):
-                    raise PayloadError("bad_shape", f"{what}: tensor values do not fit its shape") from None
-        raise PayloadError("bad_body", f"{what}: expected labels/values, or a body with 'outputs' (V2), "
-                                       "'predictions' (V1) or 'data.ndarray' (Seldon)")
-    return _array(body, what)
-
-
-def _array(value: Any, what: str) -> np.ndarray:
-    if value is None:
-        raise PayloadError("bad_body", f"{what} is missing (null)")
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        raise PayloadError("bad_shape", f"{what}: rows must all have the same length") from None
-    if arr.dtype == object:
-        raise PayloadError("bad_shape", f"{what}: rows must all have the same length and hold numbers or names")
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.size == 0:
-        raise PayloadError("bad_shape", f"{what} is empty")
-    return arr
-
-
-def _finite(arr: np.ndarray, what: str) -> np.ndarray:
-    if arr.dtype.kind not in "biuf":
-        raise PayloadError("non_numeric", f"{what} must be numbers")
-    out = arr.astype(np.float64)
-    if not np.all(np.isfinite(out)):
-        raise PayloadError("non_numeric", f"{what} contain NaN or infinity")
-    return out
+def _same_rows(truth: np.ndarray, pred: np.ndarray) -> None:
+    """A truth per predicted row, or the pair cannot be scored (422: both bodies were valid on their own)."""
+    if len(truth) != len(pred):
+        raise PayloadError("row_mismatch", f"feedback has {len(truth)} truth values but the response has "
+                                           f"{len(pred)} rows", status=422)
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -134,17 +75,8 @@ class ClassScores:
 
 class ClassificationScorer:
     def __init__(self, classes: Optional[Sequence[Union[str, int]]], window: int, max_classes: int = 100):
-        self.fixed = classes is not None
-        self.max_classes = max_classes if classes is None else len(classes)
-        self.names: list[str] = [str(c) for c in classes] if classes is not None else []
-        self._index: dict[Any, int] = {}
-        if classes is not None:
-            if len(classes) < 2:
-                raise ValueError("classification needs at least two classes")
-            if len(set(self.names)) != len(self.names):
-                raise ValueError(f"classes must be unique: {list(classes)}")
-            self._index = {name: i for i, name in enumerate(self.names)}
-        k = len(self.names)
+        self.labels = ClassLabels(classes, max_classes)
+        k = self.labels.n_classes
         self.cm = np.zeros((k, k), dtype=np.int64)
         self.window = int(window)
         self.win_cm = np.zeros((k, k), dtype=np.int64)
@@ -154,82 +86,22 @@ class ClassificationScorer:
         self.seq = 0  # instances ever scored: instance s sits in ring slot s % window while s >= seq - filled
 
     @property
+    def names(self) -> list[str]:
+        return self.labels.names
+
+    @property
     def n_classes(self) -> int:
-        return len(self.names)
+        return self.labels.n_classes
 
-    # -- decoding -------------------------------------------------------------------------
-    def decode(self, value: Any, what: str) -> np.ndarray:
-        """Labels of n instances as a 1-D array: class indices with fixed classes, else
-        class keys (int or str) resolved to indices when the pair is scored."""
-        arr = values_of(value, what)
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim == 2:  # one-hot or probability rows: argmax is the class index
-            scores = _finite(arr, what)
-            if self.fixed and arr.shape[1] != self.n_classes:
-                raise PayloadError("class_count", f"{what}: rows of {arr.shape[1]} scores, but there are "
-                                                  f"{self.n_classes} classes {self.names}")
-            return np.argmax(scores, axis=1).astype(np.int64)
-        if arr.ndim != 1:
-            raise PayloadError("bad_shape", f"{what}: expected one label (or one row of class scores) per "
-                                            f"instance, got shape {list(arr.shape)}")
-        if arr.dtype.kind in "US":
-            return self._from_names(arr.astype(str), what)
-        values = _finite(arr, what)
-        if np.all(values == np.round(values)):
-            ints = values.astype(np.int64)
-            if not self.fixed:
-                return ints
-            return np.array([self._from_int(v, what) for v in ints.tolist()], dtype=np.int64)
-        if (not self.fixed or self.n_classes == 2) and np.all((values >= 0) & (values <= 1)):
-            return (values >= 0.5).astype(np.int64)  # probability of the positive class
-        raise PayloadError("bad_label", f"{what}: class labels must be names or whole numbers (or, for two "
-                                        f"classes, probabilities of the positive class); got {values[:5].tolist()}")
-
-    def _from_int(self, v: int, what: str) -> int:
-        i = self._index.get(str(v))  # classes given as values, e.g. [1, 2, 3]
-        if i is not None:
-            return i
-        if 0 <= v < self.n_classes:
-            return v
-        raise PayloadError("unknown_class", f"{what}: class {v} is neither one of {self.names} nor an index "
-                                            f"below {self.n_classes}")
-
-    def _from_names(self, names: np.ndarray, what: str) -> np.ndarray:
-        if not self.fixed:
-            return np.array([int(s) if s.lstrip("-").isdigit() else s for s in names.tolist()], dtype=object)
-        out = np.empty(len(names), dtype=np.int64)
-        for j, s in enumerate(names.tolist()):
-            i = self._index.get(s)
-            if i is None and s.lstrip("-").isdigit():
-                i = self._from_int(int(s), what)
-            if i is None:
-                raise PayloadError("unknown_class", f"{what}: unknown class {s!r}; classes are {self.names}")
-            out[j] = i
-        return out
-
-    def _resolve(self, keys: np.ndarray) -> np.ndarray:
-        if self.fixed:
-            return keys.astype(np.int64)
-        out = np.empty(len(keys), dtype=np.int64)
-        for j, key in enumerate(keys.tolist()):
-            i = self._index.get(key)
-            if i is None:
-                if len(self.names) >= self.max_classes:
-                    raise PayloadError("too_many_classes", f"more than {self.max_classes} distinct classes; "
-                                                           "configure the monitor's metrics.classes")
-                i = self._index[key] = len(self.names)
-                self.names.append(str(key))
-            out[j] = i
-        return out
+    def decode(self, value: Any, what: str, booleans: bool = False) -> np.ndarray:
+        """Labels of n instances (`vigil.labels.ClassLabels.decode`)."""
+        return self.labels.decode(value, what, booleans)
 
     # -- updating -------------------------------------------------------------------------
     def update(self, truth: np.ndarray, pred: np.ndarray) -> int:
         """Score n joined instances (decoded labels); returns n."""
-        if len(truth) != len(pred):
-            raise PayloadError("row_mismatch", f"feedback has {len(truth)} truth values but the response has "
-                                               f"{len(pred)} rows", status=422)
-        t, p = self._resolve(truth), self._resolve(pred)
+        _same_rows(truth, pred)
+        t, p = self.labels.resolve(truth), self.labels.resolve(pred)
         k = self.n_classes
         if self.cm.shape[0] < k:
             self.cm = _grow(self.cm, k)
@@ -250,10 +122,8 @@ class ClassificationScorer:
     def correct(self, start: int, old_truth: np.ndarray, new_truth: np.ndarray, pred: np.ndarray) -> None:
         """Replace the truth of instances scored from sequence number `start` (later feedback
         for the same inference): cumulative counts and, where still in it, the recent window."""
-        if len(new_truth) != len(pred):
-            raise PayloadError("row_mismatch", f"feedback has {len(new_truth)} truth values but the response has "
-                                               f"{len(pred)} rows", status=422)
-        old_t, new_t, p = self._resolve(old_truth), self._resolve(new_truth), self._resolve(pred)
+        _same_rows(new_truth, pred)
+        old_t, new_t, p = (self.labels.resolve(a) for a in (old_truth, new_truth, pred))
         k = self.n_classes
         if self.cm.shape[0] < k:
             self.cm = _grow(self.cm, k)
@@ -353,18 +223,12 @@ class RegressionScorer:
         self._pos = 0
         self.seq = 0  # instances ever scored (see ClassificationScorer.seq)
 
-    def decode(self, value: Any, what: str) -> np.ndarray:
-        arr = values_of(value, what)
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 1:
-            raise PayloadError("bad_shape", f"{what}: expected one value per instance, got shape {list(arr.shape)}")
-        return _finite(arr, what)
+    def decode(self, value: Any, what: str, booleans: bool = False) -> np.ndarray:
+        """One value per instance (`vigil.labels.regression_values`)."""
+        return regression_values(value, what, booleans)
 
     def update(self, truth: np.ndarray, pred: np.ndarray) -> int:
-        if len(truth) != len(pred):
-            raise PayloadError("row_mismatch", f"feedback has {len(truth)} truth values but the response has "
-                                               f"{len(pred)} rows", status=422)
+        _same_rows(truth, pred)
         self._total.add(truth, pred)
         for y, yhat in zip(truth.tolist(), pred.tolist(), strict=True):
             self._ring[self._pos] = (y, yhat)
@@ -375,9 +239,7 @@ class RegressionScorer:
 
     def correct(self, start: int, old_truth: np.ndarray, new_truth: np.ndarray, pred: np.ndarray) -> None:
         """Replace the truth of instances scored from sequence number `start` (see the classifier's)."""
-        if len(new_truth) != len(pred):
-            raise PayloadError("row_mismatch", f"feedback has {len(new_truth)} truth values but the response has "
-                                               f"{len(pred)} rows", status=422)
+        _same_rows(new_truth, pred)
         self._total.remove(old_truth, pred)
         self._total.add(new_truth, pred)
         oldest = self.seq - self._filled

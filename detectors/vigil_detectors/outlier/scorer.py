@@ -1,12 +1,16 @@
 """Scoring rows with an alibi-detect `OutlierVAE` artifact (the only TensorFlow part of the service).
 
 `VAEScorer.load(path)` loads a detector saved by alibi-detect's `save_detector` with its
-own `load_detector`, and scores with alibi-detect's own `OutlierVAE.predict` (its
-sampling, feature and instance scores, threshold). One change: the detector's VAE is
-replaced by a `tf.function` compiled from it, because calling the Keras model eagerly
-on TF 2.18 + tf-keras leaks about 36 KB per call and costs ~4 ms per call; the compiled
-graph does neither. `OutlierVAE.score` calls ``predict_batch(x, self.vae)``, which only
-needs ``self.vae(x)`` to return a tensor, so the compiled function slots in unchanged.
+own `load_detector`. Scores are alibi-detect's `OutlierVAE.predict` (``score_type`` mse,
+``outlier_perc`` 100, its default): each row repeated ``od.samples`` times, reconstructed
+by the VAE (sampling the latent), the feature score the mean squared error over the
+samples, the instance score the mean of the feature scores, an outlier above
+``od.threshold``. `score` computes exactly that in ONE `tf.function` (repeat, VAE, squared
+error, means), for batch sizes bounded to powers of two: calling the Keras model eagerly
+on TF 2.18 + tf-keras leaks about 36 KB per call and costs ~4 ms per call, and alibi's
+NumPy steps around the model call (repeat, reshape, sort) cost more than the model for
+small batches. `score_library` is alibi-detect's own ``predict`` (with the VAE compiled the
+same way, as ``od.vae``); tests/test_outlier.py checks the two agree on the same inputs.
 
 Artifacts trained by `vigil train` carry a standardizer in the detector's own metadata
 (``meta["vigil"]["scaler"]``, saved and restored by alibi-detect with the detector):
@@ -101,9 +105,19 @@ class VAEScorer:
         else:
             self.mean = self.scale = None
         self.trained_features = extra.get("feature_names")
-        model = self.model
-        od.vae = tf.function(lambda x: model(x, training=False),
-                             input_signature=[tf.TensorSpec([None, *self.shape], tf.float32)])
+        if getattr(od, "score_type", "mse") != "mse":
+            raise ValueError(f"OutlierVAE score_type {od.score_type!r} is not supported (alibi-detect scores mse)")
+        model, samples, shape = self.model, int(od.samples), self.shape
+        spec = [tf.TensorSpec([None, *shape], tf.float32)]
+        od.vae = tf.function(lambda x: model(x, training=False), input_signature=spec)
+
+        def scores(x):  # OutlierVAE.score (mse, outlier_perc 100) in one graph
+            repeated = tf.repeat(x, samples, axis=0)
+            error = tf.square(repeated - model(repeated, training=False))
+            feature = tf.reduce_mean(tf.reshape(error, (-1, samples, *shape)), axis=1)
+            return tf.reduce_mean(tf.reshape(feature, (tf.shape(feature)[0], -1)), axis=1), feature
+
+        self._scores = tf.function(scores, input_signature=spec)
         self.score(self.prepare(np.zeros((1, *self.shape))))  # trace once now, not on the first event
 
     @classmethod
@@ -130,8 +144,15 @@ class VAEScorer:
         with np.errstate(over="ignore"):  # overflow gives inf, which the caller rejects
             return x.astype(np.float32)
 
+    def _padded(self, x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        size = padded_size(n)
+        if size > n:
+            x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
+        return x
+
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(instance scores (n,), feature scores (n, f), is_outlier (n,)) for prepared float32 rows.
+        """(instance scores (n,), feature scores (n, *shape), is_outlier (n,)) for prepared float32 rows.
 
         The rows are padded with zeros up to the next power of two before the call and the
         padding's scores dropped (rows are scored independently, so this changes nothing
@@ -140,9 +161,12 @@ class VAEScorer:
         batch size ever seen.
         """
         n = len(x)
-        size = padded_size(n)
-        if size > n:
-            x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
-        out = self.od.predict(x, return_feature_score=True, return_instance_score=True)
-        data = out["data"]
+        instance, feature = self._scores(self._padded(x))
+        instance, feature = instance.numpy()[:n], feature.numpy()[:n]
+        return instance, feature, (instance > self.od.threshold).astype(int)
+
+    def score_library(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The same through alibi-detect's own `OutlierVAE.predict` (the reference `score` is tested against)."""
+        n = len(x)
+        data = self.od.predict(self._padded(x), return_feature_score=True, return_instance_score=True)["data"]
         return data["instance_score"][:n], data["feature_score"][:n], data["is_outlier"][:n]

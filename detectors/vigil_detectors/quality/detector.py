@@ -22,20 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame import Detector, InferenceEvent
+from vigil_detectors.frame.age import AgeTimer
+from vigil_detectors.frame.history import iso_utc
 from vigil_detectors.quality.checks import CHECKS, EXTRA, Compiled, Counts, Report, verdict
 from vigil_detectors.quality.settings import QualitySettings
 from vigil_detectors.quality.window import QualityWindow
 
 log = logging.getLogger("vigil.quality")
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 class QualityDetector(Detector[QualitySettings]):
     name = "quality"
@@ -51,7 +48,7 @@ class QualityDetector(Detector[QualitySettings]):
         self.last: Optional[dict[str, Any]] = None
         self.windows = 0
         self._lock = asyncio.Lock()
-        self._timer: Optional[asyncio.Task] = None
+        self._timer = AgeTimer(settings.max_age_seconds, self._lock, self._age_check, log, "quality")
         m = metrics
         self._instances = m.counter("vigil_quality_instances_total", "Instances checked against the constraints.")
         self._violations = m.counter("vigil_quality_violations_total",
@@ -97,12 +94,10 @@ class QualityDetector(Detector[QualitySettings]):
                 self._publish(self.last)
 
     async def start(self) -> None:
-        if self.settings.max_age_seconds > 0:
-            self._timer = asyncio.create_task(self._age_loop())
+        self._timer.start()
 
     async def stop(self) -> None:
-        if self._timer:
-            self._timer.cancel()
+        self._timer.stop()
         if self.settings.state_dir and self.window is not None and self.window.fill:
             async with self._lock:
                 try:
@@ -138,21 +133,12 @@ class QualityDetector(Detector[QualitySettings]):
         if batch.extra:
             self._violations.labels(feature=EXTRA, check="extraColumns").inc(batch.extra)
 
-    async def _age_loop(self) -> None:
-        max_age = self.settings.max_age_seconds
-        tick = min(1.0, max(0.05, max_age / 10))
-        assert self.window is not None
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                async with self._lock:
-                    counts = self.window.due(time.time(), max_age)
-                    if counts is not None:
-                        self._record(counts, "max_age")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("quality maxAge check failed")
+    async def _age_check(self, now: float) -> None:
+        """The maxAge timer's tick (under the lock): a window whose oldest instance is maxAge old is checked."""
+        assert self.window is not None  # made in load(), which the frame runs before start()
+        counts = self.window.due(now, self.settings.max_age_seconds)
+        if counts is not None:
+            self._record(counts, "max_age")
 
     # -- checks --
     def _record(self, counts: Counts, trigger: str) -> dict:
@@ -160,7 +146,7 @@ class QualityDetector(Detector[QualitySettings]):
         report = verdict(counts, self.compiled)
         now = time.time()
         self.windows += 1
-        entry = {"window": self.windows, "time": _iso(now), "timestamp": now, "trigger": trigger,
+        entry = {"window": self.windows, "time": iso_utc(now), "timestamp": now, "trigger": trigger,
                  "violations": len(report.violations), "featuresViolated": report.features_violated,
                  "report": report.to_json()}
         self.last = entry
