@@ -45,6 +45,11 @@ Every isolation feature above is real on this machine (root in a container with
 CAP_SYS_ADMIN and CAP_NET_ADMIN); `available()` says why not where it is not, and tests
 skip only then. What is not emulated: resource limits (no cgroups), liveness and startup
 probes, seccomp profiles, more than one replica, image pulls.
+
+Teardown stops every pod and deletes its network namespace and the bridge. If the test
+process is killed instead, its containers die with it (``setpriv --pdeathsig`` on
+``unshare --kill-child``), but the bridge ``vgbr<id>`` and namespaces ``vg<id>p<n>`` stay
+until ``ip link del`` / ``ip netns del``.
 """
 
 from __future__ import annotations
