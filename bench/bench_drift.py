@@ -100,6 +100,10 @@ def _wrk(url: str, body_path: Path, duration: float, connections: int, cpu: str)
     return wrk(url, script, duration, connections, cpu)
 
 
+#: issue 13's peer figures (Seldon Core v1.17.1 alibi-detect-server, same artifacts) and goals, by rows per
+#: event at 16 connections: (unit, peer, goal)
+PEER = {1: ("events/s", 3419.0, 13700.0), 100: ("rows/s", 29500.0, 147000.0)}
+
 #: Ingest cases: the statistic per feature (VIGIL_DRIFT_STATISTIC, VIGIL_DRIFT_STATISTICS).
 CASES = {
     "ks": ("ks", {}),
