@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -47,6 +45,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import cpu_seconds, pinned, rss_mib, wrk  # noqa: E402 - after the path
 
 FEATURES = ["f0_normal", "f1_lognormal", "f2_uniform", "f3_exponential"]
 
@@ -85,11 +86,6 @@ end
 """
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _instances_total(url: str) -> float:
     import httpx
 
@@ -101,27 +97,12 @@ def _instances_total(url: str) -> float:
 def _wrk(url: str, body_path: Path, duration: float, connections: int, cpu: str) -> dict:
     script = body_path.with_suffix(".lua")
     script.write_text(LUA % {"bodies": str(body_path), "tag": f"bench-{time.time_ns()}"})
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s", "--latency", "-s", str(script), url + "/"]
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", cpu, *cmd]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    seconds = float(re.search(r"requests in ([\d.]+)(m?s)", out).group(1))
-    unit = re.search(r"requests in [\d.]+(m?s)", out).group(1)
-    seconds = seconds / 1000 if unit == "ms" else seconds
-    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    errors = re.search(r"Socket errors: (.*)", out)
-    latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", out)
-    p99 = re.search(r"\s99%\s+(\S+)", out)
-    return {"requests": total, "seconds": seconds, "non2xx": non2xx, "errors": errors.group(1) if errors else "",
-            "client_cpu": cpu_used / wall, "latency_avg": latency.group(1) if latency else "?",
-            "latency_p99": p99.group(1) if p99 else "?", "raw": out}
+    return wrk(url, script, duration, connections, cpu)
 
+
+#: issue 13's peer figures (Seldon Core v1.17.1 alibi-detect-server, same artifacts) and goals, by rows per
+#: event at 16 connections: (unit, peer, goal)
+PEER = {1: ("events/s", 3419.0, 13700.0), 100: ("rows/s", 29500.0, 147000.0)}
 
 #: Ingest cases: the statistic per feature (VIGIL_DRIFT_STATISTIC, VIGIL_DRIFT_STATISTICS).
 CASES = {
@@ -130,92 +111,112 @@ CASES = {
 }
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+class DriftService:
+    """``vigil serve drift`` in a subprocess pinned to `cpu`: fitted from 5,000 reference rows of
+    4 features (`draw`), window 1000 tumbling, checkpointing on, statistics of `case`."""
+
+    def __init__(self, work: Path, case: str = "ks", cpu: str = "0"):
+        from tests.servers import free_port, serve_command
+
+        rng = np.random.default_rng(0)
+        np.save(work / "reference.npy", draw(rng, 5000))
+        default, overrides = CASES[case]
+        env = {**os.environ, "VIGIL_DRIFT_REFERENCE": str(work / "reference.npy"),
+               "VIGIL_DRIFT_FEATURE_NAMES": json.dumps(FEATURES), "VIGIL_DRIFT_WINDOW_SIZE": "1000",
+               "VIGIL_DRIFT_STATE_DIR": str(work / f"state-{case}-{time.time_ns()}"), "VIGIL_DRIFT_MONITOR": "bench",
+               "VIGIL_DRIFT_STATISTIC": default, "VIGIL_DRIFT_STATISTICS": json.dumps(overrides),
+               "PYTHONUNBUFFERED": "1"}
+        self.work, self.case = work, case
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log_path = work / f"drift-{case}.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(pinned(serve_command("drift", int(self.url.rsplit(":", 1)[1])), cpu), env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def wait_ready(self) -> float:
+        """Wait for /readyz; the RSS at ready (MiB)."""
+        import httpx
+
+        from tests.servers import wait_until
+
+        def ready():
+            if self.proc.poll() is not None:
+                sys.exit(f"drift service exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=120, what="drift service")
+        return rss_mib(self.pid)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+def measure(service: DriftService, rows: int, duration: float, connections: int, client_cpu: str) -> dict:
+    """One ingest case against a ready service: `rows` per event, wrk with `connections` for `duration` s."""
+    rng = np.random.default_rng(rows)
+    from vigil.events import v2_request
+
+    body = service.work / f"events-{rows}.jsonl"  # 1,000 different events, sent round-robin
+    body.write_text("\n".join(json.dumps(v2_request(draw(rng, rows))) for _ in range(1000)) + "\n")
+    _wrk(service.url, body, 2, connections, client_cpu)  # warm-up
+    seen0, cpu0, t0 = _instances_total(service.url), cpu_seconds(service.pid), time.monotonic()
+    r = _wrk(service.url, body, duration, connections, client_cpu)
+    service_cpu = (cpu_seconds(service.pid) - cpu0) / (time.monotonic() - t0)
+    counted = _instances_total(service.url) - seen0
+    ok = r["requests"] - r["non2xx"]
+    eps = ok / r["seconds"]
+    return {"rows": rows, "events_per_s": eps, "instances_per_s": eps * rows, "service_cpu": service_cpu,
+            "events_per_cpu_s": eps / max(service_cpu, 1e-9), "client_cpu": r["client_cpu"],
+            "non2xx": r["non2xx"], "errors": r["errors"], "counted": counted, "acked_rows": ok * rows,
+            "latency_avg": r["latency_avg"], "latency_p99": r["latency_p99"]}
 
 
 def bench_ingest(args, work: Path, case: str = "ks") -> list[dict]:
     import httpx
 
-    from tests.servers import free_port, serve_command, wait_until
-    from vigil.events import v2_request
-
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
-    rng = np.random.default_rng(0)
-    np.save(work / "reference.npy", draw(rng, 5000))
-    default, overrides = CASES[case]
-    env = {**os.environ, "VIGIL_DRIFT_REFERENCE": str(work / "reference.npy"),
-           "VIGIL_DRIFT_FEATURE_NAMES": json.dumps(FEATURES), "VIGIL_DRIFT_WINDOW_SIZE": "1000",
-           "VIGIL_DRIFT_STATE_DIR": str(work / f"state-{case}"), "VIGIL_DRIFT_MONITOR": "bench",
-           "VIGIL_DRIFT_STATISTIC": default, "VIGIL_DRIFT_STATISTICS": json.dumps(overrides),
-           "PYTHONUNBUFFERED": "1"}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = serve_command("drift", port)
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", args.service_cpu, *cmd]
-    log = open(work / "drift.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    service = DriftService(work, case, args.service_cpu)
     results = []
     try:
-        def ready():
-            if proc.poll() is not None:
-                sys.exit(f"drift service exited: {(work / 'drift.log').read_text()[-3000:]}")
-            try:
-                return httpx.get(url + "/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout=120, what="drift service")
-        loops = Path(f"/proc/{proc.pid}/maps").read_text()
-        tests = httpx.get(url + "/status").json()["drift"]["tests"]
-        print(f"case {case}: statistics {dict(zip(FEATURES, tests, strict=True))}; "
-              f"service RSS at ready {_rss_mib(proc.pid):.0f} MiB")
-        print(f"service pid {proc.pid} on CPU {args.service_cpu} (uvloop: {'uvloop' in loops}, "
+        rss = service.wait_ready()
+        loops = Path(f"/proc/{service.pid}/maps").read_text()
+        tests = httpx.get(service.url + "/status").json()["drift"]["tests"]
+        print(f"case {case}: statistics {dict(zip(FEATURES, tests, strict=True))}; service RSS at ready {rss:.0f} MiB")
+        print(f"service pid {service.pid} on CPU {args.service_cpu} (uvloop: {'uvloop' in loops}, "
               f"httptools: {'httptools' in loops}); wrk on CPU {args.client_cpu}, {args.connections} connections, "
               f"{args.duration:g} s per run")
         for rows in (1, 100):
-            body = work / f"events-{rows}.jsonl"  # 1,000 different events, sent round-robin
-            body.write_text("\n".join(json.dumps(v2_request(draw(rng, rows))) for _ in range(1000)) + "\n")
-            _wrk(url, body, 2, args.connections, args.client_cpu)  # warm-up
-            seen0, cpu0, t0 = _instances_total(url), _cpu_seconds(proc.pid), time.monotonic()
-            r = _wrk(url, body, args.duration, args.connections, args.client_cpu)
-            service_cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
-            counted = _instances_total(url) - seen0
-            ok = r["requests"] - r["non2xx"]
-            eps = ok / r["seconds"]
-            res = {"rows": rows, "events_per_s": eps, "instances_per_s": eps * rows, "service_cpu": service_cpu,
-                   "events_per_cpu_s": eps / max(service_cpu, 1e-9), "client_cpu": r["client_cpu"],
-                   "non2xx": r["non2xx"], "errors": r["errors"], "counted": counted, "acked_rows": ok * rows,
-                   "latency_avg": r["latency_avg"], "latency_p99": r["latency_p99"]}
+            res = measure(service, rows, args.duration, args.connections, args.client_cpu)
             results.append(res)
+            eps = res["events_per_s"]
             print(f"  {rows:>3} row(s)/event: {eps:>9,.0f} events/s  {eps * rows:>11,.0f} rows/s   "
-                  f"service CPU {service_cpu:5.0%} ({res['events_per_cpu_s']:,.0f} events per CPU-s)   "
-                  f"client CPU {r['client_cpu']:4.0%}   latency avg {r['latency_avg']} p99 {r['latency_p99']}")
+                  f"service CPU {res['service_cpu']:5.0%} ({res['events_per_cpu_s']:,.0f} events per CPU-s)   "
+                  f"client CPU {res['client_cpu']:4.0%}   latency avg {res['latency_avg']} p99 {res['latency_p99']}")
             # wrk's last in-flight requests may be cut off at the end of the run: allow for the connections
-            lost = res["acked_rows"] - counted
-            print(f"      non-2xx {r['non2xx']}, socket errors: {r['errors'] or 'none'}; "
-                  f"instances counted by the service {counted:,.0f} vs acknowledged {res['acked_rows']:,} "
+            lost = res["acked_rows"] - res["counted"]
+            print(f"      non-2xx {res['non2xx']}, socket errors: {res['errors'] or 'none'}; "
+                  f"instances counted by the service {res['counted']:,.0f} vs acknowledged {res['acked_rows']:,} "
                   f"({'ok' if -args.connections * rows <= lost <= 0 else 'MISMATCH'})")
         from tests.servers import metric_value
 
-        text = httpx.get(url + "/metrics").text
+        text = httpx.get(service.url + "/metrics").text
         checks = metric_value(text, "vigil_drift_check_duration_seconds_count") or 0
         check_s = metric_value(text, "vigil_drift_check_duration_seconds_sum") or 0
-        status = httpx.get(url + "/status").json()["drift"]
+        status = httpx.get(service.url + "/status").json()["drift"]
         print(f"  windows checked during the runs: {status['windows']:,}, mean check {check_s / max(checks, 1) * 1e3:.2f} ms "
               f"(window 1000 x 4 vs 5000 reference rows; at 100 rows/event one check per 10 events)")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        service.stop()
     return results
 
 

@@ -5,7 +5,8 @@ On 127.0.0.1, for the iris monitor of `vigil demo` (every detector):
 
 - one-shot processes, as the pods' init containers and the training Jobs run them:
   ``python -m vigil.storage`` (`vigil fetch` copying and unpacking the model into a pod
-  volume) and `vigil train` for each detector Vigil trains — peak RSS from `wait4` (``ru_maxrss``);
+  volume) and `vigil train` for each detector Vigil trains — peak RSS from `wait4`
+  (``ru_maxrss``, forked from a small process: `LAUNCHER`);
 - every service (`vigil serve NAME`, as `vigil up` starts it): RSS at ready
   (``/proc/PID/status`` ``VmRSS``), then the peak RSS (``VmHWM``) after traffic through
   the logger — normal, drifted and outlier phases with feedback for every inference, a
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -46,15 +46,28 @@ def proc_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+#: Forks and waits for the command from a small process: a child's ``ru_maxrss`` counts the
+#: address space it was forked with (Linux keeps the high-water mark across exec), so a
+#: command forked from this benchmark (~240 MiB) would read at least that much.
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvpe(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_peak(cmd: list[str], env: dict) -> tuple[int, float]:
     """Run `cmd` to completion; (peak RSS in bytes, seconds). Fails loudly on a non-zero exit."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *cmd], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:6])} … exited {proc.returncode}:\n{proc.stderr.read().decode()[-2000:]}")
-    return usage.ru_maxrss * 1024, time.monotonic() - t0
+        raise SystemExit(f"{' '.join(cmd[:6])} … exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return int(proc.stderr.strip().splitlines()[-1]) * 1024, time.monotonic() - t0
 
 
 def main(argv=None) -> int:

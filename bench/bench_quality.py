@@ -69,7 +69,8 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 def main() -> None:
     import httpx
-    from bench_drift import _cpu_seconds, _wrk
+    from _common import cpu_seconds as _cpu_seconds
+    from bench_drift import _wrk
 
     from tests.servers import free_port, metric_value, serve_command, wait_until
 

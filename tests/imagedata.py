@@ -1,62 +1,23 @@
-"""A CIFAR-shaped task without downloads (DESIGN §6): 32×32×3 patches cut from scikit-learn's two
-sample photos, and the four corruptions of alibi-detect's CIFAR-10 drift example.
+"""A CIFAR-shaped task without downloads (DESIGN §6) for the image tests: `vigil.imagedata`'s textured
+32×32×3 patches of scikit-learn's two sample photos, and the four corruptions of alibi-detect's
+CIFAR-10 drift example at the strong settings these tests use.
 
 `patches(n, seed)` gives (images in [0, 1] float32 of shape (n, 32, 32, 3), labels: 0 = the
-china photo, 1 = the flower photo), each patch at a random position of one photo, kept
-only when it holds detail (mean absolute horizontal gradient above the median of all
-positions: objects and foliage, not sky or bokeh — what a CIFAR image is like; a 32×32
-crop of flat sky stays the same under blur or pixelation). The corruptions follow
-CIFAR-10-C (Hendrycks & Dietterich), which the example uses, at a strong severity, with
-NumPy, SciPy and scikit-image only.
+china photo, 1 = the flower photo): `vigil.imagedata.patches(..., textured=True)`, the cutting
+and the texture filter the image demo uses too. The corruptions here take one strength each
+(CIFAR-10-C's, Hendrycks & Dietterich, at a strong severity; pixelation to 4×4), with NumPy,
+SciPy and scikit-image only; `vigil.imagedata` has the severity-table versions.
 """
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 
-SIDE = 32
-
-
-@cache
-def _photos() -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_sample_images
-
-    return tuple(np.asarray(img, dtype=np.float32) / 255.0 for img in load_sample_images().images)
-
-
-def _cut(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    photos = _photos()
-    labels = rng.integers(0, len(photos), n)
-    out = np.empty((n, SIDE, SIDE, 3), dtype=np.float32)
-    for i, label in enumerate(labels):
-        photo = photos[label]
-        y = rng.integers(0, photo.shape[0] - SIDE + 1)
-        x = rng.integers(0, photo.shape[1] - SIDE + 1)
-        out[i] = photo[y:y + SIDE, x:x + SIDE]
-    return out, labels
-
-
-def _detail(x: np.ndarray) -> np.ndarray:
-    return np.abs(np.diff(x, axis=2)).mean(axis=(1, 2, 3))
-
-
-@cache
-def _median_detail() -> float:
-    return float(np.median(_detail(_cut(np.random.default_rng(12345), 4000)[0])))
+from vigil import imagedata
 
 
 def patches(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    floor = _median_detail()
-    images, labels = [], []
-    while sum(len(i) for i in images) < n:
-        x, y = _cut(rng, 2 * n)
-        keep = _detail(x) > floor
-        images.append(x[keep])
-        labels.append(y[keep])
-    return np.concatenate(images)[:n], np.concatenate(labels)[:n]
+    return imagedata.patches(n, seed, textured=True)
 
 
 def gaussian_noise(x: np.ndarray, sigma: float = 0.1, seed: int = 0) -> np.ndarray:

@@ -401,7 +401,7 @@ def test_clean_shutdown_snapshots_and_sliding_window_restores(ref_csv, tmp_path)
         feed(c, rows[:65], batch=13)  # full at 52 (one check), 13 since
         before = drift_status(c)
         assert before["windows"] == 1 and before["fill"] == 50
-    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["history.jsonl", "meta.json", "window-2.log",
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["history.jsonl", "meta-2.json", "window-2.log",
                                                                      "window-2.npy"]
     with drift_service(**opts) as c:
         assert drift_status(c)["fill"] == 50 and drift_status(c)["windows"] == 1
@@ -447,7 +447,51 @@ def test_window_ring_and_checkpoint_log(tmp_path):
     assert len(due) == 1 and np.array_equal(due[0], rows[:4])
     assert np.array_equal(again.contents(), rows[4:6]) and again.seen == 6 and again.pending_since == 11.0
     store2.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "window-1.log", "window-1.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta-1.json", "window-1.log", "window-1.npy"]
+
+
+def test_snapshots_never_rename_over_a_file_and_skip_an_empty_window(tmp_path, monkeypatch):
+    """A rename over an existing file makes ext4 flush the new file first (blocking the event loop
+    at every check); an empty window (a tumbling one right after its check) writes no rows file.
+    An older checkpoint's single ``meta.json`` still restores."""
+    from vigil_detectors.drift import window as window_mod
+
+    real = os.replace
+
+    def replace(src, dst):
+        assert not os.path.exists(dst), f"rename over {dst}"
+        real(src, dst)
+
+    monkeypatch.setattr(window_mod.os, "replace", replace)
+    rows = np.arange(12, dtype=float).reshape(6, 2)
+    store, win = WindowStore(str(tmp_path), 2), DriftWindow(size=4, n_features=2)
+    store.restore(win)
+    for i in range(3):
+        store.append(rows[2 * i:2 * i + 2], float(i))
+        assert len(win.add(rows[2 * i:2 * i + 2], float(i))) == (i == 1)
+        store.snapshot(win, {"windows": i})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta-3.json", "window-3.log", "window-3.npy"]
+    store.append(rows[:2], 5.0)
+    win.add(rows[:2], 5.0)  # full: checked, empty again
+    store.snapshot(win, {"windows": 4})
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta-4.json", "window-4.log"]
+    again = DriftWindow(size=4, n_features=2)
+    assert WindowStore(str(tmp_path), 2).restore(again)[0] == {"windows": 4} and again.fill == 0
+    monkeypatch.setattr(window_mod.os, "replace", real)
+    # an older version's checkpoint: meta.json naming its generation
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    np.save(legacy / "window-5.npy", rows[:3])
+    meta = {"version": 1, "gen": 5, "nFeatures": 2, "extra": {"windows": 9},
+            "window": {"size": 4, "mode": "tumbling", "fill": 3, "sinceCheck": 3, "seen": 3}}
+    (legacy / "meta.json").write_text(json.dumps(meta))
+    old = DriftWindow(size=4, n_features=2)
+    store3 = WindowStore(str(legacy), 2)
+    assert store3.restore(old)[0] == {"windows": 9} and np.array_equal(old.contents(), rows[:3])
+    store3.snapshot(old, {"windows": 9})
+    store3.close()
+    assert sorted(p.name for p in legacy.iterdir()) == ["meta-6.json", "window-6.log", "window-6.npy"]
 
 
 def test_load_table_formats_and_errors(tmp_path):

@@ -314,3 +314,27 @@ def test_distance_thresholds_rise_for_small_windows_by_the_simulated_noise(name)
     for n in (50, 200):
         scores = np.array([stat.score(mixed(n, rng)[:, :3])[0] for _ in range(1000)])
         assert ((scores >= t[n]).mean(axis=0) <= 0.003).all(), (n, (scores >= t[n]).mean(axis=0), t[n])
+
+
+def test_ks_equals_scipy_with_ties_and_its_p_value_cache_changes_nothing():
+    """The per-feature KS (reference searched once per window value) gives ks_2samp's D bit for
+    bit, ties included, for windows of any size; p-values served from the (D, n) cache equal a
+    fresh `kstwo.sf` to rounding."""
+    from scipy.stats import kstwo
+
+    from vigil_detectors.drift.statistics.ks import KS
+
+    rng = np.random.default_rng(11)
+    ref = np.column_stack([rng.normal(size=3000), np.round(rng.exponential(size=3000), 1), rng.integers(0, 5, 3000)])
+    ks = KS(ref)
+    for t in range(60):
+        n = int(rng.integers(30, 1200)) if t % 2 else 500  # repeated sizes: cache hits
+        x = np.column_stack([rng.normal(0.1 * (t % 3), 1, n), np.round(rng.exponential(size=n), 1),
+                             rng.integers(0, 5, n)])
+        d, p = ks.score(x)
+        want = [ks_2samp(ref[:, j], x[:, j], method="asymp") for j in range(3)]
+        assert d.tolist() == [w.statistic for w in want]
+        m, k = sorted((3000.0, float(n)), reverse=True)
+        np.testing.assert_allclose(p, np.clip(kstwo.sf(d, np.round(m * k / (m + k))), 0, 1), rtol=1e-12, atol=0)
+        np.testing.assert_allclose(p, [w.pvalue for w in want], rtol=1e-9, atol=1e-300)
+    assert 0 < len(ks._p_cache) < 60 * 3  # some windows reused a cached p-value

@@ -135,3 +135,65 @@ def test_failed_load_is_reported_not_fatal():
             assert httpx.get(base + "/healthz").status_code == 200
     finally:
         del Recorder.gate.wait
+
+
+@pytest.mark.parametrize("status, body, headers", [
+    (202, b"", None), (204, b"", None), (429, b'{"error": "x"}', {"retry-after": "1"}),
+    (200, b'{"drift": {}}', {"ce-specversion": "1.0", "ce-id": "e%201", "content-type": "application/json"}),
+])
+def test_answer_sends_what_starlettes_response_sends(status, body, headers):
+    """The hot path's `Answer` skips Starlette's header building; the bytes on the wire must not change."""
+    from fastapi import Response
+
+    from vigil_detectors.frame.app import answer
+
+    want = Response(content=body or None, status_code=status, headers=headers)
+    got = answer(status, body, headers)
+    assert (got.status_code, got.body, got.raw_headers) == (want.status_code, want.body, want.raw_headers)
+    assert dict(got.headers) == dict(want.headers)
+
+
+def test_raw_asgi_body_reading_chunks_limit_and_disconnect():
+    import asyncio
+
+    from vigil.errors import Rejected
+    from vigil_detectors.frame.app import read_asgi_body
+
+    def receiver(*messages):
+        queue = list(messages)
+
+        async def receive():
+            return queue.pop(0)
+        return receive
+
+    run = asyncio.run
+    chunks = [{"type": "http.request", "body": b"ab", "more_body": True},
+              {"type": "http.request", "body": b"cd", "more_body": False}]
+    assert run(read_asgi_body(receiver(*chunks), None, 100)) == b"abcd"
+    assert run(read_asgi_body(receiver({"type": "http.request", "body": b"x"}), "1", 100)) == b"x"
+    assert run(read_asgi_body(receiver({"type": "http.disconnect"}), None, 100)) is None
+    for declared, limit in (("101", 100), (None, 3)):
+        with pytest.raises(Rejected) as exc:
+            run(read_asgi_body(receiver(*chunks), declared, limit))
+        assert exc.value.status == 413 and exc.value.reason == "too_large"
+
+
+def test_chunked_and_token_checked_events_on_the_raw_path(monkeypatch):
+    """``POST /`` served from raw ASGI keeps the edge: a chunked body is read whole, the token is checked."""
+    monkeypatch.setenv("VIGIL_TOKEN", "s3cret")
+    Recorder.gate.set()
+    app = create_detector_app(Recorder, DetectorSettings(feature_names=["a", "b"]))
+    with serve_app(app) as base:
+        wait_until(lambda: httpx.get(base + "/readyz").status_code == 200, what="ready")
+        msg = event({"instances": [[1, 2], [3, 4]]})
+
+        def chunks():
+            yield msg.body[:5]
+            yield msg.body[5:]
+
+        r = httpx.post(base + "/", headers={**msg.headers, "authorization": "Bearer s3cret"}, content=chunks())
+        assert r.status_code == 200 and r.json()["rows"] == 2
+        r = httpx.post(base + "/", headers=msg.headers, content=msg.body)
+        assert r.status_code == 401 and r.json()["reason"] == "unauthorized"
+        assert metric_value(httpx.get(base + "/metrics", headers={"authorization": "Bearer s3cret"}).text,
+                            "vigil_events_rejected_total", reason="unauthorized") == 1

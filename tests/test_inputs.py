@@ -345,3 +345,19 @@ def test_vigil_baseline_reads_category_strings_and_counts_missing_cells(tmp_path
     stats = {f.name: f for f in load_baseline(tmp_path / "bl").statistics.features}
     assert stats["alcohol"].missing_count == 1 and stats["region"].missing_count == 1
     assert stats["ash"].missing_count == 0 and stats["region"].count == 39
+
+
+def test_reference_and_report_read_npy_and_refuse_non_numeric_alike(tmp_path):
+    """`vigil.data.load_npy` is the one reader of a .npy file for the reference (`load_table`) and
+    the report's current data (`load_current`): the same refusal, naming the file, from both."""
+    from vigil.instances import InputSchema
+    from vigil.report.current import load_current
+
+    np.save(tmp_path / "s.npy", np.array(["a", "b"]))
+    np.save(tmp_path / "x.npy", np.arange(4.0).reshape(2, 2))
+    schema = InputSchema(feature_names=("a", "b"))
+    for read in (lambda p: load_table(p, ["a", "b"]), lambda p: load_current(str(p), schema)):
+        with pytest.raises(DataError, match=r"s\.npy: \.npy array has dtype <U1, expected numbers"):
+            read(tmp_path / "s.npy")
+    assert load_table(tmp_path / "x.npy", ["a", "b"]).tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    assert load_current(str(tmp_path / "x.npy"), schema).rows == 2

@@ -214,6 +214,12 @@ def _edit(path: str, value: Any) -> dict:
 _DELETE = object()
 
 
+def _image(detectors: dict, shape: Optional[list] = None) -> dict:
+    doc = _edit("spec.schema", {"shape": shape or [32, 32, 3]})
+    doc["spec"]["detectors"] = {"drift": {"preprocess": {"type": "uae"}}, "outlier": {"type": "vae"}, **detectors}
+    return doc
+
+
 def _edits(changes: dict[str, Any]) -> dict:
     """`_edit` of several paths at once."""
     doc = _base()
@@ -224,6 +230,7 @@ def _edits(changes: dict[str, Any]) -> dict:
             node = node.setdefault(p, {})
         node[last] = value
     return doc
+
 
 CASES = [
     ("valid", _base(), None),
@@ -274,6 +281,16 @@ CASES = [
                                         "imagePullSecrets": [{"name": "r"}]}), None),
     ("pull secret without name", _edit("spec.pod", {"imagePullSecrets": [{}]}), "spec.pod.imagePullSecrets"),
     ("artifacts on https", _edit("spec.storage", {"artifactsUri": "https://h/a"}), "spec.storage.artifactsUri"),
+    # tensors (DESIGN §8): one instance's shape, every dimension at least 1; the explainer fits the schema
+    ("image monitor", _image({"explainer": {"type": "anchor-image"}}), None),
+    ("shape with a zero", _edit("spec.schema", {"shape": [32, 0, 3]}), "spec.schema.shape"),
+    ("empty shape", _edit("spec.schema", {"shape": []}), "spec.schema.shape"),
+    ("shape and featureNames", _edit("spec.schema", {"shape": [4], "featureNames": ["a"]}), "spec.schema"),
+    ("anchor-image on rows", _edit("spec.detectors", {"explainer": {"type": "anchor-image"}}),
+     "spec.detectors.explainer"),
+    ("anchor-image on a 4-d shape", _image({"explainer": {"type": "anchor-image"}}, shape=[2, 32, 32, 3]),
+     "spec.detectors.explainer"),
+    ("anchor-tabular on images", _image({"explainer": {}}), "spec.detectors.explainer"),
 ]
 
 

@@ -435,3 +435,124 @@ async def test_autoscaling_pdb_and_network_policy_under_the_operators_rbac(tmp_p
         await eventually(lambda: not c.objects("HorizontalPodAutoscaler") and not c.objects("PodDisruptionBudget"),
                          what="HPA and PDB deleted")
         assert not c.forbidden(), c.forbidden()
+
+
+# -- an image monitor (DESIGN §8, issue 11) --------------------------------------------------------
+
+SHAPE = [32, 32, 3]
+
+
+def cifar(tmp_path) -> dict:
+    return {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "cifar"},
+            "spec": {"model": {"storageUri": f"file://{tmp_path}/model.joblib", "format": "sklearn", "name": "cifar"},
+                     "schema": {"shape": SHAPE},
+                     "reference": {"storageUri": f"file://{tmp_path}/reference.npy"},
+                     "detectors": {"outlier": {"type": "vae", "latentDim": 16, "epochs": 5},
+                                   "drift": {"pValue": 0.01, "preprocess": {"type": "uae", "encodingDim": 32},
+                                             "window": {"size": 500}},
+                                   "metrics": {"task": "classification", "classes": ["china", "flower"]},
+                                   "explainer": {"type": "anchor-image", "threshold": 0.9, "timeout": "60s"}}}}
+
+
+def _local_env(configmap: dict, tmp_path, urls: dict) -> dict:
+    """A component's env from the operator's ConfigMap, its pod's copies of files and its peers made local."""
+    env = dict(configmap["data"])
+    copies = {resolve(f"file://{tmp_path}/{f}").path: str(tmp_path / f) for f in ("model.joblib", "reference.npy")}
+    env = {k: copies.get(v, v) for k, v in env.items()}
+    if "VIGIL_LOGGER_UPSTREAM" in env:
+        env["VIGIL_LOGGER_UPSTREAM"] = urls["model"]
+        env["VIGIL_LOGGER_SINKS"] = json.dumps([{**s, "url": urls.get(s["name"], "http://127.0.0.1:9")}
+                                                for s in json.loads(env["VIGIL_LOGGER_SINKS"])])
+    return env
+
+
+@pytest.mark.slow
+async def test_image_monitor_is_admitted_rendered_with_its_shape_and_its_status_follows(tmp_path, monkeypatch):
+    """`schema.shape` [32, 32, 3] with the image detector set: the CRD admits it (and its CEL refuses an
+    image explainer on a shape that is not an image), the shape reaches every component that reads
+    instances (ConfigMap env, training Job command lines), and the status goes Training -> Progressing
+    -> components Ready as real model, logger and metrics processes started from those ConfigMaps
+    answer — a wrong image shape through the logger is the model server's 400 naming both shapes."""
+    import concurrent.futures
+
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from tests import imagedata
+    from tests.servers import serve_component
+    from vigil.events import v2_request
+
+    x, y = imagedata.patches(300, seed=3)
+    np.save(tmp_path / "reference.npy", x[:200])
+    joblib.dump(LogisticRegression(max_iter=300).fit(x[:200].reshape(200, -1), y[:200]), tmp_path / "model.joblib")
+    ports = {name: free_port() for name in ("model", "logger", "metrics")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    async with cluster(tmp_path) as c, running_operator(c, monkeypatch, allow_host_path=True,
+                                                        status_urls={f"default/cifar/{n}": u for n, u in urls.items()}):
+        # admission: the CRD's CEL refuses an anchor-image explainer on a 4-d shape, naming the field
+        bad = cifar(tmp_path)
+        bad["spec"]["schema"]["shape"] = [2, *SHAPE]
+        with pytest.raises(AssertionError, match=r"422.*spec\.detectors\.explainer.*anchor-image"):
+            await c.create_monitor(bad)
+        bad["spec"]["schema"]["shape"] = [32, 0, 3]
+        with pytest.raises(AssertionError, match=r"422.*spec\.schema\.shape"):
+            await c.create_monitor(bad)
+        assert c.monitor("cifar") is None
+        created = await c.create_monitor(cifar(tmp_path))
+        assert created["spec"]["schema"]["shape"] == SHAPE
+
+        # rendering: all three trainable detectors train first, each told the shape
+        await eventually(lambda: len(c.objects("Job")) == 3 and c.status("cifar").get("phase"), what="training Jobs")
+        status = c.status("cifar")
+        assert status["phase"] == "Training"
+        assert {k: status["components"][k] for k in ("outlier", "drift", "explainer")} == \
+            {"outlier": "Training", "drift": "Training", "explainer": "Training"}
+        jobs = {n.split("-")[1]: n for n in c.objects("Job")}
+        assert set(jobs) == {"outlier", "drift", "explainer"}
+        for comp, job in jobs.items():
+            assert json.loads(_arg(c.objects("Job")[job], "--shape")) == SHAPE, comp
+        assert json.loads(_arg(c.objects("Job")[jobs["drift"]], "--options"))["preprocess"] == \
+            {"type": "uae", "encodingDim": 32, "seed": 0}
+        assert json.loads(_arg(c.objects("Job")[jobs["explainer"]], "--options"))["type"] == "anchor-image"
+        for job in jobs.values():
+            await c.finish_job(job)
+        await eventually(lambda: len(c.objects("Deployment")) == 6, what="every Deployment once trained")
+        configmaps = c.objects("ConfigMap")
+        for comp in ("model", "outlier", "drift", "explainer"):
+            env = configmaps[f"cifar-{comp}"]["data"]
+            assert json.loads(env[f"VIGIL_{comp.upper()}_SHAPE"]) == SHAPE, comp
+        assert configmaps["cifar-drift"]["data"]["VIGIL_DRIFT_PREPROCESS"] == "uae"
+        assert configmaps["cifar-explainer"]["data"]["VIGIL_EXPLAINER_TYPE"] == "anchor-image"
+
+        # status: trained, rolled out, then the processes' own /status
+        for name in c.objects("Deployment"):
+            await c.rollout(name)
+        await eventually(lambda: c.status("cifar").get("components", {}).get("model") == "Unreachable",
+                         what="rolled out, no process yet")
+        assert c.status("cifar")["phase"] == "Progressing"
+        assert c.status("cifar")["training"] == {"outlier": "Succeeded", "drift": "Succeeded", "explainer": "Succeeded"}
+        managers = {name: serve_component(name, env=_local_env(configmaps[f"cifar-{name}"], tmp_path, urls),
+                                          port=ports[name], timeout=120) for name in ("model", "metrics", "logger")}
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            started = await asyncio.gather(*(loop.run_in_executor(pool, m.__enter__) for m in managers.values()))
+        try:
+            assert started == [urls[n] for n in managers]
+            status = await eventually(lambda: all(c.status("cifar").get("components", {}).get(n) == "Ready"
+                                                  for n in managers) and c.status("cifar"),
+                                      timeout=30, what="model, logger and metrics Ready")
+            # the detectors without a process here stay Unreachable: the monitor is not Ready
+            assert {status["components"][n] for n in ("outlier", "drift", "explainer")} == {"Unreachable"}
+            assert status["phase"] != "Ready"
+            async with httpx.AsyncClient(base_url=urls["logger"], timeout=30) as http:
+                ok = await http.post("/v2/models/cifar/infer", json=v2_request(x[200:210]))
+                assert ok.status_code == 200, ok.text
+                assert ok.json()["outputs"][0]["shape"][0] == 10
+                wrong = await http.post("/v2/models/cifar/infer", json=v2_request(x[200:202, :16, :16]))
+                assert wrong.status_code == 400, wrong.text
+                assert "32, 32, 3" in wrong.text and "16, 16, 3" in wrong.text
+        finally:
+            for m in reversed(list(managers.values())):
+                m.__exit__(None, None, None)
+        assert not c.forbidden(), c.forbidden()

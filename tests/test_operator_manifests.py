@@ -154,6 +154,57 @@ def test_security_context_probes_and_resources():
     assert pod_spec(rendered.deployments["logger"])["containers"][0]["resources"]["limits"] == {"memory": "2Gi"}
 
 
+def test_tensorflow_rows_apply_only_where_tensorflow_loads():
+    """``NAME-tensorflow`` rows of resources.yaml: a TensorFlow model server, drift with UAE
+    preprocessing, explainer training against a TensorFlow model file; the plain rows otherwise."""
+    rows = measured_resources()
+
+    def limits(rendered) -> dict:
+        out = {name: pod_spec(d)["containers"][0]["resources"] for name, d in rendered.deployments.items()}
+        out.update({f"train-{name}": next(c for c in containers(pod_spec(j)) if c["name"] == "train")["resources"]
+                    for name, j in rendered.jobs.items()})
+        return out
+
+    doc = example()
+    del doc["spec"]["model"]["resources"]
+    plain = limits(render(doc)[2])
+    for key in ("model", "drift", "explainer", "outlier", "train-explainer", "train-outlier"):
+        assert plain[key] == rows[key], key
+    doc = {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "cifar", "namespace": "ml"},
+           "spec": {"model": {"storageUri": "pvc://models/cifar/model.keras", "format": "tensorflow", "name": "cifar"},
+                    "schema": {"shape": [32, 32, 3]}, "reference": {"storageUri": "pvc://models/cifar/reference.npy"},
+                    "detectors": {"drift": {"preprocess": {"type": "uae"}},
+                                  "explainer": {"type": "anchor-image"}}}}
+    tf = limits(render(doc)[2])
+    assert tf["model"] == rows["model-tensorflow"] and tf["drift"] == rows["drift-tensorflow"]
+    assert tf["train-explainer"] == rows["train-explainer-tensorflow"]
+    assert tf["explainer"] == rows["explainer"]  # it calls the model server: no TensorFlow of its own
+    # every row: a memory request no larger than its limit
+    for key, row in rows.items():
+        request, limit = (_mib(row[k]["memory"]) for k in ("requests", "limits"))
+        assert 0 < request <= limit, key
+
+
+def test_the_memory_table_of_the_docs_is_resources_yaml():
+    """docs/kubernetes.md's "Memory" table shows exactly the request and limit of each row."""
+    rows = measured_resources()
+    names = {"logger": "logger", "model (scikit-learn)": "model", "outlier (VAE, TensorFlow)": "outlier",
+             "drift": "drift", "metrics": "metrics", "quality": "quality", "explainer": "explainer",
+             "fetch (init containers)": "fetch", "training Job, outlier": "train-outlier",
+             "training Job, explainer": "train-explainer"}
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    table = text[text.index("| container | RSS at ready"):].split("\n\n", 1)[0].splitlines()[2:]
+    seen = {}
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        seen[names[cells[0]]] = (cells[3], cells[4].split()[0])
+    assert seen == {key: (rows[key]["requests"]["memory"], rows[key]["limits"]["memory"]) for key in names.values()}
+
+
+def _mib(quantity: str) -> float:
+    return float(quantity[:-2]) * {"Mi": 1, "Gi": 1024}[quantity[-2:]]
+
+
 def test_objects_carry_the_plan():
     plan, _, rendered = render(example())
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in rendered.all()}
@@ -528,3 +579,97 @@ def test_rbac_covers_every_kind_the_operator_manages_and_no_more():
     for rule in RBAC:  # no wildcards, no secrets, nothing cluster-scoped
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         assert not {"secrets", "namespaces", "customresourcedefinitions", "pods"} & set(rule["resources"])
+
+
+# ----------------------------------------------------------------------------- every pod template, every variant
+
+def _variants() -> dict[str, dict]:
+    """Monitors that shape pods differently: every detector, an endpoint with an explainer to
+    train, capture to a claim with several logger replicas, tensors, remote artifacts."""
+    endpoint = example("endpoint-monitor.yaml")
+    endpoint["spec"]["detectors"]["explainer"] = {"threshold": 0.9}
+    capture = example()
+    capture["spec"]["logger"]["capture"] = {"storageUri": "pvc://captures/iris"}
+    capture["spec"]["logger"]["replicas"] = 2
+    capture["spec"]["detectors"]["quality"] = {}
+    tensors = {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "cifar", "namespace": "ml"},
+               "spec": {"model": {"storageUri": "s3://m/cifar/model.keras", "format": "tensorflow", "name": "cifar"},
+                        "schema": {"shape": [32, 32, 3]}, "reference": {"storageUri": "s3://m/cifar/reference.npy"},
+                        "detectors": {"outlier": {"latentDim": 16}, "drift": {"preprocess": {"type": "uae"}},
+                                      "explainer": {"type": "anchor-image"}}}}
+    return {"iris": example(), "endpoint": endpoint, "capture": capture, "tensors": tensors}
+
+
+def _templates(rendered) -> dict[str, tuple[dict, int]]:
+    """Every pod template (by owner) with the most pods it may run at once."""
+    out = {}
+    for name, dep in rendered.deployments.items():
+        out[f"Deployment/{name}"] = (dep["spec"]["template"], dep["spec"].get("replicas", 2))  # HPA: more than one
+    for name, job in rendered.jobs.items():
+        out[f"Job/{name}"] = (job["spec"]["template"], 1)
+    return out
+
+
+#: Volume types the restricted Pod Security Standard allows.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+@pytest.mark.parametrize("variant", sorted(_variants()))
+def test_every_pod_meets_the_restricted_pod_security_standard(variant):
+    _, _, rendered = render(_variants()[variant])
+    for owner, (template, _) in _templates(rendered).items():
+        spec = template["spec"]
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] != 0, owner
+        assert psc["seccompProfile"]["type"] in ("RuntimeDefault", "Localhost"), owner
+        assert not {"hostNetwork", "hostPID", "hostIPC", "hostUsers"} & set(spec), owner
+        for vol in spec["volumes"]:
+            assert set(vol) - {"name"} <= RESTRICTED_VOLUMES, (owner, vol)
+        for c in containers(spec):
+            csc = c["securityContext"]
+            assert csc["allowPrivilegeEscalation"] is False and not csc.get("privileged"), (owner, c["name"])
+            assert csc["capabilities"]["drop"] == ["ALL"] and not csc["capabilities"].get("add"), (owner, c["name"])
+            assert csc.get("runAsUser", psc["runAsUser"]) != 0 and csc.get("runAsNonRoot", True) is True
+            assert csc["readOnlyRootFilesystem"] is True, (owner, c["name"])
+            assert csc.get("seccompProfile", psc["seccompProfile"])["type"] in ("RuntimeDefault", "Localhost")
+            assert not any("hostPort" in p for p in c.get("ports", [])), (owner, c["name"])
+            assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"], (owner, c["name"])
+
+
+@pytest.mark.parametrize("variant", sorted(_variants()))
+def test_no_read_write_once_claim_in_two_pods(variant):
+    """A ReadWriteOnce claim the operator makes is mounted by one pod template, running at most
+    one pod, replaced by Recreate (a rolling update would start the second pod first)."""
+    _, _, rendered = render(_variants()[variant])
+    modes = {o["metadata"]["name"]: o["spec"]["accessModes"] for o in rendered.objects
+             if o["kind"] == "PersistentVolumeClaim"}
+    users: dict[str, list[str]] = {}
+    for owner, (template, most) in _templates(rendered).items():
+        for vol in template["spec"]["volumes"]:
+            claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim in modes and "ReadWriteOnce" in modes[claim]:
+                users.setdefault(claim, []).append(owner)
+                assert most == 1, (claim, owner)
+                kind, name = owner.split("/")
+                if kind == "Deployment":
+                    assert rendered.deployments[name]["spec"]["strategy"] == {"type": "Recreate"}, owner
+    assert all(len(owners) == 1 for owners in users.values()), users
+    assert users, "every variant has drift, with a state claim of its own"
+
+
+@pytest.mark.parametrize("variant", sorted(_variants()))
+def test_names_and_selectors_do_not_change_with_the_operator_image(variant):
+    """An operator upgrade (another image tag) renames nothing, keeps every immutable selector
+    and every training Job (so nothing retrains); only images and version labels change."""
+    doc = _variants()[variant]
+    _, _, old = render(doc, OperatorConfig(image_tag="0.1.0"))
+    _, _, new = render(doc, OperatorConfig(image_tag="0.2.0", image_registry="registry.example.com/vigil"))
+
+    def shape(rendered) -> dict:
+        return {(o["kind"], o["metadata"]["name"]): (o["spec"].get("selector") if "spec" in o else None)
+                for o in rendered.all()}
+
+    assert shape(old) == shape(new)
+    assert {j["metadata"]["name"] for j in old.jobs.values()} == {j["metadata"]["name"] for j in new.jobs.values()}
+    assert any(c["image"].endswith(":0.2.0") for t, _ in _templates(new).values() for c in containers(t["spec"]))

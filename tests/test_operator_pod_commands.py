@@ -9,9 +9,9 @@ directory, the Service address of the model server replaced by its loopback addr
   model and trained artifact from the claims into each pod's own data volume, and the
   servers start from their ConfigMaps and become ready on what was copied.
 
-It proves the paths line up across init containers, Jobs, ConfigMaps and servers. It is not
-the isolated pod runner of issue 12 item 7 (no private mount namespace, read-only root or
-other uid here).
+It proves the paths line up across init containers, Jobs, ConfigMaps and servers, quickly
+and without isolation; tests/podrunner.py (tests/test_podrunner_e2e.py) runs the same pods
+isolated, from the operator's own objects, end to end.
 """
 
 from __future__ import annotations

@@ -184,6 +184,68 @@ def test_batcher_skips_callers_that_gave_up():
     assert fn.calls == [1, 1]  # the cancelled caller's row was never scored
 
 
+def test_batcher_bounds_its_queue_and_answers_everyone():
+    fn = Recorder(delay=0.01)
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=2, max_delay=0.0, queue_size=3)
+        await b.start()
+        peak = 0
+
+        async def watch():
+            nonlocal peak
+            while True:
+                peak = max(peak, len(b._pending))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        inputs = [np.full((1, 2), float(i)) for i in range(40)]
+        outs = await asyncio.gather(*(b.submit(x) for x in inputs))
+        watcher.cancel()
+        await b.stop()
+        return inputs, outs, peak
+
+    inputs, outs, peak = run(main())
+    for x, (sums, _) in zip(inputs, outs, strict=True):
+        np.testing.assert_array_equal(sums, x.sum(axis=1))
+    assert peak <= 3, peak  # callers beyond the bound waited in submit instead of queueing
+    assert sum(fn.calls) == 40 and max(fn.calls) <= 2
+
+
+def test_recent_rate_keeps_the_last_instances():
+    from vigil_detectors.outlier.detector import RecentRate
+
+    rng = np.random.default_rng(5)
+    rate, reference = RecentRate(50), collections.deque(maxlen=50)
+    for n in rng.integers(0, 120, 200):  # batches smaller and larger than the window
+        flags = rng.integers(0, 2, int(n))
+        rate.add(flags)
+        reference.extend(flags.tolist())
+        assert rate.count == len(reference)
+        assert rate.rate == pytest.approx(sum(reference) / len(reference) if reference else 0.0)
+
+
+def test_observe_many_counts_as_prometheus_observe_does():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from vigil_detectors.outlier.detector import _score_buckets, observe_many
+
+    buckets = _score_buckets(2.0)
+    rng = np.random.default_rng(9)
+    values = np.concatenate([rng.exponential(2.0, 500), buckets[:5], [0.0, 1e6]])  # edges count as in observe
+    ours = Histogram("ours", "", buckets=buckets, registry=CollectorRegistry())
+    theirs = Histogram("theirs", "", buckets=buckets, registry=CollectorRegistry())
+    observe_many(ours, values[:300])
+    observe_many(ours, values[300:])
+    observe_many(ours, np.zeros(0))
+    for v in values.tolist():
+        theirs.observe(v)
+    [a], [b] = ours.collect(), theirs.collect()
+    assert [(s.name[4:], s.labels, s.value) for s in a.samples if not s.name.endswith("_sum")] == \
+        [(s.name[6:], s.labels, s.value) for s in b.samples if not s.name.endswith("_sum")]
+    assert ours._sum.get() == pytest.approx(theirs._sum.get(), rel=1e-12)
+
+
 # -- artifacts ------------------------------------------------------------------------------------
 
 def synthetic(n: int, seed: int) -> np.ndarray:
@@ -239,6 +301,27 @@ def direct(deterministic_artifact):
         return float(od.predict(x)["data"]["instance_score"][0])
 
     return predict
+
+
+def test_compiled_scores_equal_alibi_detects_predict(deterministic_artifact):
+    """`VAEScorer.score` (one tf.function) against alibi-detect's own `OutlierVAE.predict` on the same rows:
+    instance and feature scores to rtol 1e-5 (float32 sums in another order; the deterministic artifact's
+    latent noise is ~3e-7), identical outlier flags, for batch sizes with and without padding."""
+    from vigil_detectors.outlier.scorer import VAEScorer
+
+    scorer = VAEScorer.load(str(deterministic_artifact))
+    rows = synthetic(70, seed=21)
+    rows[::7] += [3, 6, 60, 6]  # outliers among them, so the flags are not all equal
+    x = scorer.prepare(rows)
+    flagged = 0
+    for n in (1, 3, 8, 64, 70):
+        ours, theirs = scorer.score(x[:n]), scorer.score_library(x[:n])
+        np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5, err_msg=f"instance scores, {n} rows")
+        np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5, atol=1e-9, err_msg=f"feature scores, {n} rows")
+        assert ours[1].shape == (n, len(FEATURES))
+        np.testing.assert_array_equal(ours[2], theirs[2])
+        flagged = int(ours[2].sum())
+    assert 0 < flagged < 70
 
 
 def settings(path, **kw):
@@ -314,6 +397,27 @@ def test_concurrent_events_each_get_their_own_score(deterministic_artifact, dire
     batches = metric_value(metrics, "vigil_outlier_batch_size_count")
     assert batches <= len(events) / 2, f"{len(events)} concurrent events took {batches} VAE calls"
     assert metric_value(metrics, "vigil_outlier_instances_total", monitor="m1", namespace="ns") == n_rows
+
+
+def test_an_overflowing_event_among_concurrent_ones_is_a_400_and_not_counted(deterministic_artifact, direct):
+    rows = synthetic(16, seed=8)
+    events = [ce(v2(r[None]), id=f"ok-{i}") for i, r in enumerate(rows)]
+    events.insert(5, ce(v2([[1e300, 0.0, 100.0, 10.0]]), id="huge"))  # overflows float32 once standardized
+    with serve(deterministic_artifact, max_batch_size=64, max_batch_delay_ms=50) as url:
+        wait_ready(url)
+        asyncio.run(send_all(url, events[:2]))  # two at once: the batcher now waits for company
+        replies = asyncio.run(send_all(url, events[2:]))
+        metrics = httpx.get(url + "/metrics").text
+    huge = replies[3]
+    assert huge.status_code == 400 and huge.json()["reason"] == "out_of_range", huge.text
+    others = replies[:3] + replies[4:]
+    for reply, row in zip(others, rows[2:], strict=True):
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose(reply.json()["data"]["instance_score"], [direct(row)], rtol=1e-4)
+    assert metric_value(metrics, "vigil_outlier_batch_size_count") < 10  # the huge row did share batches
+    assert metric_value(metrics, "vigil_outlier_instances_total") == 16
+    assert metric_value(metrics, "vigil_outlier_score_count") == 16
+    assert metric_value(metrics, "vigil_events_rejected_total", reason="out_of_range") == 1
 
 
 def test_batching_off_scores_one_event_per_call(deterministic_artifact, direct):

@@ -63,9 +63,58 @@ def test_unusual_events_give_what_the_sdk_gives(change):
 
 @pytest.mark.parametrize("body", [b"", b"NaN", b'{"instances": [[NaN, 1]]}', b'{"x": ' + b"9" * 400 + b"}",
                                   b'"\\ud800"', b"[1, 2", b"\xff\xfe", b'{"a": 1, "a": 2}', b"1e400",
-                                  b"-9223372036854775809", b"18446744073709551616", b"[1.00000000000000000001]"])
+                                  b"-9223372036854775809", b"18446744073709551616", b"[1.00000000000000000001]",
+                                  b"[12345678901234567890123]", b'{"a": [0.5, -12345678901234567890]}',
+                                  b"1e1234567890123456789", b"[1,9223372036854775808]"])
 def test_bodies_orjson_refuses_or_reads_differently_fall_back_to_the_sdk(body):
     _same(BASE, body)
+
+
+@pytest.mark.parametrize("body", [b'{"inputs": [{"data": [[0.0012345678901234567, -1.23456789012345678901234]]}]}',
+                                  b"[12345678901234567890.5, 12345678901234567890e-3, 1234567890123456789012E2]",
+                                  b"[0.1, 922337203685477580, -922337203685477580]"])
+def test_long_fractions_and_floats_stay_on_the_fast_path_and_equal_the_sdk(body):
+    """Only integer tokens of 19+ digits need the SDK (orjson would make them floats); a float's
+    long digit runs (fraction, mantissa) read the same in both, so they keep the fast path."""
+    assert wire._fast(dict(BASE), body) is not None
+    _same(BASE, body)
+
+
+_digits = st.text("0123456789", min_size=1, max_size=30)
+
+
+@st.composite
+def _number_tokens(draw):
+    """JSON number tokens with long digit runs in every place: integer, fraction, exponent."""
+    sign = draw(st.sampled_from(["", "-"]))
+    whole = draw(_digits).lstrip("0") or "0"
+    frac = "." + draw(_digits) if draw(st.booleans()) else ""
+    exp = draw(st.sampled_from(["e", "E", "e-", "E+"])) + draw(st.text("0123456789", min_size=1, max_size=3)) \
+        if draw(st.booleans()) else ""
+    return sign + whole + frac + exp
+
+
+@settings(max_examples=600, deadline=None, database=None)
+@given(tokens=st.lists(_number_tokens(), min_size=1, max_size=6))
+def test_fuzz_number_tokens_read_as_the_sdk_reads_them_bit_for_bit(tokens):
+    """Fast path or not, every number of a body equals the SDK's (``json``) bit for bit; an
+    integer token of 19+ digits always takes the SDK's path."""
+    body = ("[" + ", ".join(tokens) + "]").encode()
+    got = _same(BASE, body)
+    if got is None:
+        return
+    sdk = json.loads(body)
+    for a, b in zip(got[1], sdk, strict=True):
+        assert type(a) is type(b) and (struct.pack("<d", a) == struct.pack("<d", b) if isinstance(b, float) else a == b)
+    if any("." not in t and "e" not in t.lower() and len(t.lstrip("-")) >= 19 for t in tokens):
+        assert wire._fast(dict(BASE), body) is None
+
+
+@settings(max_examples=800, deadline=None, database=None)
+@given(body=st.one_of(st.lists(_number_tokens(), max_size=6).map(lambda t: ", ".join(t).encode()),
+                      st.text("0123456789.eE-+ ,[]\"ax", max_size=60).map(str.encode)))
+def test_has_long_integer_equals_its_regex_definition(body):
+    assert wire.has_long_integer(body) == bool(wire.LONG_INTEGER.search(body)), body
 
 
 _names = st.sampled_from(["ce-id", "ce-source", "ce-type", "ce-specversion", "ce-time", "ce-subject", "ce-x",

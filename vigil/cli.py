@@ -12,7 +12,9 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vigil import components, logs
 from vigil.plan import DEFAULT_BASE_PORT
@@ -122,14 +124,7 @@ def cmd_status(args) -> int:
         if args.history < 1:
             raise SystemExit("error: --history N needs N >= 1")
         checks = asyncio.run(history(run["components"], args.history))
-        if args.output == "json":
-            print(json.dumps(checks, indent=2))
-        elif args.output == "yaml":
-            import yaml
-
-            print(yaml.safe_dump(checks, sort_keys=False), end="")
-        else:
-            print(format_history(checks))
+        _print(checks, args.output, format_history)
         return 0
     status = {"monitor": run.get("monitor"), "namespace": run.get("namespace"),
               **summarize(asyncio.run(poll(run["components"])), run["endpoints"])}
@@ -141,15 +136,20 @@ def cmd_status(args) -> int:
         status["lastExit"] = run["lastExit"]
     if run.get("transport"):
         status["transport"] = run["transport"]
-    if args.output == "json":
-        print(json.dumps(status, indent=2))
-    elif args.output == "yaml":
+    _print(status, args.output, format_table)
+    return 0 if status["phase"] == "Ready" else 3
+
+
+def _print(doc: Any, output: str, as_text: Callable[[Any], str]) -> None:
+    """`doc` as ``--output`` asks: json, yaml, or text (`as_text`)."""
+    if output == "json":
+        print(json.dumps(doc, indent=2))
+    elif output == "yaml":
         import yaml
 
-        print(yaml.safe_dump(status, sort_keys=False), end="")
+        print(yaml.safe_dump(doc, sort_keys=False), end="")
     else:
-        print(format_table(status))
-    return 0 if status["phase"] == "Ready" else 3
+        print(as_text(doc))
 
 
 def cmd_train(args) -> int:

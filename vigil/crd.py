@@ -27,7 +27,16 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel
 
-from vigil.spec import API_GROUP, API_VERSION, KIND, STORAGE_SCHEMES, Metadata, ModelMonitorSpec
+from vigil.spec import (
+    API_GROUP,
+    API_VERSION,
+    IMAGE_EXPLAINER_SHAPE,
+    KIND,
+    STORAGE_SCHEMES,
+    TABULAR_EXPLAINER_SHAPE,
+    Metadata,
+    ModelMonitorSpec,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE_NAME = f"modelmonitors.{API_GROUP}.yaml"
@@ -79,6 +88,18 @@ VALIDATIONS: dict[str, list[dict[str, str]]] = {
                  "(!has(self.detectors.explainer) || has(self.detectors.explainer.storageUri)))"),
         "message": "reference.storageUri is required to train a detector that has no storageUri",
         "fieldPath": ".reference",
+    }, {
+        "rule": ("!has(self.detectors) || !has(self.detectors.explainer) || !has(self.detectors.explainer.type) || "
+                 "self.detectors.explainer.type != 'anchor-image' || "
+                 "(has(self.schema.shape) && size(self.schema.shape) in [2, 3])"),
+        "message": IMAGE_EXPLAINER_SHAPE,
+        "fieldPath": ".detectors.explainer",
+    }, {
+        "rule": ("!has(self.detectors) || !has(self.detectors.explainer) || "
+                 "(has(self.detectors.explainer.type) && self.detectors.explainer.type == 'anchor-image') || "
+                 "!has(self.schema.shape)"),
+        "message": TABULAR_EXPLAINER_SHAPE,
+        "fieldPath": ".detectors.explainer",
     }, {
         "rule": ("!has(self.detectors) || !has(self.detectors.metrics) || !has(self.detectors.metrics.replicas) || "
                  "self.detectors.metrics.replicas <= 1 || (has(self.transport) && has(self.transport.type) && "

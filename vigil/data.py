@@ -69,6 +69,26 @@ def _local(path: Union[str, os.PathLike]) -> Path:
     return Path(text)
 
 
+def load_npy(path: Path) -> np.ndarray:
+    """A .npy file of numbers (never unpickled); a `DataError` names the file otherwise."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a numeric .npy array ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{path}: .npy array has dtype {arr.dtype}, expected numbers")
+    return arr
+
+
+def require_parquet(path: Path) -> None:
+    """Parquet is read by pandas with pyarrow, imported only when a Parquet file is read."""
+    try:
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401  (pandas' parquet engine)
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pandas and pyarrow (pip install pyarrow)") from None
+
+
 def _check(arr: np.ndarray, path: Path, names: Optional[Sequence[str]], missing: str = "raise") -> np.ndarray:
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
@@ -280,12 +300,7 @@ def load_table(path: Union[str, os.PathLike], feature_names: Optional[Sequence[s
     lower = p.name.lower()
     try:
         if lower.endswith(_NPY):
-            try:
-                arr = np.load(p, allow_pickle=False)
-            except ValueError as exc:
-                raise DataError(f"{p}: not a numeric .npy array ({exc})") from None
-            if arr.dtype.kind not in "biuf":
-                raise DataError(f"{p}: .npy array has dtype {arr.dtype}, expected numbers")
+            arr = load_npy(p)
             if shape is not None:
                 return _check_tensors(arr, p, shape)
             arr = arr.astype(np.float64, copy=False)
@@ -294,10 +309,7 @@ def load_table(path: Union[str, os.PathLike], feature_names: Optional[Sequence[s
             raise DataError(f"{p}: reference data for a shape {list(shape)} (tensor) schema must be a .npy "
                             f"array of shape [n, {', '.join(map(str, shape))}]")
         if lower.endswith(_PARQUET):
-            try:
-                import pyarrow  # noqa: F401  (pandas' parquet engine, imported only here)
-            except ImportError:
-                raise DataError(f"{p}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+            require_parquet(p)
             import pandas as pd
 
             return _check(_categories(_select(pd.read_parquet(p), p, names, text), p, schema), p, names, missing)

@@ -96,38 +96,54 @@ def prepare(workdir: Path, say: Callable[[str], None]) -> tuple[Path, Traffic]:
     return path, traffic
 
 
-def progress(label: str, done: int, total: int) -> None:
-    """A progress bar on a terminal; a line per quarter when output goes to a file or pipe."""
+def progress(label: str, done: int, total: int, step: int = ROWS_PER_REQUEST) -> None:
+    """A progress bar on a terminal; a line per quarter when output goes to a file or pipe (`step`: rows per
+    update)."""
     width = 30
     filled = int(width * done / total)
     line = f"  {label:<12} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
     if sys.stderr.isatty():
         sys.stderr.write("\r" + line + ("\n" if done == total else ""))
-    elif done == total or (done * 4 // total) != ((done - ROWS_PER_REQUEST) * 4 // total):
+    elif done == total or (done * 4 // total) != ((done - step) * 4 // total):
         sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
 
+def local_stack(monitor_path: Path, workdir: Path, base_port: int, say: Callable[[str], None]):
+    """The monitor at `monitor_path` as `vigil up` runs it: (monitor, plan, placement, LocalStack), not started."""
+    from vigil.local import LocalStack, local_plan
+    from vigil.spec import load_monitor
+
+    monitor = load_monitor(monitor_path)
+    plan, placement = local_plan(monitor, workdir, workdir / ".vigil" / monitor.name, base_port)
+    return monitor, plan, placement, LocalStack(plan, placement, say=say)
+
+
 class DemoClient:
-    def __init__(self, urls: dict[str, str], model_name: str):
+    """Traffic through the request logger (V2 requests, each followed by its ground-truth feedback) and the
+    components' ``/status``."""
+
+    def __init__(self, urls: dict[str, str], model_name: str, per_request: int = ROWS_PER_REQUEST,
+                 timeout: float = 30.0):
         import httpx
 
         self.urls = urls
-        self.http = httpx.Client(timeout=30.0)
+        self.per_request = per_request
+        self.http = httpx.Client(timeout=timeout)
         self.infer = f"{urls['logger']}/v2/models/{model_name}/infer"
 
     def send(self, label: str, rows: np.ndarray, truth: np.ndarray) -> np.ndarray:
         predictions = []
-        for start in range(0, len(rows), ROWS_PER_REQUEST):
-            batch = rows[start:start + ROWS_PER_REQUEST]
+        for start in range(0, len(rows), self.per_request):
+            batch = rows[start:start + self.per_request]
             r = self.http.post(self.infer, json=v2_request(batch))
             r.raise_for_status()
             predictions.extend(r.json()["outputs"][0]["data"])
             fb = self.http.post(f"{self.urls['logger']}/feedback",
-                                json={"truth": truth[start:start + ROWS_PER_REQUEST].tolist()},
+                                json={"truth": truth[start:start + self.per_request].tolist()},
                                 headers={"x-inference-id": r.headers["x-inference-id"]})
             fb.raise_for_status()
-            progress(label, min(start + ROWS_PER_REQUEST, len(rows)), len(rows))
+            progress(label, min(start + self.per_request, len(rows)), len(rows), self.per_request)
         return np.asarray(predictions)
 
     def status(self, component: str) -> dict:
@@ -215,15 +231,12 @@ def report_hint(workdir: Path, monitor_path: Path, rows: np.ndarray, say: Callab
 
 
 def run_demo(base_port: int, workdir: Path, keep_running: bool = False, say: Callable[[str], None] = print) -> int:
-    from vigil.local import LocalError, LocalStack, local_plan
-    from vigil.spec import load_monitor
+    from vigil.local import LocalError
 
     started = time.monotonic()
     say("Vigil demo — 1/4 preparing model, reference data and monitor")
     monitor_path, traffic = prepare(workdir, say)
-    monitor = load_monitor(monitor_path)
-    plan, placement = local_plan(monitor, workdir, workdir / ".vigil" / monitor.name, base_port)
-    stack = LocalStack(plan, placement, say=say)
+    monitor, plan, placement, stack = local_stack(monitor_path, workdir, base_port, say)
     try:
         say("2/4 training detectors from reference data")
         stack.train()

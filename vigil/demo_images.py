@@ -1,20 +1,26 @@
 """`vigil demo --images`: the CIFAR-10 walkthrough on images that ship with scikit-learn (DESIGN §6, §8).
 
-Cuts 32×32×3 patches from scikit-learn's two sample photos (`vigil.imagedata`), trains a small Keras
-CNN that tells which photo a patch comes from, writes a tensor `ModelMonitor` (``schema.shape``) with a
-convolutional VAE outlier detector, KS drift through an untrained autoencoder (``preprocess: uae``) and
-the metrics service, runs it with the local backend as `vigil up` would, and sends one drift window of
-traffic per phase through the request logger with ground-truth feedback: clean patches, then each of
-the four corruptions of alibi-detect's CIFAR-10 example (gaussian noise, motion blur, brightness,
-pixelate, at CIFAR-10-C severity 5), then strong noise (outliers). After each phase it prints the drift
-verdict, the outlier rate and the accuracy; then one anchor-image explanation, saved as ``anchor.png``.
-It succeeds when clean traffic shows no drift and every corruption does.
+Cuts textured 32×32×3 patches from scikit-learn's two sample photos (`vigil.imagedata`), trains a
+small Keras CNN that tells which photo a patch comes from, writes a tensor `ModelMonitor`
+(``schema.shape``) with a convolutional VAE outlier detector, KS drift through an untrained
+autoencoder (``preprocess: uae``), the metrics service and an anchor-image explainer, runs it with the
+local backend as `vigil up` would (`vigil.demo.local_stack`), and sends one drift window of traffic per
+phase through the request logger with ground-truth feedback (`vigil.demo.DemoClient`): clean patches,
+then each of the four corruptions of alibi-detect's CIFAR-10 example at the strengths in `CORRUPTIONS`
+(CIFAR-10-C severity 5 for noise, blur and brightness; pixelation stronger than CIFAR-10-C's strongest,
+which KS on the UAE encodings of these patches does not tell from clean ones), then strong noise
+(outliers). After each phase it prints the drift verdict (the detector's own Bonferroni-adjusted
+p-value), the outlier rate and the accuracy; then an anchor-image explanation of one clean patch,
+saved as ``anchor.png`` (the patch with its anchor superpixels outlined, the rest dimmed). It
+succeeds when clean traffic shows no drift, every corruption does, most strong-noise images are
+outliers and the anchor holds at least one superpixel.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +28,20 @@ import numpy as np
 from vigil import imagedata
 from vigil.events import v2_request
 
-WINDOW = 200  # drift window, in images: one window per phase
+WINDOW = 500  # drift window, in images: one window per phase (200 is too few to see CIFAR-10-C noise here)
+REFERENCE = 1000
 PER_REQUEST = 20
-SEVERITY = 5
+STRONG_NOISE = 1.0  # σ of the outlier phase's noise
+OUTLIER_RATE = 0.9  # the share of strong-noise images the demo expects flagged
+
+#: phase name -> (what is done, the corruption)
+CORRUPTIONS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "gaussian_noise": ("CIFAR-10-C severity 5: σ 0.10", partial(imagedata.gaussian_noise, severity=5, seed=1)),
+    "motion_blur": ("CIFAR-10-C severity 5: an 11-pixel line", partial(imagedata.motion_blur, severity=5, seed=2)),
+    "brightness": ("CIFAR-10-C severity 5: HSV value +0.3", partial(imagedata.brightness, severity=5)),
+    "pixelate": ("factor 0.25, shown at 8×8; CIFAR-10-C's strongest, 0.65, is not detectable on these patches",
+                 partial(imagedata.pixelate, factor=0.25)),
+}
 
 
 def monitor_yaml(name: str) -> str:
@@ -44,8 +61,8 @@ spec:
     storageUri: reference.npy
   detectors:
     outlier: {{type: vae, latentDim: 16, epochs: 5, thresholdPercentile: 95}}
-    # pValue 0.01: the demo tests six windows, and at 0.05 per window one clean window in twenty
-    # is a false alarm (alibi-detect's KSDrift on the same UAE encodings agrees)
+    # pValue 0.01 (Bonferroni over the 32 encoded dimensions): the demo tests six windows, and at 0.05 per
+    # window one clean window in twenty is a false alarm
     drift: {{type: ks, pValue: 0.01, correction: bonferroni, preprocess: {{type: uae, encodingDim: 32}},
             window: {{size: {WINDOW}, mode: tumbling, maxAge: 10m}}}}
     metrics: {{task: classification, classes: [{", ".join(imagedata.CLASSES)}], window: {WINDOW}}}
@@ -56,116 +73,122 @@ spec:
 def prepare(workdir: Path, say: Callable[[str], None]) -> Path:
     """Classifier, reference images and monitor file in `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
-    x, y = imagedata.patches(1600, seed=0)
+    x, y = imagedata.patches(1600, seed=0, textured=True)
     started = time.monotonic()
     imagedata.train_classifier(x[:1000], y[:1000], workdir / "model.h5", epochs=3)
     say(f"• model: a small Keras CNN telling the two photos apart, trained in {time.monotonic() - started:.0f}s "
         "→ model.h5")
-    np.save(workdir / "reference.npy", x[600:])
-    say("• reference: 1000 clean 32×32×3 patches → reference.npy")
+    np.save(workdir / "reference.npy", x[-REFERENCE:])
+    say(f"• reference: {REFERENCE} clean textured 32×32×3 patches → reference.npy")
     path = workdir / "monitor.yaml"
     path.write_text(monitor_yaml("cifar-demo"))
     say(f"• monitor: {path}")
     return path
 
 
-def _phases() -> list[tuple[str, np.ndarray, np.ndarray]]:
+def phases() -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(name, what was done, images, labels): a clean window, one window per corruption, strong noise."""
     out = []
-    for i, name in enumerate(("clean", *imagedata.CORRUPTIONS)):
-        x, y = imagedata.patches(WINDOW, seed=100 + i)
-        if name != "clean":
-            x = imagedata.CORRUPTIONS[name](x, SEVERITY, seed=i)
-        out.append((name, x, y))
-    x, y = imagedata.patches(50, seed=99)
-    noise = np.clip(x + np.random.default_rng(7).normal(0.0, 1.0, x.shape), 0, 1).astype(np.float32)
-    out.append(("strong noise", noise, y))
+    for i, name in enumerate(("clean", *CORRUPTIONS)):
+        x, y = imagedata.patches(WINDOW, seed=100 + i, textured=True)
+        what = "patches from other places of the photos"
+        if name in CORRUPTIONS:
+            what, corrupt = CORRUPTIONS[name]
+            x = corrupt(x)
+        out.append((name, what, x, y))
+    x, y = imagedata.patches(50, seed=99, textured=True)
+    noise = np.clip(x + np.random.default_rng(7).normal(0.0, STRONG_NOISE, x.shape), 0, 1).astype(np.float32)
+    out.append(("strong_noise", f"σ {STRONG_NOISE} (outliers; part of a window)", noise, y))
     return out
 
 
-def explain(http, url: str, workdir: Path, say: Callable[[str], None]) -> None:
-    """One anchor-image explanation of a clean patch, saved as a PNG (the anchor superpixels highlighted)."""
+def explain(client, url: str, workdir: Path, say: Callable[[str], None]) -> bool:
+    """An anchor-image explanation of one clean patch, saved as ``anchor.png``; True when the anchor holds a
+    superpixel."""
     from vigil_detectors.explainer.imageplot import save_anchor_png
 
-    x, _ = imagedata.patches(1, seed=77)
-    say("\n Explaining one prediction (AnchorImage over slic superpixels, the model called as a black box):")
-    r = http.post(f"{url}/explain", json=v2_request(np.round(x, 4)), timeout=180)
+    x, y = imagedata.patches(20, seed=77, textured=True)  # a small clean sample; its first patch is explained
+    image = x[0]
+    say("\n Explaining one prediction (AnchorImage over slic superpixels, perturbed ones showing reference "
+        "images; the model called as a black box):")
+    r = client.http.post(f"{url}/explain", json=v2_request(np.round(image[None], 4)), timeout=180)
     if r.status_code != 200:
-        say(f"  explainer answered {r.status_code}: {r.text[:200]}")
-        return
+        say(f"  the explainer answered {r.status_code}: {r.text[:200]}")
+        return False
     e = r.json()
-    png = save_anchor_png(x[0], np.asarray(e["segments"]), e["anchor"], workdir / "anchor.png")
-    say(f"  anchor: segments {e['anchor']} (precision {e['precision']:.2f}, coverage {e['coverage']:.2f}) → {png}")
+    png = save_anchor_png(image, np.asarray(e["segments"]), e["anchor"], workdir / "anchor.png")
+    because = (f"superpixels {e['anchor']} of {e['segmentCount']}" if e["anchor"] else
+               f"no superpixel of {e['segmentCount']} (an empty anchor: the answer holds whatever they show)")
+    say(f"  a {imagedata.CLASSES[int(y[0])]} patch → {imagedata.CLASSES[int(e['prediction'])]} because of {because}"
+        f"  (precision {e['precision']:.2f}, coverage {e['coverage']:.2f}, {e['durationSeconds']:.1f}s, "
+        f"{e['modelCalls']} model calls)")
+    say(f"  anchor image: {png}")
+    return bool(e["anchor"])
 
 
 def run_image_demo(base_port: int, workdir: Path, keep_running: bool = False,
                    say: Callable[[str], None] = print) -> int:
     import httpx
 
-    from vigil.local import LocalError, LocalStack, local_plan
-    from vigil.spec import load_monitor
+    from vigil.demo import DemoClient, local_stack
+    from vigil.local import LocalError
 
     started = time.monotonic()
     say("Vigil image demo — 1/4 preparing a Keras image classifier, reference images and monitor")
     monitor_path = prepare(workdir, say)
-    monitor = load_monitor(monitor_path)
-    plan, placement = local_plan(monitor, workdir, workdir / ".vigil" / monitor.name, base_port)
-    stack = LocalStack(plan, placement, say=say)
+    monitor, _, placement, stack = local_stack(monitor_path, workdir, base_port, say)
     try:
-        say("2/4 training the convolutional VAE and the UAE drift detector from the reference images")
+        say("2/4 training the convolutional VAE, the UAE drift detector and the anchor explainer")
         stack.train()
         say("3/4 starting the stack on 127.0.0.1 (model, logger, outlier, drift, metrics, explainer)")
         stack.start(timeout=300)
-        urls = stack.component_urls()
-        http = httpx.Client(timeout=120.0)
-        infer = f"{urls['logger']}/v2/models/{monitor.model_name}/infer"
-
-        def status(component: str) -> dict:
-            return http.get(f"{urls[component]}/status").json()
-
+        client = DemoClient(stack.component_urls(), monitor.model_name, per_request=PER_REQUEST, timeout=120.0)
         say(f"4/4 sending {WINDOW} images per phase through the request logger, with ground-truth feedback")
         verdicts: dict[str, bool] = {}
+        noise_rate = 0.0
         seen = flagged = windows = 0
-        for name, x, y in _phases():
-            for i in range(0, len(x), PER_REQUEST):
-                r = http.post(infer, json=v2_request(np.round(x[i:i + PER_REQUEST], 4)))
-                r.raise_for_status()
-                http.post(f"{urls['logger']}/feedback", json={"truth": y[i:i + PER_REQUEST].tolist()},
-                          headers={"x-inference-id": r.headers["x-inference-id"]}).raise_for_status()
+        for name, what, x, y in phases():
+            client.send(name, np.round(x, 4), y)
             deadline = time.monotonic() + 180
             full = len(x) >= WINDOW
             while time.monotonic() < deadline:
-                out, drift = status("outlier")["outliers"], status("drift")["drift"]
+                out, drift = client.status("outlier")["outliers"], client.status("drift")["drift"]
                 if (out["seen"] >= seen + len(x) and (not full or drift["windows"] > windows)
-                        and status("logger")["logger"]["queueDepth"] == 0):
+                        and client.status("logger")["logger"]["queueDepth"] == 0):
                     break
                 time.sleep(0.3)
             else:
                 raise TimeoutError(f"the detectors did not see the '{name}' phase in time; logs in {stack.logs}")
-            acc = status("metrics")["metrics"].get("accuracy")
+            acc = client.status("metrics")["metrics"].get("accuracy")
             rate = (out["outliers"] - flagged) / max(out["seen"] - seen, 1)
             line = f"  {name:<15}"
             if full:
                 verdicts[name] = bool(drift["detected"])
                 line += f" drift {'DETECTED' if drift['detected'] else 'none    '} (p {drift.get('pValue') or 0:.2g})"
             else:
-                line += " drift (part of a window, not tested)"
+                line += " drift not tested     "
+                noise_rate = rate
             line += f"  outliers {rate:6.1%}"
             line += f"  accuracy {acc:.3f}" if acc is not None else ""
-            say(line)
+            say(line + f"   [{what}]")
             seen, flagged, windows = out["seen"], out["outliers"], drift["windows"]
-        explain(http, placement.url("explainer"), workdir, say)
-        corrupted = [n for n in verdicts if n != "clean"]
-        ok = not verdicts["clean"] and all(verdicts[n] for n in corrupted)
-        say("\nResult: " + ("no drift on clean images, drift on each corruption" if ok else
-                            "UNEXPECTED: " + ", ".join(f"{n}: {'drift' if v else 'no drift'}"
-                                                       for n, v in verdicts.items())))
+        say(f"  (drift: p is the smallest p-value over the 32 encoded dimensions, Bonferroni-adjusted; drift when "
+            f"below 0.01. Accuracy: over the last {WINDOW} images with feedback)")
+        anchored = explain(client, placement.url("explainer"), workdir, say)
+        problems = [f"{n}: {'drift' if v else 'no drift'}" for n, v in verdicts.items() if v != (n != "clean")]
+        if noise_rate < OUTLIER_RATE:
+            problems.append(f"strong noise: {noise_rate:.0%} outliers (expected ≥ {OUTLIER_RATE:.0%})")
+        if not anchored:
+            problems.append("the anchor explanation holds no superpixel")
+        say("\nResult: " + ("no drift on clean images, drift on each corruption, strong noise flagged as outliers, "
+                            "an anchor of superpixels" if not problems else "UNEXPECTED: " + "; ".join(problems)))
         say(f"Done in {time.monotonic() - started:.0f}s. Work dir: {workdir}")
         if keep_running:
             say("The stack keeps running (Ctrl-C stops it):")
-            for name, url in urls.items():
+            for name, url in client.urls.items():
                 say(f"  {name:<10} {url}/metrics    {url}/status")
             stack.wait()
-        return 0 if ok else 1
+        return 0 if not problems else 1
     except (LocalError, TimeoutError, httpx.HTTPError) as exc:
         say(f"error: {exc}")
         return 1

@@ -176,7 +176,11 @@ class Edge:
 
     def check_auth(self, request: Request) -> None:
         """Raise `Unauthorized` when a token is configured and `request` does not carry it."""
-        if not self.auth.allows(request.headers.get("authorization")):
+        self.check_authorization(request.headers.get("authorization"))
+
+    def check_authorization(self, header: Optional[str]) -> None:
+        """Raise `Unauthorized` when a token is configured and the Authorization `header` is not it."""
+        if not self.auth.allows(header):
             raise Unauthorized(UNAUTHORIZED, self.auth.MESSAGE)
 
     def accepted(self, skipped: Optional[tuple[str, str]] = None) -> None:

@@ -91,9 +91,8 @@ def _numeric(data: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _shaped(arr: np.ndarray, tensor: dict, what: str) -> np.ndarray:
-    """`arr` (a V2 tensor's data) reshaped to the tensor's ``shape``, when it has one."""
-    shape = tensor.get("shape")
+def v2_reshape(arr: np.ndarray, shape: Any, what: str) -> np.ndarray:
+    """A V2 tensor's data `arr` reshaped to the tensor's ``shape`` (None: as it is); a 400 if it does not fit."""
     if shape is None:
         return arr
     try:
@@ -108,7 +107,7 @@ def _v2_tensor(tensor: dict, what: str) -> np.ndarray:
     datatype = str(tensor.get("datatype", "FP64")).upper()
     if datatype not in NUMERIC_DATATYPES:
         raise PayloadError("non_numeric", f"V2 datatype {datatype!r} is not numeric")
-    return _shaped(_numeric(tensor["data"], f"V2 {what} data"), tensor, what)
+    return v2_reshape(_numeric(tensor["data"], f"V2 {what} data"), tensor.get("shape"), what)
 
 
 def label_array(value: Any, what: str) -> np.ndarray:
@@ -126,10 +125,11 @@ def label_array(value: Any, what: str) -> np.ndarray:
     return arr.reshape(1) if arr.ndim == 0 else arr
 
 
-def _v2_outputs(outputs: Any, what: str) -> list[dict]:
-    if not isinstance(outputs, list) or not outputs or not all(isinstance(t, dict) for t in outputs):
-        raise PayloadError("bad_body", f"{what}: 'outputs' must be a non-empty list of V2 tensors")
-    return outputs
+def v2_tensors(tensors: Any, key: str, what: str) -> list[dict]:
+    """A V2 body's ``inputs`` or ``outputs`` (named by `key`): a non-empty list of tensor objects, else a 400."""
+    if not isinstance(tensors, list) or not tensors or not all(isinstance(t, dict) for t in tensors):
+        raise PayloadError("bad_body", f"{what}: '{key}' must be a non-empty list of V2 tensors")
+    return tensors
 
 
 def _v2_values(tensor: dict, what: str) -> np.ndarray:
@@ -138,20 +138,20 @@ def _v2_values(tensor: dict, what: str) -> np.ndarray:
     arr = label_array(tensor["data"], f"V2 {what} data")
     if str(tensor.get("datatype", "")).upper() == "BYTES" and arr.dtype.kind != "U":
         arr = arr.astype(str)
-    return _shaped(arr, tensor, what)
+    return v2_reshape(arr, tensor.get("shape"), what)
 
 
 def v2_output(outputs: Any, what: str) -> np.ndarray:
     """The values (`label_array`; a ``BYTES`` tensor's as names) of the V2 output tensor named
     ``predict`` in a response's ``outputs`` (else of the first one), reshaped to its ``shape``:
     how drift (prediction drift) and metrics read a model's answers."""
-    tensors = _v2_outputs(outputs, what)
+    tensors = v2_tensors(outputs, "outputs", what)
     return _v2_values(next((t for t in tensors if t.get("name") == "predict"), tensors[0]), what)
 
 
 def v2_named_output(outputs: Any, name: str, what: str) -> Optional[np.ndarray]:
     """Like `v2_output`, of the tensor called `name` (``predict_proba``), or None if there is none."""
-    tensor = next((t for t in _v2_outputs(outputs, what) if t.get("name") == name), None)
+    tensor = next((t for t in v2_tensors(outputs, "outputs", what) if t.get("name") == name), None)
     return None if tensor is None else _v2_values(tensor, what)
 
 
@@ -180,10 +180,7 @@ def decode_instances(body: Any, n_features: Optional[int] = None,
     if not isinstance(body, dict):
         raise PayloadError("bad_body", "body must be a JSON object with 'inputs' (V2) or 'instances' (V1)")
     if "inputs" in body:
-        inputs = body["inputs"]
-        if not isinstance(inputs, list) or not inputs:
-            raise PayloadError("bad_body", "'inputs' must be a non-empty list of tensors")
-        tensors = [_v2_tensor(t, "input") for t in inputs]
+        tensors = [_v2_tensor(t, "input") for t in v2_tensors(body["inputs"], "inputs", "request")]
         if shape is not None and len(tensors) != 1:
             raise PayloadError("bad_shape", f"a tensor monitor (instance shape {list(shape)}) takes one V2 input "
                                             f"tensor, got {len(tensors)}")
@@ -216,10 +213,7 @@ def decode_outputs(body: Any) -> np.ndarray:
     if not isinstance(body, dict):
         raise PayloadError("bad_body", "response body must be a JSON object")
     if "outputs" in body:
-        outputs = body["outputs"]
-        if not isinstance(outputs, list) or not outputs:
-            raise PayloadError("bad_body", "'outputs' must be a non-empty list of tensors")
-        arr = _v2_tensor(outputs[0], "output")
+        arr = _v2_tensor(v2_tensors(body["outputs"], "outputs", "response")[0], "output")
     elif "predictions" in body:
         arr = _numeric(body["predictions"], "predictions")
     elif "data" in body and isinstance(body["data"], dict) and "ndarray" in body["data"]:

@@ -3,11 +3,17 @@
 - `patches(n, seed)`: 32×32×3 patches (float32 in [0, 1]) cut at random places from the two
   colour photos scikit-learn ships (`sklearn.datasets.load_sample_images`: a temple in China and a
   flower), labelled by the photo they come from (`CLASSES`). Patches from the same photos at other
-  random places are the same distribution: clean traffic.
+  random places are the same distribution: clean traffic. ``textured=True`` keeps only patches that
+  hold detail (mean absolute horizontal gradient above the median over all positions: objects and
+  foliage, not sky or bokeh — what a CIFAR image is like; a 32×32 crop of flat sky stays the same
+  under blur or pixelation, so drift on such crops cannot be seen). The image demo and the image
+  drift tests use textured patches.
 - The four corruptions of alibi-detect's CIFAR-10 examples (CIFAR-10-C, Hendrycks & Dietterich), at
   severity 1..5, with NumPy/SciPy/scikit-image: `gaussian_noise`, `motion_blur`, `brightness`,
   `pixelate` (`CORRUPTIONS` maps their names to them). Severities follow CIFAR-10-C's tables; motion
-  blur is a line kernel (SciPy) instead of ImageMagick's.
+  blur is a line kernel (SciPy) instead of ImageMagick's. `pixelate` also takes an explicit
+  ``factor`` beyond the table (CIFAR-10-C's strongest, 0.65, is not detectable on these patches:
+  the image demo uses 0.25).
 - `train_classifier(x, y, path)`: a small Keras CNN for that task, saved where the model server
   loads it (``.h5``/``.keras`` file or a SavedModel directory). TensorFlow is imported only there.
 """
@@ -19,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -34,9 +40,7 @@ def _photos() -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(img, dtype=np.float32) / 255.0 for img in load_sample_images().images)
 
 
-def patches(n: int, seed: int = 0, size: int = SHAPE[0]) -> tuple[np.ndarray, np.ndarray]:
-    """`n` random size×size×3 patches and their labels (index into `CLASSES`), reproducible by `seed`."""
-    rng = np.random.default_rng(seed)
+def _cut(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     photos = _photos()
     y = rng.integers(0, len(photos), n)
     x = np.empty((n, size, size, 3), dtype=np.float32)
@@ -46,6 +50,34 @@ def patches(n: int, seed: int = 0, size: int = SHAPE[0]) -> tuple[np.ndarray, np
         c = rng.integers(0, img.shape[1] - size + 1)
         x[i] = img[r:r + size, c:c + size]
     return x, y.astype(np.int64)
+
+
+def detail(x: np.ndarray) -> np.ndarray:
+    """Per image: the mean absolute difference between horizontally adjacent pixels."""
+    return np.abs(np.diff(x, axis=2)).mean(axis=(1, 2, 3))
+
+
+@cache
+def _median_detail(size: int) -> float:
+    return float(np.median(detail(_cut(np.random.default_rng(12345), 4000, size)[0])))
+
+
+def patches(n: int, seed: Union[int, np.random.Generator] = 0, size: int = SHAPE[0],
+            textured: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`n` random size×size×3 patches and their labels (index into `CLASSES`), reproducible by `seed`
+    (or drawn from a Generator); ``textured``: only patches whose `detail` is above the median."""
+    rng = np.random.default_rng(seed)
+    if not textured:
+        return _cut(rng, n, size)
+    floor = _median_detail(size)
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    while sum(len(i) for i in images) < n:
+        x, y = _cut(rng, 2 * n, size)
+        keep = detail(x) > floor
+        images.append(x[keep])
+        labels.append(y[keep])
+    return np.concatenate(images)[:n], np.concatenate(labels)[:n]
 
 
 def _severity(table: tuple, severity: int):
@@ -88,11 +120,15 @@ def brightness(x: np.ndarray, severity: int = 3, seed: int = 0) -> np.ndarray:
     return np.clip(hsv2rgb(hsv), 0, 1).astype(np.float32)
 
 
-def pixelate(x: np.ndarray, severity: int = 3, seed: int = 0) -> np.ndarray:
-    """Down-sampled by CIFAR-10-C's factor (box filter) and back up with nearest neighbours (scikit-image)."""
+def pixelate(x: np.ndarray, severity: int = 3, seed: int = 0, factor: Optional[float] = None) -> np.ndarray:
+    """Down-sampled by CIFAR-10-C's factor for `severity` (or `factor`, in (0, 1]: 0.25 shows a 32×32
+    image at 8×8) with anti-aliasing and back up with nearest neighbours (scikit-image)."""
     from skimage.transform import resize
 
-    factor = _severity((0.95, 0.9, 0.85, 0.75, 0.65), severity)
+    if factor is None:
+        factor = _severity((0.95, 0.9, 0.85, 0.75, 0.65), severity)
+    elif not 0 < factor <= 1:
+        raise ValueError(f"pixelate factor must be in (0, 1], got {factor}")
     h, w = x.shape[1:3]
     small = (max(1, int(h * factor)), max(1, int(w * factor)))
     out = np.empty_like(x, dtype=np.float32)

@@ -49,6 +49,8 @@ from vigil.events import NUMERIC_DATATYPES, PayloadError, tensor_batch
 REASONS = ("bad_body", "bad_shape", "non_numeric", "out_of_range", "feature_count", "bad_category")
 
 _ABSENT: Any = object()  # a named feature the row or body does not carry
+_GAPS = (type(None), type(_ABSENT))  # cells holding no value (null, absent)
+_NESTED = frozenset({list, dict, tuple})  # JSON values that are not scalars
 Categories = Union[tuple, int, None]
 
 
@@ -149,7 +151,9 @@ class Decoded:
     absent: np.ndarray    # (n, f) bool: key absent from a named row / named V2 input (subset of missing)
     unseen: np.ndarray    # (n, f) bool: categorical value outside the declared list (string, or code >= k)
     wrong_type: np.ndarray  # (n, f) bool: only with strict=False: a value of the wrong type
-    extra: list[list[str]]  # per row, unknown keys (named V1 rows, unknown V2 input names)
+    extra: list[list[str]]  # per row, unknown keys (named V1 rows, unknown V2 input names); read-only
+    #: every cell arrived as a finite number and no column is categorical: the masks are all False
+    complete: bool = False
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -315,6 +319,17 @@ def _from_v1(rows: Any, schema: InputSchema, strict: bool, what: str,
     if width is None:
         first = next(r for r in rows if isinstance(r, list)) if not named else None
         width = len(first) if first is not None else 0
+    if named and all(isinstance(r, dict) for r in rows):  # objects only: column by column
+        fn = schema.feature_names or ()
+        known = frozenset(fn)
+        table = np.empty((len(rows), width), dtype=object)
+        for j, f in enumerate(fn):
+            col = [r.get(f, _ABSENT) for r in rows]
+            if _NESTED.isdisjoint(map(type, col)):
+                table[:, j] = col  # scalars: one C-level copy
+            else:  # nested values stay single cells (numpy would read a list as more dimensions)
+                table[:, j] = np.fromiter(col, dtype=object, count=len(rows))
+        return table, [[str(k) for k in r if k not in known] for r in rows], named
     table = np.empty((len(rows), width), dtype=object)
     extra: list[list[str]] = []
     lengths = set()
@@ -381,6 +396,8 @@ def _object_table(table: np.ndarray, schema: InputSchema, strict: bool, out: dic
     for j in range(f):
         cat = schema.category(j)
         by_string = cat.by_string if cat is not None else None
+        if _column(table[:, j], by_string, vals[:, j], numeric[:, j], missing[:, j], absent[:, j]):
+            continue
         for i in range(n):
             v = table[i, j]
             if v is _ABSENT:
@@ -401,6 +418,48 @@ def _object_table(table: np.ndarray, schema: InputSchema, strict: bool, out: dic
                 else:
                     wrong[i, j] = True
     return numeric
+
+
+
+
+def _column(col: np.ndarray, by_string: Optional[dict[str, int]], vals: np.ndarray, numeric: np.ndarray,
+            missing: np.ndarray, absent: np.ndarray) -> bool:
+    """One object column decoded at once, when it holds only numbers (int/float, not bool) or only
+    listed category strings, besides null and absent cells: what the cell loop of `_object_table`
+    gives for those, in a few NumPy calls. False (nothing written) for any other column."""
+    kinds = set(map(type, col))
+    gaps = kinds & set(_GAPS)
+    kinds -= gaps
+    if not kinds:
+        values = None
+    elif kinds <= {int, float}:
+        values = "numbers"
+    elif kinds == {str} and by_string:
+        values = "categories"
+    else:
+        return False
+    is_absent = np.fromiter((v is _ABSENT for v in col), dtype=bool, count=len(col)) if type(_ABSENT) in gaps \
+        else None
+    is_none = np.fromiter((v is None for v in col), dtype=bool, count=len(col)) if type(None) in gaps else None
+    gap = (is_absent if is_absent is not None else False) | (is_none if is_none is not None else False)
+    present = ~gap if gaps else slice(None)
+    if values == "numbers":
+        try:
+            vals[present] = col[present].astype(np.float64)
+        except OverflowError:  # an integer beyond float64: the cell loop says which
+            return False
+        numeric[present] = True
+    elif values == "categories":
+        codes = [by_string.get(v, -1) for v in col[present]] if by_string else []
+        if -1 in codes:  # an unseen category: the cell loop flags it
+            return False
+        vals[present] = codes
+    if is_absent is not None:
+        absent |= is_absent
+        missing |= is_absent
+    if is_none is not None:
+        missing |= is_none
+    return True
 
 
 def _label(names: Optional[tuple[str, ...]], j: int) -> str:
@@ -430,6 +489,12 @@ def _finish(table: np.ndarray, extra: Optional[list[list[str]]], schema: InputSc
         table = fixed
         extra = [e + [f"[{j}]" for j in range(width, have)] for e in (extra or [[] for _ in range(n)])]
     f = table.shape[1]
+    if table.dtype != object and not schema._cats:  # the usual body: numbers only, no category to map
+        rows = np.array(table, dtype=np.float64, order="C")
+        if np.isfinite(rows).all():
+            return Decoded(rows=rows, missing=np.zeros((n, f), dtype=bool), absent=np.zeros((n, f), dtype=bool),
+                           unseen=np.zeros((n, f), dtype=bool), wrong_type=np.zeros((n, f), dtype=bool),
+                           extra=extra if extra is not None else [[]] * n, complete=True)
     out = {k: np.zeros((n, f), dtype=bool) for k in ("missing", "absent", "unseen", "wrong_type")}
     names = schema.feature_names
     if table.dtype != object:  # every value arrived as a number or null (NaN)
@@ -470,7 +535,7 @@ def _finish(table: np.ndarray, extra: Optional[list[list[str]]], schema: InputSc
     if bad.any():
         rows[bad] = np.nan
     return Decoded(rows=rows, missing=out["missing"], absent=out["absent"], unseen=out["unseen"],
-                   wrong_type=out["wrong_type"], extra=extra if extra is not None else [[] for _ in range(n)])
+                   wrong_type=out["wrong_type"], extra=extra if extra is not None else [[]] * n)
 
 
 def _tensors(body: dict, shape: tuple[int, ...], strict: bool) -> Decoded:

@@ -527,6 +527,24 @@ class ModelMonitorSpec(_Block):
                                  f"({self.transport.partitions}): a replica would have no partition")
         return self
 
+    @model_validator(mode="after")
+    def _explainer_fits_the_schema(self):
+        explainer = getattr(self.detectors, "explainer", None)
+        if explainer is None:
+            return self
+        shape = self.schema_.shape
+        if explainer.type == "anchor-image" and (shape is None or len(shape) not in (2, 3)):
+            raise ValueError(IMAGE_EXPLAINER_SHAPE)
+        if explainer.type == "anchor-tabular" and shape is not None:
+            raise ValueError(TABULAR_EXPLAINER_SHAPE)
+        return self
+
+
+#: The explainer/schema rule (`ModelMonitorSpec`), also the CRD's CEL messages (`vigil.crd`).
+IMAGE_EXPLAINER_SHAPE = "explainer type anchor-image explains images: it needs schema.shape [H, W] or [H, W, C]"
+TABULAR_EXPLAINER_SHAPE = ("explainer type anchor-tabular explains rows of featureNames: a schema.shape monitor "
+                           "needs type anchor-image")
+
 
 def set_detector_blocks(blocks: Mapping[str, type[BaseModel]]) -> type[_Block]:
     """Make ``spec.detectors`` accept exactly these blocks (name -> block model); rebuilds the models."""

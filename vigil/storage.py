@@ -154,6 +154,9 @@ def main(argv=None) -> int:
         except (StorageError, OSError) as e:
             print(f"error: {src} -> {dest}: {e}", file=sys.stderr)
             return 1
+        except Exception as e:  # a backend's own, e.g. botocore's EndpointConnectionError: one line, not a traceback
+            print(f"error: {src} -> {dest}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
         print(f"{src} -> {dest}", file=sys.stderr)
     return 0
 

@@ -27,6 +27,8 @@ from prometheus_client import (
 prometheus_client.disable_created_metrics()
 
 CONST_LABELS = ("monitor", "namespace")
+#: Those labels when nothing sets them (outside Kubernetes: `vigil up`, tests); every service's settings default.
+LOCAL_MONITOR, LOCAL_NAMESPACE = "local", "default"
 #: Why a service received an instance but did not use it (`ServiceMetrics.skipped`; DESIGN §8).
 SKIP_REASONS = ("missing", "unseen")
 
@@ -55,7 +57,7 @@ class _Bound:
 
 
 class ServiceMetrics:
-    def __init__(self, monitor: str = "local", namespace: str = "default"):
+    def __init__(self, monitor: str = LOCAL_MONITOR, namespace: str = LOCAL_NAMESPACE):
         self.registry = CollectorRegistry(auto_describe=True)
         # The standard process_* (CPU, RSS, open fds) and python_gc_* series, per service.
         ProcessCollector(registry=self.registry)

@@ -46,7 +46,7 @@ from vigil import components as registry
 from vigil.auth import TOKEN_ENV
 from vigil.plan import Component, Plan, TrainStep, train_argv
 from vigil_operator import podcontrols
-from vigil_operator.config import OperatorConfig
+from vigil_operator.config import OperatorConfig, measured_resources
 from vigil_operator.placement import (
     DATA_DIR,
     OUT_DIR,
@@ -143,10 +143,22 @@ def container_security_context() -> dict:
 
 
 def resource_key(component: Component) -> str:
-    """The row of resources.yaml a component's defaults come from."""
-    if component.name == "model" and component.needs_tensorflow:
-        return "model-tensorflow"
+    """The row of resources.yaml a component's defaults come from: ``NAME-tensorflow`` when it
+    loads TensorFlow for this monitor and that row exists (a TensorFlow model server, drift
+    with UAE preprocessing), else ``NAME``."""
+    if component.needs_tensorflow and f"{component.name}-tensorflow" in measured_resources():
+        return f"{component.name}-tensorflow"
     return component.name
+
+
+def train_resource_key(step: TrainStep) -> str:
+    """``train-NAME``, or ``train-NAME-tensorflow`` when training loads a TensorFlow model file
+    (the explainer fits against the model; against an endpoint it calls it over HTTP) and that
+    row exists."""
+    key = f"train-{step.component}"
+    if step.model_uri and step.model_format == "tensorflow" and f"{key}-tensorflow" in measured_resources():
+        return f"{key}-tensorflow"
+    return key
 
 
 def _resources(resources: dict, config: OperatorConfig, key: str) -> dict:
@@ -498,7 +510,7 @@ def training_job(step: TrainStep, plan: Plan, placement: KubePlacement, config: 
         "name": "train", "image": image, "imagePullPolicy": config.image_pull_policy,
         "command": train_command(step, plan),
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TF_USE_LEGACY_KERAS", "value": "1"}],
-        "resources": config.resources(f"train-{step.component}"),
+        "resources": config.resources(train_resource_key(step)),
         "securityContext": container_security_context(),
         "volumeMounts": [tmp, data_ro, {"name": "out", "mountPath": OUT_DIR}],
     })

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_validator, model_serializer, model_
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.capture.settings import CaptureSettings
+from vigil.telemetry import LOCAL_MONITOR, LOCAL_NAMESPACE
 from vigil.transport import TransportConfig
 
 EventKind = Literal["request", "response", "feedback"]
@@ -64,8 +65,8 @@ class LoggerSettings(BaseSettings):
     #: The pod's name (Kubernetes downward API, set by the operator when capturing): capture files go
     #: to a subdirectory of this name, so replicas of the logger never write the same file.
     pod_name: str = ""
-    monitor: str = "local"
-    namespace: str = "default"
+    monitor: str = LOCAL_MONITOR
+    namespace: str = LOCAL_NAMESPACE
     #: The metrics detector's task and classes, when it runs: feedback truth must fit them
     #: (`vigil.logger.truth`). None: only the shape and finiteness of truth are checked.
     task: Optional[Literal["classification", "regression"]] = None

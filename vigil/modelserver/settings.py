@@ -7,6 +7,8 @@ from typing import Literal, Optional, Union
 from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vigil.telemetry import LOCAL_MONITOR, LOCAL_NAMESPACE
+
 
 class ModelServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIGIL_MODEL_", extra="ignore")
@@ -17,8 +19,8 @@ class ModelServerSettings(BaseSettings):
     #: The shape of one tensor instance (spec.schema.shape): requests decode to (n, *shape) and any
     #: other instance shape is a 400 naming both; None: rows of features (or the model's own input shape).
     shape: Optional[list[PositiveInt]] = None
-    monitor: str = "local"
-    namespace: str = "default"
+    monitor: str = LOCAL_MONITOR
+    namespace: str = LOCAL_NAMESPACE
     #: classification | regression, or auto: ask the model (sklearn estimator type,
     #: XGBoost objective, Keras output width > 1 means class scores).
     task: Literal["auto", "classification", "regression"] = "auto"

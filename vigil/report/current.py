@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vigil.data import DataError
+from vigil.data import DataError, load_npy, require_parquet
 from vigil.instances import Decoded, InputSchema, decode_table
 
 #: CSV cells read as a missing value (lower-cased, stripped).
@@ -95,11 +95,9 @@ def _csv_body(path: Path, names: tuple[str, ...]) -> dict:
 
 
 def _parquet_body(path: Path, names: tuple[str, ...]) -> dict:
-    try:
-        import pandas as pd
-        import pyarrow  # noqa: F401  (pandas' parquet engine)
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pandas and pyarrow (pip install pyarrow)") from None
+    require_parquet(path)
+    import pandas as pd
+
     frame = pd.read_parquet(path)
     frame.columns = [str(c) for c in frame.columns]
     _select(list(frame.columns), names, path)
@@ -108,12 +106,7 @@ def _parquet_body(path: Path, names: tuple[str, ...]) -> dict:
 
 
 def _npy_body(path: Path) -> dict:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a numeric .npy array ({exc})") from None
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{path}: .npy array has dtype {arr.dtype}, expected numbers")
+    arr = load_npy(path)
     arr = arr.astype(np.float64).reshape(len(arr), -1)  # 1-D: one feature
     return {"instances": [[None if np.isnan(v) else float(v) for v in row] for row in arr]}
 

@@ -30,6 +30,7 @@ class Target:
     suite: DriftSuite
     window: DriftWindow
     windows: int = 0
+    inline: bool = False  # run the next check on the event loop (`detector.run_check`)
     last: dict[str, Any] = field(default_factory=dict)
 
     def status(self) -> dict[str, Any]:

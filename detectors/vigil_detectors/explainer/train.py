@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 _SUFFIX_FORMATS = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".sav": "sklearn",
                    ".json": "xgboost", ".ubj": "xgboost", ".keras": "tensorflow", ".h5": "tensorflow"}
 
+#: anchor-image: how many reference images perturbed superpixels are drawn from (alibi's images_background).
+BACKGROUND_IMAGES = 32
+
 Categorical = Mapping[Union[str, int], Union[int, Sequence[Any], None]]
 
 
@@ -167,9 +170,13 @@ def train_image_explainer(x_ref: np.ndarray, options: Mapping[str, Any], model_p
     """``type: anchor-image``: alibi `AnchorImage` for images of `x_ref`'s instance shape, saved with `save_explainer`.
 
     `options` (the explainer block): ``segmentationFn`` (slic | felzenszwalb | quickshift, default slic),
-    ``segmentationKwargs`` (empty: alibi's defaults), ``seed``. `x_ref` (n, *shape) gives the shape;
-    AnchorImage has nothing to fit (perturbed superpixels take their segment's mean colour), but it
-    calls the model once to check what it returns, so the model is needed here as for tabular data.
+    ``segmentationKwargs`` (empty: alibi's defaults), ``seed``. `x_ref` (n, *shape) gives the shape and
+    the background: up to `BACKGROUND_IMAGES` reference images (drawn with ``seed``) saved with the
+    explainer as alibi's ``images_background``, so a perturbed superpixel shows the same region of
+    another real image. (alibi's fallback, the superpixel's mean colour, keeps the colours a CNN reads:
+    on a task told apart by colour every prediction then holds with no superpixel kept and every
+    anchor is empty.) AnchorImage has nothing else to fit, but it calls the model once to check what
+    it returns, so the model is needed here as for tabular data.
     """
     x_ref = np.asarray(x_ref)
     if x_ref.ndim not in (3, 4) or x_ref.shape[0] < 1:
@@ -188,8 +195,11 @@ def train_image_explainer(x_ref: np.ndarray, options: Mapping[str, Any], model_p
     from alibi.saving import save_explainer
 
     progress(f"building AnchorImage for {list(shape)} images ({fn} segmentation{f' {kwargs}' if kwargs else ''})")
+    pick = np.random.default_rng(options.get("seed")).choice(len(x_ref), min(len(x_ref), BACKGROUND_IMAGES),
+                                                             replace=False)
+    background = np.asarray(x_ref[np.sort(pick)], dtype=np.float64)
     explainer = AnchorImage(predictor, image_shape=shape, dtype=np.float64, segmentation_fn=fn,
-                            segmentation_kwargs=kwargs, seed=options.get("seed"))
+                            segmentation_kwargs=kwargs, images_background=background, seed=options.get("seed"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_explainer(explainer, out)  # without its predictor: the service gives it the model server's

@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from vigil import components
-from vigil.edge import Edge, parse_json
+from vigil.edge import BodyTooLarge, Edge, check_headers, parse_json
 from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
 from vigil.events import SOURCE_PREFIX, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
@@ -68,11 +68,45 @@ class _Edge(Edge):
 
 
 def _header_dict(headers) -> dict[str, str]:
-    """``dict(headers)`` for Starlette `Headers` without its O(n) lookup per key (first value wins)."""
+    """``dict(headers)`` for Starlette `Headers` without its O(n) lookup per key (first value wins);
+    a dict (the ASGI path's, JetStream's) as it is."""
+    if isinstance(headers, dict):
+        return headers
     raw = getattr(headers, "raw", None)
     if raw is None:
         return dict(headers)
+    return raw_header_dict(raw)
+
+
+def raw_header_dict(raw) -> dict[str, str]:
+    """ASGI ``scope["headers"]`` as a dict of lower-case names, the first value winning (as Starlette's
+    `Headers.get`)."""
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
+
+
+class Answer(Response):
+    """A Response given its raw header list instead of building it (Starlette's `init_headers`
+    with its `MutableHeaders` was a tenth of a one-row event's CPU): status, body and the raw
+    headers `Response(content, headers=..., status_code=...)` would make. tests/test_frame.py
+    compares the two."""
+
+    def __init__(self, status_code: int, body: bytes = b"", raw_headers: Optional[list] = None):  # noqa: D107
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = raw_headers if raw_headers is not None else [(b"content-length", b"0")]
+
+
+def answer(status_code: int, body: bytes = b"", headers: Optional[dict[str, str]] = None) -> Answer:
+    """`Answer` of what ``Response(body, status_code=, headers=)`` sends."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    if status_code >= 200 and status_code not in (204, 304):
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    return Answer(status_code, body, raw)
+
+
+def _accepted() -> Answer:  # a fresh one each time: middleware may change a response's headers
+    return Answer(202, b"", [(b"content-length", b"0")])
 
 
 def _check_required(headers, body: bytes, structured: bool) -> None:
@@ -97,7 +131,7 @@ _SKIP_WHY = {"missing": "hold a missing value", "unseen": "hold a category code 
 
 def _skips(ev: InferenceEvent) -> dict[str, int]:
     """``{reason: instances}`` skipped in a decoded request event."""
-    if ev.skipped is None or ev.decoded is None or not ev.skipped.any():
+    if ev.skipped is None or ev.decoded is None or ev.decoded.complete or not ev.skipped.any():
         return {}
     missing = int(ev.decoded.incomplete.sum())
     out = {"missing": missing}
@@ -144,28 +178,58 @@ def _reply(detector: Detector, settings, incoming: InferenceEvent, body: dict) -
     if incoming.inference_id:
         attrs["inferenceid"] = incoming.inference_id
     headers, content = wire.reply(attrs, body)
-    return Response(content=content, headers=headers, status_code=200)
+    return answer(200, content, headers)
 
 
 class _DetectorApp(FastAPI):
     """A FastAPI app that serves its hot path, event ingestion (``POST /``), straight from ASGI.
 
     For a one-row event, FastAPI's middleware stack, router and dependency solving cost
-    about 40 % of the service's CPU (py-spy, drift detector under `bench/bench_drift.py`).
-    The same `ingest(request)` handler answers either way, with the same responses; it
-    is also registered as a normal route (OpenAPI, other mounts). Every other path goes
-    through FastAPI unchanged.
+    about 40 % of the service's CPU (py-spy, drift detector under `bench/bench_drift.py`),
+    and Starlette's `Request`/`Response` objects another tenth. `fast_ingest(scope, receive)`
+    reads the raw ASGI headers and body through the same edge checks (headers, token, size
+    limit) and answers with the same responses as the normal route, which is also
+    registered (OpenAPI, other mounts). Every other path goes through FastAPI unchanged.
     """
 
-    fast_ingest: Optional[Callable[[Request], Awaitable[Response]]] = None
+    fast_ingest: Optional[Callable[[Any, Any], Awaitable[Optional[Response]]]] = None
 
     async def __call__(self, scope, receive, send) -> None:
         if (self.fast_ingest is not None and scope["type"] == "http" and scope["method"] == "POST"
                 and scope["path"] == "/" and not self.root_path):
-            response = await self.fast_ingest(Request(scope, receive))
-            await response(scope, receive, send)
+            response = await self.fast_ingest(scope, receive)
+            if response is None:  # the client went away before its body arrived
+                return
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": response.raw_headers})
+            await send({"type": "http.response.body", "body": response.body})
+            if response.background is not None:
+                await response.background()
             return
         await super().__call__(scope, receive, send)
+
+
+async def read_asgi_body(receive, declared: Optional[str], max_bytes: int) -> Optional[bytes]:
+    """The body of an ASGI request, refused (413) as `vigil.edge.read_body` refuses it; None when
+    the client disconnected first."""
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(f"body of {declared} bytes is over the limit of {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge(f"body is over the limit of {max_bytes} bytes")
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
@@ -220,12 +284,12 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             event.extra.update(extra)
         edge.count_received(event.kind if event.kind in ("request", "response", "feedback") else "other")
         if event.kind not in detector.accepts:
-            return Response(status_code=204)
+            return Answer(204, b"", [])
         key = edge.seen.key(event.attributes)
         if key in edge.seen:  # a retry of an event already processed: never counted twice
             edge.duplicates.inc()
             edge.counts["duplicates"] += 1
-            return Response(status_code=202)
+            return _accepted()
         if key in edge.in_flight:  # a retry while the first delivery is still being processed (a slow event,
             # e.g. a batch of images, outlasting the sender's timeout): try again later, never process it twice
             return JSONResponse({"error": "this event is still being processed; retry later"}, status_code=429,
@@ -252,7 +316,7 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
                        + " or ".join(_SKIP_WHY[r] for r in skips)) if most else None)
         edge.duration.observe(time.perf_counter() - started)
         if result is None:
-            return Response(status_code=202)
+            return _accepted()
         return _reply(detector, settings, event, result)
 
     @app.post("/")
@@ -264,7 +328,21 @@ def create_detector_app(detector_cls: type[Detector], settings) -> FastAPI:
             return edge.reject(exc)
         return await handle(request.headers, body)
 
-    app.fast_ingest = ingest
+    async def fast_ingest(scope, receive) -> Optional[Response]:
+        """``POST /`` from raw ASGI: the checks of `ingest`, without Starlette's `Request`."""
+        raw = scope["headers"]
+        try:
+            check_headers(raw)
+            headers = raw_header_dict(raw)
+            edge.check_authorization(headers.get("authorization"))
+            body = await read_asgi_body(receive, headers.get("content-length"), edge.max_body_bytes)
+        except Rejected as exc:
+            return edge.reject(exc)
+        if body is None:
+            return None
+        return await handle(headers, body)
+
+    app.fast_ingest = fast_ingest
     transport = getattr(settings, "transport", None)
     if transport is not None and transport.jetstream:
         from vigil_detectors.frame.consumer import JetStreamConsumer

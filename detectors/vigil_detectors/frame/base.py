@@ -111,6 +111,9 @@ class Detector(ABC, Generic[SettingsT]):
         if self._input_schema is None:
             self._input_schema = self.settings.input_schema()
         decoded = decode_table(event.data, self._input_schema)
+        if decoded.complete:  # nothing missing, nothing to recode
+            event.decoded, event.skipped, event.instances = decoded, np.zeros(len(decoded), dtype=bool), decoded.rows
+            return
         rows = decoded.coded(self._input_schema)
         skipped = np.isnan(rows).any(axis=1)
         event.decoded, event.skipped = decoded, skipped

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 from collections import deque
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +34,11 @@ MAX_BYTES = 4 * 1024 * 1024
 FILE_NAME = "history.jsonl"
 #: Most entries `tail` returns (and `GET /history` serves) at once.
 MAX_TAIL = 10_000
+
+
+def iso_utc(ts: float) -> str:
+    """A Unix time as the history's and /status's UTC time (``2026-01-02T03:04:05.678Z``)."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class History:

@@ -9,6 +9,7 @@ from pydantic import Field, PositiveInt, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.instances import InputSchema
+from vigil.telemetry import LOCAL_MONITOR, LOCAL_NAMESPACE
 from vigil.transport import TransportConfig, names
 
 #: A categorical block as the services take it: ``{"column index": number of categories | null |
@@ -28,8 +29,8 @@ class DetectorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VIGIL_DETECTOR_", extra="ignore")
 
-    monitor: str = "local"
-    namespace: str = "default"
+    monitor: str = LOCAL_MONITOR
+    namespace: str = LOCAL_NAMESPACE
     #: Feature names of one instance; their count is enforced on every request event.
     feature_names: Optional[list[str]] = None
     #: Categorical features: {"feature index": number of categories, or the list of its values}.

@@ -32,6 +32,13 @@ from vigil.events import PayloadError
 from vigil.labels import ClassLabels, regression_values
 
 
+def _same_rows(truth: np.ndarray, pred: np.ndarray) -> None:
+    """A truth per predicted row, or the pair cannot be scored (422: both bodies were valid on their own)."""
+    if len(truth) != len(pred):
+        raise PayloadError("row_mismatch", f"feedback has {len(truth)} truth values but the response has "
+                                           f"{len(pred)} rows", status=422)
+
+
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
@@ -93,9 +100,7 @@ class ClassificationScorer:
     # -- updating -------------------------------------------------------------------------
     def update(self, truth: np.ndarray, pred: np.ndarray) -> int:
         """Score n joined instances (decoded labels); returns n."""
-        if len(truth) != len(pred):
-            raise PayloadError("row_mismatch", f"feedback has {len(truth)} truth values but the response has "
-                                               f"{len(pred)} rows", status=422)
+        _same_rows(truth, pred)
         t, p = self.labels.resolve(truth), self.labels.resolve(pred)
         k = self.n_classes
         if self.cm.shape[0] < k:
@@ -117,9 +122,7 @@ class ClassificationScorer:
     def correct(self, start: int, old_truth: np.ndarray, new_truth: np.ndarray, pred: np.ndarray) -> None:
         """Replace the truth of instances scored from sequence number `start` (later feedback
         for the same inference): cumulative counts and, where still in it, the recent window."""
-        if len(new_truth) != len(pred):
-            raise PayloadError("row_mismatch", f"feedback has {len(new_truth)} truth values but the response has "
-                                               f"{len(pred)} rows", status=422)
+        _same_rows(new_truth, pred)
         old_t, new_t, p = (self.labels.resolve(a) for a in (old_truth, new_truth, pred))
         k = self.n_classes
         if self.cm.shape[0] < k:
@@ -225,9 +228,7 @@ class RegressionScorer:
         return regression_values(value, what, booleans)
 
     def update(self, truth: np.ndarray, pred: np.ndarray) -> int:
-        if len(truth) != len(pred):
-            raise PayloadError("row_mismatch", f"feedback has {len(truth)} truth values but the response has "
-                                               f"{len(pred)} rows", status=422)
+        _same_rows(truth, pred)
         self._total.add(truth, pred)
         for y, yhat in zip(truth.tolist(), pred.tolist(), strict=True):
             self._ring[self._pos] = (y, yhat)
@@ -238,9 +239,7 @@ class RegressionScorer:
 
     def correct(self, start: int, old_truth: np.ndarray, new_truth: np.ndarray, pred: np.ndarray) -> None:
         """Replace the truth of instances scored from sequence number `start` (see the classifier's)."""
-        if len(new_truth) != len(pred):
-            raise PayloadError("row_mismatch", f"feedback has {len(new_truth)} truth values but the response has "
-                                               f"{len(pred)} rows", status=422)
+        _same_rows(new_truth, pred)
         self._total.remove(old_truth, pred)
         self._total.add(new_truth, pred)
         oldest = self.seq - self._filled

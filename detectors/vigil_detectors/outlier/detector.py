@@ -2,9 +2,11 @@
 
 Per event: the rows (already decoded to float64 and counted by the frame) are checked
 against the artifact's feature count (or, for tensor instances, its instance shape: a 400
-naming both shapes), prepared for the VAE (standardized, float32 —
-values that overflow float32 are a 400, not a NaN score), and submitted to the
-`MicroBatcher`, which scores concurrent events in one call. The reply body mirrors
+naming both shapes) and submitted to the `MicroBatcher`, which scores concurrent events in
+one call. Once per batch, in the worker thread, the rows are prepared for the VAE
+(standardized, float32), scored, and turned into Python lists; a row whose values overflow
+float32 is scored as zeros and marked, and its event answered with a 400 (never a NaN
+score, never counted as scored). Each event's reply takes its slice of those lists. The reply body mirrors
 alibi-detect's own ``predict`` output (what Seldon/KServe outlier servers return):
 
     {"data": {"instance_score": [..], "is_outlier": [0|1, ..], "feature_score": [[..]] | null,
@@ -16,12 +18,14 @@ Rows holding a missing value are skipped (the frame counts them in
 category is scored as code k (it is, after all, unlike the training data).
 
 Accounting (counters, score histogram, the recent-window outlier rate) happens once per
-batch, in the worker thread that owns the model.
+batch, in the worker thread that owns the model; the score histogram takes a batch's
+scores at once (`observe_many`, tested against prometheus-client's own ``observe``).
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Optional
@@ -56,6 +60,19 @@ def _batch_buckets(max_batch_size: int) -> list[float]:
     return edges
 
 
+def observe_many(histogram, values: np.ndarray) -> None:
+    """``for v in values: histogram.observe(v)`` for a prometheus-client `Histogram` child, in one pass:
+    each bucket incremented once by its count (values must be finite)."""
+    if not len(values):
+        return
+    bounds = histogram._upper_bounds  # ascending, the last +Inf; observe() counts v in the first bound >= v
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    histogram._sum.inc(float(np.sum(values)))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)
+
+
 def _jsonable(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))}
 
@@ -76,12 +93,12 @@ class RecentRate:
         self._sum = 0
 
     def add(self, flags) -> None:
-        window = self._flags
-        for f in flags:
-            if len(window) == window.maxlen:
-                self._sum -= window[0]
-            window.append(f)
-            self._sum += f
+        """Append 0/1 flags (a sequence or an array), the oldest dropping out of the window."""
+        window, size = self._flags, self._flags.maxlen or 0
+        kept = (flags.tolist() if isinstance(flags, np.ndarray) else list(flags))[-size:]
+        dropped = max(0, len(window) + len(kept) - size)
+        self._sum += sum(kept) - (sum(itertools.islice(window, dropped)) if dropped else 0)
+        window.extend(kept)
 
     @property
     def count(self) -> int:
@@ -114,6 +131,7 @@ class OutlierDetector(Detector[OutlierSettings]):
         self.m_batch_seconds = m.histogram("vigil_outlier_batch_duration_seconds", "Duration of one VAE call.",
                                            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
         self.m_score: Optional[_Bound] = None  # its buckets depend on the threshold: made in load()
+        self._score_child: Any = None  # its unlabelled series (for `observe_many`)
         self.scorer: Optional[VAEScorer] = None
         self.batcher: Optional[MicroBatcher] = None
         self.recent = RecentRate(settings.rate_window)
@@ -152,6 +170,7 @@ class OutlierDetector(Detector[OutlierSettings]):
         self.m_score = self.metrics.histogram("vigil_outlier_score", "Instance outlier scores (VAE reconstruction "
                                               "error); the threshold is a bucket edge.",
                                               buckets=_score_buckets(scorer.threshold))
+        self._score_child = self.m_score.labels()
         self._meta = _jsonable(scorer.od.meta)
         # per-feature (per-pixel) scores: as configured, by default only for tensor instances (DESIGN §8)
         self._feature_scores = s.feature_scores if s.feature_scores is not None else len(scorer.shape) > 1
@@ -166,25 +185,36 @@ class OutlierDetector(Detector[OutlierSettings]):
             await self.batcher.stop()
 
     # -- scoring ------------------------------------------------------------------
-    def _score_batch(self, x: np.ndarray):
-        """Runs in the batcher's worker thread: one VAE call for the stacked rows, then accounting."""
-        assert self.scorer is not None and self.m_score is not None  # loaded: the frame sends events only then
-        scores, feature_scores, flags = self.scorer.score(x)
-        flags = flags.astype(int)
-        n, k = len(flags), int(flags.sum())
+    def _score_batch(self, rows: np.ndarray):
+        """Runs in the batcher's worker thread: prepare and score the stacked rows in one VAE call, account for
+        them, and give back (scores, flags, feature scores or None, overflowed rows or None) as Python lists."""
+        scorer, hist = self.scorer, self._score_child
+        assert scorer is not None and hist is not None  # loaded: the frame sends events only then
+        x = scorer.prepare(rows)
+        finite = np.isfinite(x)
+        bad = None
+        if not finite.all():  # float32 overflow: scored as zeros, its event is answered with a 400
+            bad = ~finite.reshape(len(x), -1).all(axis=1)
+            x[bad] = 0
+        scores, feature_scores, flags = scorer.score(x)
+        counted_scores, counted_flags = (scores, flags) if bad is None else (scores[~bad], flags[~bad])
+        n, k = len(counted_flags), int(counted_flags.sum())
         with self._lock:
             self.seen += n
             self.flagged += k
-            self.recent.add(flags.tolist())
+            self.recent.add(counted_flags)
             rate = self.recent.rate
         self.m_instances.inc(n)
         if k:
             self.m_outliers.inc(k)
         self.m_rate.set(rate)
-        observe = self.m_score.observe
-        for value in scores.tolist():
-            observe(value)
-        return scores, feature_scores, flags
+        observe_many(hist, counted_scores)
+        features: Any = None
+        if self._feature_scores and scorer.image:  # 3,072 per image: the float32 array (orjson writes it fast)
+            features = np.ascontiguousarray(feature_scores, dtype=np.float32)
+        elif self._feature_scores:
+            features = feature_scores.tolist()
+        return scores.tolist(), flags.tolist(), features, None if bad is None else bad.tolist()
 
     def _on_batch(self, rows: int, requests: int, seconds: float) -> None:
         self.m_batch.observe(rows)
@@ -203,15 +233,13 @@ class OutlierDetector(Detector[OutlierSettings]):
             raise PayloadError("feature_count", f"expected {shape[0]} features per row, got {rows.shape[1]}")
         skipped = event.skipped
         if rows.shape[0] == 0:  # every row held a missing value: skipped and counted by the frame
-            scores = feature_scores = np.zeros((0, *shape))
-            flags = np.zeros(0, dtype=int)
+            scores, flags, feature_scores = [], [], []
         else:
-            x = self.scorer.prepare(rows)
-            if not np.isfinite(x).all():
+            scores, flags, feature_scores, bad = await self.batcher.submit(rows)
+            if bad is not None and True in bad:
                 raise PayloadError("out_of_range", "feature values too large for the detector (float32 overflow)")
-            scores, feature_scores, flags = await self.batcher.submit(x)
-        data = {"instance_score": _aligned(scores.tolist(), skipped), "is_outlier": _aligned(flags.tolist(), skipped),
-                "feature_score": _aligned(feature_scores.tolist(), skipped) if self._feature_scores else None,
+        data = {"instance_score": _aligned(scores, skipped), "is_outlier": _aligned(flags, skipped),
+                "feature_score": _aligned(feature_scores, skipped) if self._feature_scores else None,
                 "threshold": self.scorer.threshold}
         return {"data": data, "meta": self._meta}
 

@@ -22,21 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 from vigil.telemetry import ServiceMetrics
 from vigil_detectors.frame import Detector, InferenceEvent
 from vigil_detectors.frame.age import AgeTimer
+from vigil_detectors.frame.history import iso_utc
 from vigil_detectors.quality.checks import CHECKS, EXTRA, Compiled, Counts, Report, verdict
 from vigil_detectors.quality.settings import QualitySettings
 from vigil_detectors.quality.window import QualityWindow
 
 log = logging.getLogger("vigil.quality")
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 class QualityDetector(Detector[QualitySettings]):
     name = "quality"
@@ -150,7 +146,7 @@ class QualityDetector(Detector[QualitySettings]):
         report = verdict(counts, self.compiled)
         now = time.time()
         self.windows += 1
-        entry = {"window": self.windows, "time": _iso(now), "timestamp": now, "trigger": trigger,
+        entry = {"window": self.windows, "time": iso_utc(now), "timestamp": now, "trigger": trigger,
                  "violations": len(report.violations), "featuresViolated": report.features_violated,
                  "report": report.to_json()}
         self.last = entry
