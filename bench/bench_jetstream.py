@@ -60,7 +60,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_drift import FEATURES, _cpu_seconds, _instances_total, draw  # noqa: E402
+from bench._common import cpu_seconds as _cpu_seconds  # noqa: E402 - the benches' one /proc reader
+from bench.bench_drift import FEATURES, _instances_total, draw  # noqa: E402
 
 MONITOR, NAMESPACE = "bench", "default"
 
