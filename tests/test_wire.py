@@ -35,7 +35,10 @@ def _same(headers, body):
         return None
     got = wire.read_event(dict(headers), body)
     w_attrs, g_attrs = dict(want[0]), dict(got[0])
-    assert type(w_attrs.pop("time")) is type(g_attrs.pop("time"))  # now() on both sides when absent
+    w_time, g_time = w_attrs.pop("time"), g_attrs.pop("time")
+    assert type(w_time) is type(g_time)  # now() on both sides when absent
+    if "ce-time" in {k.lower() for k in headers}:  # sent: the same instant, offset and microseconds
+        assert g_time == w_time and g_time.isoformat() == w_time.isoformat()
     assert g_attrs == w_attrs
     assert repr(got[1]) == repr(want[1])  # repr: NaN equals NaN, bytes and str stay apart
     return got
@@ -53,12 +56,38 @@ def test_the_usual_event_takes_the_fast_path_and_equals_the_sdk():
 
 
 @pytest.mark.parametrize("change", [
-    {"ce-specversion": "0.3"}, {"ce-time": "2026-01-01T00:00:00Z"}, {"ce-Bad_Name": "x"}, {"ce-bad_name": "x"},
+    {"ce-specversion": "0.3"}, {"ce-Bad_Name": "x"}, {"ce-bad_name": "x"},
     {"ce-data": "x"}, {"ce-source": "%2Fsrc%20x"}, {"ce-subject": ""}, {"content-type": "text/json"},
     {"content-type": "application/json; charset=utf-8"}, {"ce-id": ""},
 ])
 def test_unusual_events_give_what_the_sdk_gives(change):
     _same({**BASE, **change}, b'{"instances": [[1, 2]]}')
+
+
+#: time values: the logger's and the SDK's forms (fast path), and forms only the SDK reads or refuses
+TIMES = ["2026-01-01T00:00:00Z", "2026-12-02T16%3A17%3A00.123456%2B00%3A00", "2026-12-02T16:17:00.123+05:30",
+         "2026-12-02T16:17:00.123456-08:00", "2026-12-02T16:17:00.5Z", "2026-12-02T16:17:00.123456789Z",
+         "2026-12-02T24:00:00Z", "2026-13-02T16:17:00Z", "2026-12-02T16:17:60Z", "2026-12-02T16:17:00",
+         "2026-12-02 16:17:00Z", "20261202T161700Z", "2026-12-02", "yesterday", ""]
+
+
+@pytest.mark.parametrize("value", TIMES)
+def test_a_sent_time_reads_as_the_sdk_reads_it(value):
+    _same({**BASE, "ce-time": value}, b'{"instances": [[1, 2]]}')
+
+
+@pytest.mark.parametrize("ts", [1796227296.359232, 1796227296.0, 1796227296.5])
+def test_the_loggers_events_take_the_fast_path_and_equal_the_sdk(ts):
+    """Every event the logger sends carries `time` (its sinks encode it with the SDK): it must not fall back."""
+    from vigil.logger.sinks import Event
+
+    attrs = {"id": "e1", "source": "/vigil/m/logger", "type": "dev.vigil.inference.request", "time": ts,
+             "datacontenttype": "application/json", "inferenceid": "i-1", "modelname": "iris"}
+    msg = Event("request", attrs, b'{"instances": [[5.1, 3.5]]}').message()
+    headers = {k.lower(): v for k, v in msg.headers.items()}
+    assert "ce-time" in headers and wire._fast(dict(headers), msg.body) is not None
+    got = _same(headers, msg.body)
+    assert got is not None and got[0]["time"].timestamp() == pytest.approx(ts, abs=1e-6)
 
 
 @pytest.mark.parametrize("body", [b"", b"NaN", b'{"instances": [[NaN, 1]]}', b'{"x": ' + b"9" * 400 + b"}",
@@ -119,8 +148,8 @@ def test_has_long_integer_equals_its_regex_definition(body):
 
 _names = st.sampled_from(["ce-id", "ce-source", "ce-type", "ce-specversion", "ce-time", "ce-subject", "ce-x",
                           "ce-inferenceid", "ce-data", "ce-a_b", "content-type", "x-other"])
-_values = st.one_of(st.sampled_from(["1.0", "0.3", "", "application/json", "text/plain", "2026-01-01T00:00:00Z",
-                                     "%41", "%zz", "a b"]),
+_values = st.one_of(st.sampled_from(["1.0", "0.3", "", "application/json", "text/plain", "%41", "%zz", "a b",
+                                     *TIMES]),
                     st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=6))
 _json_bodies = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                                       st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5)),
