@@ -77,6 +77,10 @@ IMAGE_ENV = {
     "PYTHONUNBUFFERED": "1",
     "LANG": "C.UTF-8",
 }
+#: Where the "image" lives on this machine (checkout, venv, interpreter): a volume mounted at one of
+#: their ancestors (an emptyDir at /tmp, with a checkout under /tmp) must not hide them — in a
+#: real pod the image's files are not under the pod's volumes — so they are bound back over it.
+IMAGE_PATHS = sorted({str(ROOT), str(VENV.parent), sys.base_prefix})
 #: Mounts a container runtime leaves writable under a read-only root filesystem.
 RUNTIME_WRITABLE = ("/dev", "/proc")
 DEPLOYMENTS, JOBS = "apps/v1/deployments", "batch/v1/jobs"
@@ -397,7 +401,8 @@ class PodRunner:
             raise RuntimeError(f"{pod.name}/{ctr['name']}: no command (the image's entrypoint is not emulated)")
         config = {"argv": argv, "env": await self._env(pod, ctr), "uid": uid, "gid": gid, "groups": groups,
                   "mounts": mounts, "hosts": str(self.hosts), "readOnlyRoot": bool(csc.get("readOnlyRootFilesystem")),
-                  "workingDir": ctr.get("workingDir") or "/", "scratch": str(pod.dir / f"{ctr['name']}.root")}
+                  "workingDir": ctr.get("workingDir") or "/", "scratch": str(pod.dir / f"{ctr['name']}.root"),
+                  "imagePaths": IMAGE_PATHS}
         self.ran.append({"pod": pod.name, "container": ctr["name"], "uid": uid, "gid": gid,
                          "readOnlyRoot": config["readOnlyRoot"], "argv": argv})
         config_path = pod.dir / f"{ctr['name']}.json"
@@ -561,6 +566,7 @@ def container_main(config_path: str) -> None:
     # Sources opened first: a volume bound at /tmp must not hide another one's source under /tmp.
     fds = {m["target"]: os.open(m["source"], os.O_PATH) for m in mounts}
     hosts_fd = os.open(config["hosts"], os.O_PATH)
+    image_fds = {p: os.open(p, os.O_PATH) for p in config.get("imagePaths", [])}
     covered: list[str] = []  # overlays where a mountPath had to be made
 
     def ensure(target: str, is_file: bool) -> None:
@@ -593,9 +599,14 @@ def container_main(config_path: str) -> None:
         _mount(f"/proc/self/fd/{fds[m['target']]}", m["target"], flags=MS_BIND)
         if m["readOnly"]:
             _read_only(m["target"])
+    targets = [m["target"] for m in mounts]
+    for path, fd in image_fds.items():  # the image's own files, back over a volume that hid them
+        if any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets):
+            Path(path).mkdir(parents=True, exist_ok=True)  # an empty mount point in that volume
+            _mount(f"/proc/self/fd/{fd}", path, flags=MS_BIND)
     _mount(f"/proc/self/fd/{hosts_fd}", "/etc/hosts", flags=MS_BIND)
     _read_only("/etc/hosts")
-    for fd in [*fds.values(), hosts_fd]:
+    for fd in [*fds.values(), hosts_fd, *image_fds.values()]:
         os.close(fd)
     if config["readOnlyRoot"]:
         volumes = {m["target"] for m in mounts} | {"/etc/hosts"}
