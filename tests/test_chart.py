@@ -409,7 +409,13 @@ def test_schema_rejects_bad_values(setting, message):
 def test_every_value_is_commented():
     """Each key in values.yaml has a comment line right above it (or is a section whose
     first key does)."""
-    lines = (CHART / "values.yaml").read_text().splitlines()
+    missing = _uncommented_values((CHART / "values.yaml").read_text().splitlines())
+    assert not missing, "values without a comment:\n" + "\n".join(missing)
+
+
+def _uncommented_values(lines: list[str]) -> list[str]:
+    """The keys of a values.yaml (its lines) with no comment line right above them, that are not a
+    section whose first key has one, nor inside a value documented with `# --`."""
     missing = []
     for i, line in enumerate(lines):
         stripped = line.strip()
@@ -423,10 +429,17 @@ def test_every_value_is_commented():
         if previous.startswith("#") or is_section:
             continue
         # keys of a value's own example block (e.g. resources.requests.cpu) need no comment
-        parent_value = _parent_is_documented_value(lines, i, indent)
-        if not parent_value:
+        if not _parent_is_documented_value(lines, i, indent):
             missing.append(f"line {i + 1}: {stripped}")
-    assert not missing, "values without a comment:\n" + "\n".join(missing)
+    return missing
+
+
+def _walk_schema(node, sch, path: str, where: str) -> None:
+    """Every key of `node` (values) is described by the JSON schema `sch` (`where`: its file)."""
+    assert sch is not None, f"{path} missing from {where}"
+    if isinstance(node, dict) and sch.get("properties") is not None:
+        for key, value in node.items():
+            _walk_schema(value, sch["properties"].get(key), f"{path}.{key}", where)
 
 
 def _parent_is_documented_value(lines: list[str], i: int, indent: int) -> bool:
@@ -452,13 +465,7 @@ def test_schema_covers_every_value():
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
 
-    def walk(node, sch, path):
-        assert sch is not None, f"{path} missing from values.schema.json"
-        if isinstance(node, dict) and sch.get("properties") is not None:
-            for key, value in node.items():
-                walk(value, sch["properties"].get(key), f"{path}.{key}")
-
-    walk(values, schema, "values")
+    _walk_schema(values, schema, "values", "values.schema.json")
 
 
 def test_package_contains_crds_and_dashboards(tmp_path):
@@ -562,26 +569,9 @@ def test_nats_schema_rejects_bad_values(setting, message):
 def test_nats_values_are_commented_and_in_the_schema():
     lines = (NATS_CHART / "values.yaml").read_text().splitlines()
     schema = json.loads((NATS_CHART / "values.schema.json").read_text())
-    values = yaml.safe_load("\n".join(lines))
-    missing = []
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#") or stripped.startswith("- ") or ":" not in stripped:
-            continue
-        indent = len(line) - len(line.lstrip())
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        is_section = stripped.endswith(":") and len(nxt) - len(nxt.lstrip()) > indent
-        if not (lines[i - 1].strip().startswith("#") or is_section or _parent_is_documented_value(lines, i, indent)):
-            missing.append(f"line {i + 1}: {stripped}")
+    missing = _uncommented_values(lines)
     assert not missing, "values without a comment:\n" + "\n".join(missing)
-
-    def walk(node, sch, path):
-        assert sch is not None, f"{path} missing from charts/nats/values.schema.json"
-        if isinstance(node, dict) and sch.get("properties") is not None:
-            for key, value in node.items():
-                walk(value, sch["properties"].get(key), f"{path}.{key}")
-
-    walk(values, schema, "nats")
+    _walk_schema(yaml.safe_load("\n".join(lines)), schema, "nats", "charts/nats/values.schema.json")
 
 
 def test_nats_chart_runs_the_version_the_tests_run():

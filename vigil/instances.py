@@ -43,7 +43,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from vigil.events import NUMERIC_DATATYPES, PayloadError, tensor_batch
+from vigil.events import NUMERIC_DATATYPES, PayloadError, tensor_batch, v2_reshape
 
 #: Reasons `decode_table` may raise with (bounded metric label values).
 REASONS = ("bad_body", "bad_shape", "non_numeric", "out_of_range", "feature_count", "bad_category")
@@ -178,15 +178,6 @@ class Decoded:
 # -- body -> cells --------------------------------------------------------------------------------------
 
 
-def _reshape(arr: np.ndarray, shape: Any, what: str) -> np.ndarray:
-    if shape is None:
-        return arr
-    try:
-        return arr.reshape([int(s) for s in shape])
-    except (TypeError, ValueError, OverflowError):
-        raise PayloadError("bad_shape", f"V2 {what} data of {arr.size} values does not fit shape {shape}") from None
-
-
 def _flat(data: Any) -> list:
     """Nested lists flattened (row-major) without recursion (bodies may nest deeply)."""
     if not isinstance(data, list):
@@ -233,7 +224,7 @@ def _v2_tensor(tensor: Any, strict: bool) -> tuple[Optional[str], np.ndarray]:
     elif tensor.get("shape") is not None:
         arr = arr.ravel()
     name = tensor.get("name")
-    return (name if isinstance(name, str) else None), _reshape(arr, tensor.get("shape"), "input")
+    return (name if isinstance(name, str) else None), v2_reshape(arr, tensor.get("shape"), "input")
 
 
 def _columns(arr: np.ndarray) -> np.ndarray:
