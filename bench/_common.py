@@ -1,4 +1,5 @@
-"""What the service benchmarks share: a service's CPU time and memory from /proc, and wrk runs.
+"""What the service benchmarks share: a service's CPU time and memory from /proc, stopping it,
+reading a raw HTTP reply, and wrk runs.
 
 Rates on a shared machine are lower bounds; events per CPU-second of the service (utime +
 stime from ``/proc/PID/stat``) is the figure that stays put under load.
@@ -27,6 +28,26 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+async def read_reply(reader) -> bytes:
+    """Read one HTTP/1.1 response (headers, then a Content-Length body) from an asyncio stream;
+    return its 3-digit status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"), 0)
+    if length:
+        await reader.readexactly(length)
+    return head[9:12]
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM a service, SIGKILL it if it has not exited within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def pinned(cmd: list[str], cpu: str) -> list[str]:

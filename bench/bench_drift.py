@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import cpu_seconds, pinned, rss_mib, wrk  # noqa: E402 - after the path
+from _common import cpu_seconds, pinned, rss_mib, stop, wrk  # noqa: E402 - after the path
 
 FEATURES = ["f0_normal", "f1_lognormal", "f2_uniform", "f3_exponential"]
 
@@ -152,11 +151,7 @@ class DriftService:
         return rss_mib(self.pid)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
         self._log.close()
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_outlier import HOST, _caller, cpu_seconds, free_port, rss_mb  # noqa: E402
+from bench_outlier import HOST, _caller, cpu_seconds, free_port, rss_mib  # noqa: E402
 
 SHAPE = [32, 32, 3]
 
@@ -178,7 +178,7 @@ def main() -> int:
                 concurrencies = (1, 16, 64) if mode == "batching on" else (64,)
                 totals = {c: args.events // 4 if c == 1 else args.events for c in concurrencies}
                 requests = build_requests(service.port, 64 + sum(totals.values()))
-                ready_rss = rss_mb(service.proc.pid)
+                ready_rss = rss_mib(service.proc.pid)
                 results[mode], per_cpu[mode] = {}, {}
                 asyncio.run(drive(service.port, requests[:64], 16))  # warm-up
                 used_up = 64
@@ -196,7 +196,7 @@ def main() -> int:
                     print(f"{mode:<13} concurrency {c:>3}: {rate:7.1f} images/s   "
                           f"{per_cpu[mode][c]:7.1f} images per service CPU-second   "
                           f"{mean:5.1f} images per VAE call", flush=True)
-                print(f"{mode:<13} RSS at ready {ready_rss:.0f} MB, after the runs {rss_mb(service.proc.pid):.0f} MB")
+                print(f"{mode:<13} RSS at ready {ready_rss:.0f} MB, after the runs {rss_mib(service.proc.pid):.0f} MB")
             finally:
                 service.stop()
         cmd = [sys.executable, __file__, "--measure-eager", str(artifact)]

@@ -61,6 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._common import cpu_seconds as _cpu_seconds  # noqa: E402 - the benches' one /proc reader
+from bench._common import read_reply  # noqa: E402
 from bench.bench_drift import FEATURES, _instances_total, draw  # noqa: E402
 
 MONITOR, NAMESPACE = "bench", "default"
@@ -285,13 +286,9 @@ async def _drive_raw(port: int, requests: list[bytes], concurrency: int) -> floa
         try:
             for req in queue:
                 writer.write(req)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line[15:]) for line in head.split(b"\r\n")
-                               if line[:15].lower() == b"content-length:"), 0)
-                if length:
-                    await reader.readexactly(length)
-                if head[9:10] != b"2":
-                    bad.append(head[9:12])
+                status = await read_reply(reader)
+                if status[:1] != b"2":
+                    bad.append(status)
         finally:
             writer.close()
 

@@ -43,7 +43,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from typing import Optional
 
 import httpx
 import numpy as np
+from _common import cpu_seconds, read_reply, rss_mib, stop  # noqa: E402 - bench/ is on the path (the script's dir)
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 HOST = "127.0.0.1"
@@ -76,21 +76,6 @@ def train_artifact(workdir: Path) -> Path:
                     "--output", str(out), "--options", json.dumps({"epochs": 10}),
                     "--feature-names", json.dumps(FEATURES)], check=True, stdout=subprocess.DEVNULL)
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS")
 
 
 class Service:
@@ -133,12 +118,7 @@ class Service:
         raise RuntimeError("service not ready")
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, 10)
         self.log.close()
         os.unlink(self.log.name)
 
@@ -186,15 +166,9 @@ async def _caller(port: int, requests: list[tuple[bytes, bytes]], count: int, of
         for i in range(count):
             head, rest = requests[(offset + i) % len(requests)]
             writer.write(head + str(next(_SENT)).encode() + rest)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
-            if head[9:12] != b"200":
-                errors.append(head[9:12])
+            status = await read_reply(reader)
+            if status != b"200":
+                errors.append(status)
     finally:
         writer.close()
 
@@ -231,7 +205,7 @@ def run_case(artifact: Path, rows: int = 1, concurrency: int = 64, events: int =
     """Start the service, measure one case (`measure`'s figures plus ``rss_ready_mb``), stop it."""
     service = start_service(artifact, env, cpu, tree, warm=False)
     try:
-        ready = rss_mb(service.pid)
+        ready = rss_mib(service.pid)
         asyncio.run(drive(service.port, build_requests(service.port, 64, rows), 16, 800 // rows + 16))
         return {**measure(service, rows, concurrency, events), "rss_ready_mb": ready}
     finally:
@@ -241,10 +215,10 @@ def run_case(artifact: Path, rows: int = 1, concurrency: int = 64, events: int =
 def memory(service: Service, events: int, rounds: int = 2) -> list[float]:
     """VmRSS (MB) now and after each round of `events` one-row events at concurrency 64."""
     requests = build_requests(service.port)
-    rss = [rss_mb(service.pid)]
+    rss = [rss_mib(service.pid)]
     for _ in range(rounds):
         asyncio.run(drive(service.port, requests, 64, events))
-        rss.append(rss_mb(service.pid))
+        rss.append(rss_mib(service.pid))
     return rss
 
 
@@ -300,7 +274,7 @@ def run_tree(artifact: Path, label: str, tree: Optional[str], args) -> dict:
     service = Service(artifact, ON, args.service_cpu, tree)
     try:
         service.wait_ready()
-        out["rss_ready"] = rss_mb(service.pid)
+        out["rss_ready"] = rss_mib(service.pid)
         asyncio.run(drive(service.port, build_requests(service.port, 64, 1), 16, 800))  # warm-up
         asyncio.run(drive(service.port, build_requests(service.port, 64, 64), 16, 64))
         for rows, c in [(1, c) for c in levels] + [(64, 16)]:
