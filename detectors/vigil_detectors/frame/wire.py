@@ -31,41 +31,18 @@ from cloudevents.core.bindings.http import _CE_SAFE_CHARS  # the binding's own p
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from vigil.fastjson import LONG_INTEGER, has_long_integer  # noqa: F401 - LONG_INTEGER: the definition tests check
+
 #: The attributes CloudEvents 1.0 defines; every other ``ce-`` header is an extension.
 SPEC_ATTRIBUTES = frozenset({"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject",
                              "time"})
 _EXTENSION = re.compile(r"^[a-z0-9]+$")  # the SDK's rule for extension names
 _JSON_CT = JSONFormat.JSON_CONTENT_TYPE_PATTERN
 #: orjson reads an integer outside 64 bits as a float where `json` keeps it exact: a body with
-#: an integer token of 19+ digits takes the SDK's path instead. Only integer tokens: a run not
-#: preceded by '.' or a digit (not a fraction's digits) and not followed by '.', 'e', 'E' or a digit
-#: (not a float's mantissa) — long fractions (0.0012345678901234567) are floats to both parsers,
-#: read bit for bit alike (tests/test_wire.py). A long digit run inside a string also matches
-#: (harmless: the SDK path reads it the same).
-#: The reference definition of such a token; `has_long_integer` answers the same question without
-#: a regex scan (a regex costs ~10x orjson's parse on a 100-row body).
-LONG_INTEGER = re.compile(rb"(?<![.\d])\d{19,}(?![.eE\d])")
+#: an integer token of 19+ digits (`vigil.fastjson.has_long_integer`) takes the SDK's path instead.
 #: The ``time`` forms read here (fractions of 3 or 6 digits: what `fromisoformat` takes on Python 3.10
 #: too); any other form the SDK reads, or refuses, itself.
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3}|\.\d{6})?(Z|[+-]\d\d:\d\d)\Z")
-_DIGITS_TO_0 = bytes.maketrans(b"123456789", b"000000000")
-_RUN = b"0" * 19
-
-
-def has_long_integer(body: bytes) -> bool:
-    """Whether `body` holds a `LONG_INTEGER` token: every digit mapped to ``0``, a C-speed search
-    for 19 zeros finds each run of 19+ digits at its start; it is an integer token unless a '.'
-    precedes it or a '.', 'e' or 'E' follows it."""
-    flat = body.translate(_DIGITS_TO_0)
-    pos = flat.find(_RUN)
-    while pos >= 0:
-        end = pos + 19
-        while end < len(flat) and flat[end] == 48:  # b"0"
-            end += 1
-        if (pos == 0 or flat[pos - 1] != 46) and (end == len(flat) or flat[end] not in b".eE"):
-            return True
-        pos = flat.find(_RUN, end)
-    return False
 
 
 def _fast(headers: dict[str, str], body: bytes) -> tuple[dict[str, Any], Any] | None:
