@@ -284,3 +284,20 @@ def test_artifact_loads_in_a_fresh_process(artifact, model_url, iris):
         assert out["prediction"] == 2 and out["precision"] >= 0.95
         assert all(holds(p, x[120], NAMES) for p in out["anchor"])
         assert httpx.get(url + "/status").json()["explainer"]["explanations"] == 1
+
+
+def test_model_calls_encode_as_json_writes_v2_request_bit_for_bit():
+    """The predictor writes its V2 bodies with orjson; they read back exactly as `json` writing
+    `v2_request` would have them (numbers bit for bit), NaN rows included (through `json`)."""
+    from vigil_detectors.explainer.predictor import encode_request
+
+    rng = np.random.default_rng(3)
+    for rows in (rng.random((7, 4)), rng.normal(0, 1e-300, (3, 2, 2, 3)), np.array([1e308, -0.0, 5e-324, 1 / 3]),
+                 np.array([[np.nan, 1.0], [np.inf, 2.0]]), rng.random((100, 32, 32, 3)).astype(np.float32)):
+        want = v2_request(rows)
+        want["outputs"] = [{"name": "predict"}]
+        got = json.loads(encode_request(rows))
+        assert got["inputs"][0]["shape"] == want["inputs"][0]["shape"] and got["outputs"] == want["outputs"]
+        assert got["inputs"][0]["datatype"] == "FP64"
+        assert np.array_equal(np.asarray(got["inputs"][0]["data"], dtype=np.float64).view(np.int64),
+                              np.asarray(want["inputs"][0]["data"], dtype=np.float64).view(np.int64))
