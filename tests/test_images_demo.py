@@ -67,6 +67,16 @@ def test_the_phases_are_windows_of_textured_patches_and_each_corruption_does_wha
     assert imagedata.detail(noise).mean() > 3 * imagedata.detail(clean).mean()
 
 
+
+def test_explain_order_puts_the_rarer_class_first():
+    _, y = imagedata.patches(20, seed=77, textured=True)  # the sample the demo explains from
+    order = demo_images.explain_order(y)
+    assert sorted(order) == list(range(len(y)))
+    rare = np.bincount(y).argmin()
+    tries = order[:demo_images.EXPLAIN_TRIES]
+    assert all(y[i] == rare for i in tries) and tries == sorted(tries)  # the first rare patches, in order
+    assert demo_images.explain_order(np.array([0, 0, 1, 0, 1, 1, 1])) == [0, 1, 3, 2, 4, 5, 6]
+
 @pytest.mark.slow
 @pytest.mark.tensorflow
 def test_vigil_demo_images_end_to_end(tmp_path):
