@@ -14,15 +14,36 @@ from vigil import fastjson
 
 
 def _same_value(a, b) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return struct.pack("<d", a) == struct.pack("<d", b) or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_same_value(a[k], b[k]) for k in a)
-    return a == b
+    """Equal values of equal types, floats bit for bit; iterative, since `json` may read a
+    document nested deeper than Python's recursion limit allows a recursive walk."""
+    pending = [(a, b)]
+    while pending:
+        x, y = pending.pop()
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, float):
+            if struct.pack("<d", x) != struct.pack("<d", y) and not (math.isnan(x) and math.isnan(y)):
+                return False
+        elif isinstance(x, list):
+            if len(x) != len(y):
+                return False
+            pending.extend(zip(x, y, strict=True))
+        elif isinstance(x, dict):
+            if list(x) != list(y):
+                return False
+            pending.extend((x[k], y[k]) for k in x)
+        elif x != y:
+            return False
+    return True
+
+
+def test_same_value_tells_values_apart_at_any_depth():
+    nested, other = [1.5], [1.5]
+    for _ in range(5000):
+        nested, other = [nested], [other]
+    assert _same_value(nested, other)
+    assert not _same_value([0.0], [-0.0]) and not _same_value([1], [1.0]) and not _same_value({"a": 1}, {"b": 1})
+    assert _same_value([float("nan")], [float("nan")])
 
 
 def _outcome(f, raw):
