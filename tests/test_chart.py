@@ -297,6 +297,10 @@ def test_chart_documents_the_measured_resources():
     copy = CHART / "files" / "resources.yaml"
     assert copy.read_bytes() == (ROOT / "operator" / "vigil_operator" / "resources.yaml").read_bytes(), \
         "charts/vigil/files/resources.yaml differs from operator/vigil_operator/resources.yaml: copy it over"
+    # componentDefaults.resources takes exactly the rows of that table (values.schema.json's enum)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    rows = schema["properties"]["componentDefaults"]["properties"]["resources"]["propertyNames"]["enum"]
+    assert sorted(rows) == sorted(yaml.safe_load(copy.read_text())["resources"])
 
 
 def test_default_images_follow_app_version():

@@ -114,3 +114,34 @@ def test_no_tensorflow(name):
                               "PYTHONPATH": PYTHONPATH}, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", f"{name} imported {out.stdout}"
+
+
+#: The outlier service on a dense VAE trained by `vigil train` scores with NumPy (`outlier.dense`):
+#: served, scoring an event, it imports neither TensorFlow nor alibi-detect.
+OUTLIER_TABULAR = """
+import json, uuid, sys
+from sklearn.datasets import load_wine
+from tests.conftest import serve_ready
+from vigil_detectors.outlier.service import create_app
+from vigil_detectors.outlier.settings import OutlierSettings
+x = load_wine(return_X_y=True)[0]
+with serve_ready(create_app(OutlierSettings(artifact=sys.argv[1]))) as c:
+    headers = {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-source": "/t",
+               "ce-type": "dev.vigil.inference.request", "content-type": "application/json"}
+    r = c.post("/", headers=headers, content=json.dumps({"instances": x[:3].tolist()}))
+    assert r.status_code == 200 and len(r.json()["data"]["instance_score"]) == 3, r.text
+"""
+
+
+@pytest.mark.tensorflow
+def test_outlier_service_on_a_dense_vae_loads_no_tensorflow(tmp_path):
+    from sklearn.datasets import load_wine
+
+    from vigil_detectors.outlier.train import train_outlier
+
+    artifact = train_outlier(load_wine(return_X_y=True)[0], {"epochs": 1}, tmp_path / "vae", progress=lambda _: None)
+    code = OUTLIER_TABULAR + f"\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code, str(artifact)], capture_output=True, text=True, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": PYTHONPATH}, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", f"the outlier service imported {out.stdout}"

@@ -156,7 +156,8 @@ def test_security_context_probes_and_resources():
 
 def test_tensorflow_rows_apply_only_where_tensorflow_loads():
     """``NAME-tensorflow`` rows of resources.yaml: a TensorFlow model server, drift with UAE
-    preprocessing, explainer training against a TensorFlow model file; the plain rows otherwise."""
+    preprocessing, an outlier VAE on tensors (conv) or from a given artifact, explainer training against
+    a TensorFlow model file; the plain rows otherwise (a dense VAE `vigil train`s is scored with NumPy)."""
     rows = measured_resources()
 
     def limits(rendered) -> dict:
@@ -173,10 +174,11 @@ def test_tensorflow_rows_apply_only_where_tensorflow_loads():
     doc = {"apiVersion": "vigil.dev/v1alpha1", "kind": "ModelMonitor", "metadata": {"name": "cifar", "namespace": "ml"},
            "spec": {"model": {"storageUri": "pvc://models/cifar/model.keras", "format": "tensorflow", "name": "cifar"},
                     "schema": {"shape": [32, 32, 3]}, "reference": {"storageUri": "pvc://models/cifar/reference.npy"},
-                    "detectors": {"drift": {"preprocess": {"type": "uae"}},
+                    "detectors": {"drift": {"preprocess": {"type": "uae"}}, "outlier": {},
                                   "explainer": {"type": "anchor-image"}}}}
     tf = limits(render(doc)[2])
     assert tf["model"] == rows["model-tensorflow"] and tf["drift"] == rows["drift-tensorflow"]
+    assert tf["outlier"] == rows["outlier-tensorflow"] != rows["outlier"]
     assert tf["train-explainer"] == rows["train-explainer-tensorflow"]
     assert tf["explainer"] == rows["explainer"]  # it calls the model server: no TensorFlow of its own
     # every row: a memory request no larger than its limit
@@ -188,7 +190,8 @@ def test_tensorflow_rows_apply_only_where_tensorflow_loads():
 def test_the_memory_table_of_the_docs_is_resources_yaml():
     """docs/kubernetes.md's "Memory" table shows exactly the request and limit of each row."""
     rows = measured_resources()
-    names = {"logger": "logger", "model (scikit-learn)": "model", "outlier (VAE, TensorFlow)": "outlier",
+    names = {"logger": "logger", "model (scikit-learn)": "model", "outlier (VAE, NumPy)": "outlier",
+             "outlier with TensorFlow": "outlier-tensorflow",
              "drift": "drift", "metrics": "metrics", "quality": "quality", "explainer": "explainer",
              "fetch (init containers)": "fetch", "training Job, outlier": "train-outlier",
              "training Job, explainer": "train-explainer"}

@@ -137,3 +137,11 @@ def test_library_draws_agree_in_distribution(artifact, images):
     far = np.abs(lib_a["instance_score"] - t) > 0.2 * t
     assert far.sum() > 32
     assert (ours[2][far] == lib_a["is_outlier"][far]).all()
+
+
+def test_a_conv_vae_is_scored_by_tensorflow(artifact):
+    """Only dense VAEs get NumPy arrays (`outlier.dense`); an image artifact has none and loads TensorFlow."""
+    from vigil_detectors.outlier.dense import WEIGHTS
+
+    assert not (artifact / WEIGHTS).exists()
+    assert load(artifact).engine == "tensorflow"

@@ -206,6 +206,14 @@ def _drift_outputs(ctx: BuildContext, d) -> dict[str, Any]:
             "labels": metrics is not None}
 
 
+def _outlier_tensorflow(monitor) -> bool:
+    """A dense VAE trained by `vigil train` is scored with NumPy (vigil_detectors.outlier.dense); a conv VAE
+    (tensor instances) and an artifact trained elsewhere (``storageUri``: maybe without those arrays) load
+    TensorFlow."""
+    o = getattr(monitor.spec.detectors, "outlier", None)
+    return o is not None and (monitor.spec.schema_.shape is not None or o.storage_uri is not None)
+
+
 def _drift_tensorflow(monitor) -> bool:
     """Tabular drift runs on NumPy/SciPy; a UAE preprocessing step runs a TensorFlow encoder."""
     d = getattr(monitor.spec.detectors, "drift", None)
@@ -265,7 +273,7 @@ def _builtin() -> None:
     register(ComponentType("outlier", 2, "vigil_detectors.outlier.settings:OutlierSettings",
                        "vigil_detectors.outlier.service:create_app", _outlier, spec_block=_spec.OutlierSpec,
                        consumes=("request",), reply_type=f"{P}.outlier", status_key="outliers",
-                       status_fields=("rate", "seen", "threshold"), trainable=True, tensorflow=lambda m: True))
+                       status_fields=("rate", "seen", "threshold"), trainable=True, tensorflow=_outlier_tensorflow))
     register(ComponentType("drift", 3, "vigil_detectors.drift.settings:DriftSettings",
                        "vigil_detectors.drift.service:create_app", _drift, spec_block=_spec.DriftSpec,
                        consumes=("request",), reply_type=f"{P}.drift", status_key="drift",

@@ -13,6 +13,9 @@ alibi-detect's own ``predict`` output (what Seldon/KServe outlier servers return
               "threshold": t},
      "meta": {"name": "OutlierVAE", "detector_type": "outlier", ...}}
 
+The VAE is scored in NumPy when the artifact is a dense VAE with the arrays `vigil train` writes
+(`dense`: the service then never imports TensorFlow), else in TensorFlow (`scorer`); the log says which.
+
 Rows holding a missing value are skipped (the frame counts them in
 ``vigil_instances_skipped_total``): their place in each per-row list is ``null``; an unseen
 category is scored as code k (it is, after all, unlike the training data).
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Optional
@@ -38,8 +42,10 @@ from vigil_detectors.frame import Detector, DetectorError, InferenceEvent
 from vigil_detectors.outlier.batcher import MicroBatcher
 from vigil_detectors.outlier.settings import OutlierSettings
 
-if TYPE_CHECKING:  # the scorer module loads TensorFlow: imported in load()
-    from vigil_detectors.outlier.scorer import VAEScorer
+if TYPE_CHECKING:  # imported in load()
+    from vigil_detectors.outlier.scorer import ScorerBase
+
+log = logging.getLogger("vigil.outlier")
 
 #: score histogram buckets as multiples of the threshold (a bucket edge sits exactly on it)
 _SCORE_FACTORS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
@@ -132,7 +138,7 @@ class OutlierDetector(Detector[OutlierSettings]):
                                            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
         self.m_score: Optional[_Bound] = None  # its buckets depend on the threshold: made in load()
         self._score_child: Any = None  # its unlabelled series (for `observe_many`)
-        self.scorer: Optional[VAEScorer] = None
+        self.scorer: Optional[ScorerBase] = None
         self.batcher: Optional[MicroBatcher] = None
         self.recent = RecentRate(settings.rate_window)
         self.seen = 0
@@ -147,12 +153,8 @@ class OutlierDetector(Detector[OutlierSettings]):
         if not s.artifact:
             raise DetectorError("no outlier artifact configured (VIGIL_OUTLIER_ARTIFACT); train one with "
                                 "`vigil train` or set detectors.outlier.storageUri")
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2: before TensorFlow is first imported
-        from vigil_detectors.outlier.scorer import VAEScorer, configure_threads
-
-        configure_threads(s.tf_threads)
         try:
-            scorer = VAEScorer.load(s.artifact, s.feature_names)
+            scorer = self._load_scorer()
         except (ValueError, TypeError, FileNotFoundError) as exc:
             raise DetectorError(f"cannot use outlier artifact {s.artifact}: {exc}") from exc
         if s.shape and tuple(s.shape) != scorer.shape:
@@ -171,9 +173,27 @@ class OutlierDetector(Detector[OutlierSettings]):
                                               "error); the threshold is a bucket edge.",
                                               buckets=_score_buckets(scorer.threshold))
         self._score_child = self.m_score.labels()
-        self._meta = _jsonable(scorer.od.meta)
+        self._meta = _jsonable(scorer.meta)
         # per-feature (per-pixel) scores: as configured, by default only for tensor instances (DESIGN §8)
         self._feature_scores = s.feature_scores if s.feature_scores is not None else len(scorer.shape) > 1
+
+    def _load_scorer(self) -> ScorerBase:
+        """NumPy for a dense VAE with its arrays (`dense`), else TensorFlow (which the service then loads)."""
+        s = self.settings
+        assert s.artifact
+        from vigil_detectors.outlier import dense
+
+        try:
+            scorer: ScorerBase = dense.DenseScorer.load(s.artifact, s.feature_names)
+            log.info("outlier: scoring with NumPy (%s), TensorFlow not loaded", dense.WEIGHTS)
+            return scorer
+        except dense.Unavailable as why:
+            log.info("outlier: scoring with TensorFlow: %s", why)
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2: before TensorFlow is first imported
+        from vigil_detectors.outlier.scorer import VAEScorer, configure_threads
+
+        configure_threads(s.tf_threads)
+        return VAEScorer.load(s.artifact, s.feature_names)
 
     async def start(self) -> None:
         self.batcher = MicroBatcher(self._score_batch, self.settings.max_batch_size,

@@ -1,4 +1,8 @@
-"""Scoring rows with an alibi-detect `OutlierVAE` artifact (the only TensorFlow part of the service).
+"""Scoring rows with an alibi-detect `OutlierVAE` artifact in TensorFlow (the service's TensorFlow part).
+
+`ScorerBase` is what this scorer shares with `vigil_detectors.outlier.dense.DenseScorer`, which
+scores dense (tabular) VAEs trained by `vigil train` in NumPy, without TensorFlow; the service
+takes that one whenever the artifact allows (see `dense`).
 
 `VAEScorer.load(path)` loads a detector saved by alibi-detect's `save_detector` with its
 own `load_detector`. Scores are alibi-detect's `OutlierVAE.predict` (``score_type`` mse,
@@ -89,25 +93,25 @@ def padded_images(n: int) -> int:
     return -(-n // step) * step
 
 
-def _local(path: str) -> Path:
+def local_path(path: str) -> Path:
     return Path(path[len("file://"):] if path.startswith("file://") else path)
 
 
-class VAEScorer:
-    """Per-instance scores, per-feature scores and outlier flags for rows of float64 features
-    (or a batch of tensor instances)."""
+class ScorerBase:
+    """What every scorer of an `OutlierVAE` artifact shares: the instance shape, the artifact's own
+    standardizer and feature names (``meta["vigil"]``), the threshold, `prepare`. `VAEScorer` (TensorFlow)
+    and `vigil_detectors.outlier.dense.DenseScorer` (NumPy) add `score`."""
 
-    def __init__(self, od, feature_names: Optional[Sequence[str]] = None):
-        tf = import_tensorflow()
-        from alibi_detect.od import OutlierVAE
+    #: what scores: "tensorflow" or "numpy" (logged at load)
+    engine = ""
+    image = False
 
-        if not isinstance(od, OutlierVAE):
-            raise TypeError(f"artifact holds a {type(od).__name__}, not an alibi-detect OutlierVAE")
-        if od.threshold is None:
+    def _setup(self, meta: dict, threshold: Optional[float], shape: Sequence[int],
+               feature_names: Optional[Sequence[str]]) -> None:
+        if threshold is None:
             raise ValueError("the OutlierVAE has no threshold (fit it and call infer_threshold before saving)")
-        self.od = od
-        self.model = od.vae  # the Keras VAE as loaded; od.vae becomes its compiled call
-        shape = tuple(od.vae.encoder.encoder_net.input_shape[1:])
+        self._threshold = float(threshold)
+        self.meta: dict = meta
         if not shape or any(d is None for d in shape):
             raise ValueError(f"the VAE takes inputs of shape {list(shape)}; every dimension must be known")
         #: the shape of one instance: (n_features,) for rows, e.g. (32, 32, 3) for images
@@ -118,7 +122,7 @@ class VAEScorer:
         if feature_names is not None and len(feature_names) != self.n_features:
             raise ValueError(f"the VAE was trained on {self.n_features} features but {len(feature_names)} "
                              f"feature names are configured")
-        extra = od.meta.get(META_KEY) or {}
+        extra = meta.get(META_KEY) or {}
         scaler = extra.get("scaler")
         self.mean: Optional[np.ndarray]
         self.scale: Optional[np.ndarray]
@@ -128,8 +132,41 @@ class VAEScorer:
         else:
             self.mean = self.scale = None
         self.trained_features = extra.get("feature_names")
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(instance scores (n,), feature scores (n, *shape), is_outlier (n,)) for prepared float32 rows."""
+        raise NotImplementedError
+
+    def prepare(self, rows: np.ndarray) -> np.ndarray:
+        """float64 rows -> what the VAE was trained on (standardized if the artifact says so), float32."""
+        x = np.asarray(rows, dtype=np.float64)
+        if self.mean is not None:
+            x = (x - self.mean) / self.scale
+        with np.errstate(over="ignore"):  # overflow gives inf, which the caller rejects
+            return x.astype(np.float32)
+
+
+class VAEScorer(ScorerBase):
+    """Per-instance scores, per-feature scores and outlier flags for rows of float64 features
+    (or a batch of tensor instances)."""
+
+    engine = "tensorflow"
+
+    def __init__(self, od, feature_names: Optional[Sequence[str]] = None):
+        tf = import_tensorflow()
+        from alibi_detect.od import OutlierVAE
+
+        if not isinstance(od, OutlierVAE):
+            raise TypeError(f"artifact holds a {type(od).__name__}, not an alibi-detect OutlierVAE")
         if getattr(od, "score_type", "mse") != "mse":
             raise ValueError(f"OutlierVAE score_type {od.score_type!r} is not supported (alibi-detect scores mse)")
+        self._setup(od.meta, od.threshold, tuple(od.vae.encoder.encoder_net.input_shape[1:]), feature_names)
+        self.od = od
+        self.model = od.vae  # the Keras VAE as loaded; od.vae becomes its compiled call
         model, samples, shape = self.model, int(od.samples), self.shape
         spec = [tf.TensorSpec([None, *shape], tf.float32)]
         od.vae = tf.function(lambda x: model(x, training=False), input_signature=spec)
@@ -150,23 +187,11 @@ class VAEScorer:
 
         tf = import_tensorflow()
         tf.get_logger().setLevel(logging.ERROR)  # tf-keras: "no training configuration found" (inference only)
-        where = _local(path)
+        where = local_path(path)
         if not where.is_dir():
             raise FileNotFoundError(f"outlier artifact {where} is not a directory saved by alibi-detect's "
                                     "save_detector (train one with `vigil train`)")
         return cls(load_detector(str(where)), feature_names)
-
-    @property
-    def threshold(self) -> float:
-        return float(self.od.threshold)
-
-    def prepare(self, rows: np.ndarray) -> np.ndarray:
-        """float64 rows -> what the VAE was trained on (standardized if the artifact says so), float32."""
-        x = np.asarray(rows, dtype=np.float64)
-        if self.mean is not None:
-            x = (x - self.mean) / self.scale
-        with np.errstate(over="ignore"):  # overflow gives inf, which the caller rejects
-            return x.astype(np.float32)
 
     def _image_scores(self, x):
         """(Compiled.) `OutlierVAE.score` for a batch of tensor instances, each encoded once (module
@@ -202,7 +227,7 @@ class VAEScorer:
         n = len(x)
         instance, feature = self._scores(self._padded(x))
         instance, feature = instance.numpy()[:n], feature.numpy()[:n]
-        return instance, feature, (instance > self.od.threshold).astype(int)
+        return instance, feature, (instance > self._threshold).astype(int)
 
     def score_library(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The same through alibi-detect's own `OutlierVAE.predict` (the reference `score` is tested against)."""

@@ -24,5 +24,6 @@ class OutlierSettings(DetectorSettings):
     #: Add per-feature scores (``feature_score``; per pixel for images) to each reply. None: only for
     #: tensor instances (``shape``), where they say which pixels are unusual (DESIGN §8).
     feature_scores: Optional[bool] = None
-    #: TensorFlow intra-/inter-op threads; the VAE is tiny, so 1 is fastest. 0 = TensorFlow's default.
+    #: TensorFlow intra-/inter-op threads (a VAE scored with TensorFlow); the VAE is tiny, so 1 is fastest.
+    #: 0 = TensorFlow's default.
     tf_threads: int = Field(1, ge=0)

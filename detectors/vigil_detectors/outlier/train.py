@@ -18,6 +18,8 @@ Design (what `vigil train` builds for ``detectors.outlier``):
 - **Threshold**: alibi-detect's `infer_threshold` on the reference data at
   ``thresholdPercentile`` (default 95: about 5 % of reference-like traffic is flagged).
 - Deterministic given ``seed`` (default 0).
+- **Saved** with alibi-detect's `save_detector`; for rows, the same weights are also written as
+  NumPy arrays (`vigil_detectors.outlier.dense`), so the service scores without TensorFlow.
 - **Tensor instances** (``spec.schema.shape`` of rank 2 or 3: images): a convolutional
   encoder/decoder chosen from the shape (the layer rule in `vigil_detectors.outlier.conv`),
   inputs min-max scaled to [0, 1] over the reference (one scale for every pixel, stored like
@@ -186,8 +188,15 @@ def train_outlier(x_ref: np.ndarray, options: Optional[dict], out_dir, *,
 
     from alibi_detect.saving import save_detector
 
+    from vigil_detectors.outlier import dense
+
+    def save(tmp: Path) -> None:
+        save_detector(od, str(tmp))
+        if not image and dense.export(od, tmp):  # the same weights as arrays: the service scores without TF
+            progress(f"outlier: dense weights also written as {dense.WEIGHTS} (scored with NumPy)")
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf-keras: "HDF5 is a legacy format" (alibi-detect saves .h5)
-        out = save_atomically(lambda tmp: save_detector(od, str(tmp)), Path(out_dir))
+        out = save_atomically(save, Path(out_dir))
     progress(f"outlier: saved to {out}")
     return out
