@@ -17,8 +17,9 @@ What it does:
    from /proc/PID/stat) and events / rows per CPU-second of the service — the figure to
    compare on a shared machine, where wall-clock rates are lower bounds — and the mean rows
    per VAE call (the service's ``vigil_outlier_batch_size`` histogram).
-4. Memory: the service's VmRSS once ready, then after `--memory-events` events at
-   concurrency 64, twice (the first round includes allocator warm-up); growth per event.
+4. Memory: the service's VmRSS once ready, once its de-duplication window is full (100,000
+   events: it remembers that many recent ids, ~14 MB, and no more), then after
+   `--memory-events` events at concurrency 64, twice; growth per event over the last round.
 5. Times one scoring call on the same core, for 1 and 64 rows: alibi-detect's
    ``OutlierVAE.predict`` with the Keras model called eagerly, with it compiled, and the
    service's one-graph `VAEScorer.score` (the in-process ceiling).
@@ -213,11 +214,15 @@ def run_case(artifact: Path, rows: int = 1, concurrency: int = 64, events: int =
 
 
 def memory(service: Service, events: int, rounds: int = 2) -> list[float]:
-    """VmRSS (MB) now and after each round of `events` one-row events at concurrency 64."""
+    """VmRSS (MB) at ready, once the de-duplication window is full (`DEFAULT_CAPACITY` events: it keeps
+    that many recent ids, ~140 bytes each, and then stays that size), then after each round of `events`
+    one-row events at concurrency 64."""
+    from vigil_detectors.frame.dedup import DEFAULT_CAPACITY
+
     requests = build_requests(service.port)
     rss = [rss_mib(service.pid)]
-    for _ in range(rounds):
-        asyncio.run(drive(service.port, requests, 64, events))
+    for count in (DEFAULT_CAPACITY, *[events] * rounds):
+        asyncio.run(drive(service.port, requests, 64, count))
         rss.append(rss_mib(service.pid))
     return rss
 
@@ -283,9 +288,10 @@ def run_tree(artifact: Path, label: str, tree: Optional[str], args) -> dict:
             print(_line(f"{label} batching on", r), flush=True)
         if args.memory_events:
             out["rss"] = rss = memory(service, args.memory_events)
-            print(f"{label} batching on: RSS {rss[0]:.1f} MB -> {rss[1]:.1f} MB after {args.memory_events} events "
-                  f"-> {rss[2]:.1f} MB after {args.memory_events} more "
-                  f"({(rss[2] - rss[1]) * 1024 / args.memory_events:+.3f} KB/event)", flush=True)
+            print(f"{label} batching on: RSS {rss[0]:.1f} MB -> {rss[1]:.1f} MB with the de-duplication window full "
+                  f"-> {rss[2]:.1f} MB after {args.memory_events} events -> {rss[3]:.1f} MB after "
+                  f"{args.memory_events} more ({(rss[3] - rss[2]) * 1024 / args.memory_events:+.3f} KB/event)",
+                  flush=True)
     finally:
         service.stop()
     if not args.skip_off:
@@ -361,7 +367,7 @@ def main() -> int:
                 print(line)
             ready = np.median([r["rss_ready"] for r in rs])
             if "rss" in rs[0]:
-                grow = np.median([(r["rss"][2] - r["rss"][1]) * 1024 / args.memory_events for r in rs])
+                grow = np.median([(r["rss"][3] - r["rss"][2]) * 1024 / args.memory_events for r in rs])
                 print(f"{label} memory: RSS at ready {ready:.1f} MB, steady growth {grow:+.3f} KB/event "
                       f"(peer ~33 KB/event)")
         return 0
