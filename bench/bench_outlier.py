@@ -21,8 +21,9 @@ What it does:
    events: it remembers that many recent ids, ~14 MB, and no more), then after
    `--memory-events` events at concurrency 64, twice; growth per event over the last round.
 5. Times one scoring call on the same core, for 1 and 64 rows: alibi-detect's
-   ``OutlierVAE.predict`` with the Keras model called eagerly, with it compiled, and the
-   service's one-graph `VAEScorer.score` (the in-process ceiling).
+   ``OutlierVAE.predict`` with the Keras model called eagerly, with it compiled, the
+   one-graph `VAEScorer.score` (TensorFlow) and `DenseScorer.score` (NumPy: what the service
+   uses for a VAE `vigil train` wrote; the in-process ceiling).
 
 With ``--compare TREE`` every case also runs with the service imported from TREE (another
 checkout, e.g. main before a change), in ``--rounds`` interleaved rounds; medians are printed.
@@ -247,6 +248,16 @@ def measure_predict(artifact: str) -> None:
             fn(x)
             runs = 100 if how == "alibi eager" else 400
             out[f"{how} {n}"] = min(timeit.repeat(lambda: fn(x), number=runs, repeat=3)) / runs * 1e3  # noqa: B023
+    from vigil_detectors.outlier.dense import DenseScorer, Unavailable
+
+    try:  # what the service scores a dense VAE with (no TensorFlow)
+        dense = DenseScorer.load(artifact)
+    except Unavailable:
+        dense = None
+    for n in (1, 64) if dense else ():
+        x = rows[:n]
+        dense.score(x)
+        out[f"vigil numpy {n}"] = min(timeit.repeat(lambda: dense.score(x), number=400, repeat=3)) / 400 * 1e3  # noqa: B023
     print(json.dumps(out))
 
 

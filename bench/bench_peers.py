@@ -123,6 +123,9 @@ def run_outlier(args, work: Path) -> dict[str, Any]:
     one, many = costs["alibi compiled 1"], costs["alibi compiled 64"]  # alibi-detect's predict, Keras model compiled
     out["ceiling"] = {"outlier-1": 1000 / one, "outlier-64": 64 * 1000 / many, "costs_ms": costs}
     print(f"  alibi-detect OutlierVAE.predict (compiled): 1 row {one:.2f} ms, 64 rows {many:.2f} ms", flush=True)
+    if "vigil numpy 1" in costs:
+        print(f"  Vigil's NumPy scorer (what the service runs): 1 row {costs['vigil numpy 1']:.3f} ms, 64 rows "
+              f"{costs['vigil numpy 64']:.3f} ms", flush=True)
     return out
 
 
