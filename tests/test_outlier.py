@@ -420,6 +420,26 @@ def test_an_overflowing_event_among_concurrent_ones_is_a_400_and_not_counted(det
     assert metric_value(metrics, "vigil_events_rejected_total", reason="out_of_range") == 1
 
 
+@pytest.mark.parametrize("max_batch_size", [1, 64])
+def test_a_finite_row_whose_score_overflows_is_a_400_and_not_counted(deterministic_artifact, direct, max_batch_size):
+    rows = synthetic(3, seed=9)
+    events = [ce(v2(r[None]), id=f"ok-{i}") for i, r in enumerate(rows)]
+    # finite in float32 once standardized, but its squared reconstruction error is not
+    events.insert(1, ce(v2([[1e35, 0.0, 100.0, 10.0]]), id="huge"))
+    with serve(deterministic_artifact, max_batch_size=max_batch_size, max_batch_delay_ms=20) as url:
+        wait_ready(url)
+        replies = asyncio.run(send_all(url, events))
+        metrics = httpx.get(url + "/metrics").text
+    assert replies[1].status_code == 400 and replies[1].json()["reason"] == "out_of_range", replies[1].text
+    for reply, row in zip(replies[:1] + replies[2:], rows, strict=True):
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose(reply.json()["data"]["instance_score"], [direct(row)], rtol=1e-4)
+    assert metric_value(metrics, "vigil_outlier_instances_total") == 3
+    assert metric_value(metrics, "vigil_outlier_score_count") == 3
+    assert np.isfinite(metric_value(metrics, "vigil_outlier_score_sum")) and "NaN" not in metrics
+    assert metric_value(metrics, "vigil_events_rejected_total", reason="out_of_range") == 1
+
+
 def test_batching_off_scores_one_event_per_call(deterministic_artifact, direct):
     rows = synthetic(24, seed=4)
     with serve(deterministic_artifact, max_batch_size=1) as url:

@@ -216,7 +216,11 @@ class OutlierDetector(Detector[OutlierSettings]):
         if not finite.all():  # float32 overflow: scored as zeros, its event is answered with a 400
             bad = ~finite.reshape(len(x), -1).all(axis=1)
             x[bad] = 0
-        scores, feature_scores, flags = scorer.score(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge finite rows can overflow inside the VAE
+            scores, feature_scores, flags = scorer.score(x)
+        unscored = ~np.isfinite(scores)
+        if unscored.any():  # an inf/NaN score would poison the histogram: answered with the same 400
+            bad = unscored if bad is None else bad | unscored
         counted_scores, counted_flags = (scores, flags) if bad is None else (scores[~bad], flags[~bad])
         n, k = len(counted_flags), int(counted_flags.sum())
         with self._lock:
