@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vigil_detectors.outlier.scorer import ScorerBase, local_path
+from vigil_detectors.outlier.scorer import ScorerBase, local_path, unsupported
 
 log = logging.getLogger("vigil.outlier")
 
@@ -90,8 +90,8 @@ def export(od, directory) -> Optional[Path]:
     directory = Path(directory)
     vae = od.vae
     try:
-        if getattr(od, "score_type", "mse") != "mse" or od.threshold is None:
-            raise Unavailable("not an mse-scored OutlierVAE with a threshold")
+        if (why := unsupported(od)) is not None:
+            raise Unavailable(why)
         layers = [(_dense(layer, "encoder_net"), "encoder") for layer in vae.encoder.encoder_net.layers]
         layers += [(_dense(vae.encoder.fc_mean, "fc_mean"), "mean"), (_dense(vae.encoder.fc_log_var, "fc_log_var"),
                                                                       "log_var")]
@@ -136,7 +136,7 @@ class DenseScorer(ScorerBase):
     engine = "numpy"
 
     def __init__(self, layers: Sequence[tuple[str, _Layer]], threshold: float, samples: int, meta: dict,
-                 feature_names: Optional[Sequence[str]] = None, seed: Optional[int] = None):
+                 feature_names: Optional[Sequence[str]] = None):
         parts: dict[str, list[_Layer]] = {"encoder": [], "mean": [], "log_var": [], "decoder": []}
         for part, layer in layers:
             parts[part].append(layer)
@@ -145,7 +145,7 @@ class DenseScorer(ScorerBase):
         self.encoder, self.decoder = parts["encoder"], parts["decoder"]
         self.fc_mean, self.fc_log_var = parts["mean"][0], parts["log_var"][0]
         self.samples = int(samples)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng()
         #: latent noise of shape (rows · samples, latent): standard normal (tests substitute a fixed one)
         self.noise: Callable[[tuple[int, int]], np.ndarray] = lambda shape: rng.standard_normal(shape, np.float32)
         self._setup(meta, threshold, (int(self.encoder[0].kernel.shape[0]),), feature_names)

@@ -97,6 +97,15 @@ def local_path(path: str) -> Path:
     return Path(path[len("file://"):] if path.startswith("file://") else path)
 
 
+def unsupported(od) -> Optional[str]:
+    """Why an `OutlierVAE` cannot be scored as alibi-detect's predict does here, or None."""
+    if getattr(od, "score_type", "mse") != "mse":
+        return f"OutlierVAE score_type {od.score_type!r} is not supported (alibi-detect scores mse)"
+    if od.threshold is None:
+        return "the OutlierVAE has no threshold (fit it and call infer_threshold before saving)"
+    return None
+
+
 class ScorerBase:
     """What every scorer of an `OutlierVAE` artifact shares: the instance shape, the artifact's own
     standardizer and feature names (``meta["vigil"]``), the threshold, `prepare`. `VAEScorer` (TensorFlow)
@@ -162,8 +171,8 @@ class VAEScorer(ScorerBase):
 
         if not isinstance(od, OutlierVAE):
             raise TypeError(f"artifact holds a {type(od).__name__}, not an alibi-detect OutlierVAE")
-        if getattr(od, "score_type", "mse") != "mse":
-            raise ValueError(f"OutlierVAE score_type {od.score_type!r} is not supported (alibi-detect scores mse)")
+        if (why := unsupported(od)) is not None:
+            raise ValueError(why)
         self._setup(od.meta, od.threshold, tuple(od.vae.encoder.encoder_net.input_shape[1:]), feature_names)
         self.od = od
         self.model = od.vae  # the Keras VAE as loaded; od.vae becomes its compiled call
