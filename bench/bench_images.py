@@ -10,12 +10,15 @@ What it does:
    (maxBatchSize 1) — and drives it from this process on core 1 with the raw keep-alive client of
    `bench_outlier.py`: binary-mode CloudEvents, one V2 image ``[1, 32, 32, 3]`` per event, the
    reply carrying per-pixel scores (the default for images).
-3. Prints images/s at concurrency 1, 16 and 64 (wall clock and per CPU-second of the service, from
-   /proc utime+stime), the mean images per VAE call, and the resident memory at ready and after the runs.
-4. Times alibi-detect's ``OutlierVAE.predict`` on one image with the Keras model called eagerly
-   (the peer's way: Seldon's alibi-detect-server calls ``od.predict`` once per request) on the same
-   core, and prints a table of every service rate against that eager once-per-image rate, on the
-   wall clock and per CPU-second (the machine is shared: the CPU-second ratio is the robust one).
+3. Measures images/s at concurrency 1, 16 and 64 (wall clock and per CPU-second of the service, from
+   /proc utime+stime) and the mean images per VAE call, and times alibi-detect's ``OutlierVAE.predict``
+   on one image with the Keras model called eagerly (the peer's way: Seldon's alibi-detect-server
+   calls ``od.predict`` once per request) on the same core — all of it once per round, in
+   `--rounds` interleaved rounds (default 3), because this shared machine's speed drifts by ±30%
+   over minutes.
+4. Prints the medians, each service rate against the eager once-per-image rate of the same round
+   (median of the per-round ratios), on the wall clock and per CPU-second, and the resident memory
+   at ready and after the runs.
 
 Pixel values are sent as decimals of 4 places (float64 ``np.round``: what a client sending
 ``np.round(img, 4).tolist()`` of float64 images writes). The service's image path is described in
@@ -155,10 +158,31 @@ def measure_eager(artifact: str) -> None:
     print(json.dumps({"eager_ms": wall, "eager_cpu_ms": (time.process_time() - cpu0) / 60 * 1e3}))
 
 
+def eager_round(artifact: Path, cpu: str) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--measure-eager", str(artifact)]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpu, *cmd]
+    done = subprocess.run(cmd, env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          capture_output=True, text=True, check=True)
+    eager = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"wall": 1000.0 / eager["eager_ms"], "cpu": 1000.0 / eager["eager_cpu_ms"]}
+
+
+def service_round(service: Service, requests: list[tuple[bytes, bytes]], concurrency: int,
+                  total: int) -> dict[str, float]:
+    before, cpu0 = service.batches(), cpu_seconds(service.proc.pid)
+    rate = asyncio.run(drive(service.port, requests[:total], concurrency))
+    used = cpu_seconds(service.proc.pid) - cpu0
+    after = service.batches()
+    return {"wall": rate, "cpu": (total // concurrency) * concurrency / max(used, 1e-9),
+            "batch": (after[0] - before[0]) / max(after[1] - before[1], 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifact", help="an image OutlierVAE directory (default: train one)")
     ap.add_argument("--events", type=int, default=1024, help="events per measurement (concurrency 1: a quarter)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--service-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
     ap.add_argument("--measure-eager", help=argparse.SUPPRESS)
@@ -168,53 +192,49 @@ def main() -> int:
         return 0
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {int(args.client_cpu)})
+    cases = [("batching on", 64, 1), ("batching on", 64, 16), ("batching on", 64, 64), ("batching off", 1, 64)]
     with tempfile.TemporaryDirectory() as tmp:
         artifact = Path(args.artifact) if args.artifact else train_artifact(Path(tmp))
-        results: dict[str, dict[int, float]] = {}
-        per_cpu: dict[str, dict[int, float]] = {}
-        for mode, max_batch in (("batching on", 64), ("batching off", 1)):
-            service = Service(artifact, max_batch, args.service_cpu)
-            try:
-                concurrencies = (1, 16, 64) if mode == "batching on" else (64,)
-                totals = {c: args.events // 4 if c == 1 else args.events for c in concurrencies}
-                requests = build_requests(service.port, 64 + sum(totals.values()))
-                ready_rss = rss_mib(service.proc.pid)
-                results[mode], per_cpu[mode] = {}, {}
-                asyncio.run(drive(service.port, requests[:64], 16))  # warm-up
-                used_up = 64
-                for c in concurrencies:
-                    total = totals[c]
-                    batch = requests[used_up:used_up + total]
-                    used_up += total
-                    before, cpu0 = service.batches(), cpu_seconds(service.proc.pid)
-                    rate = asyncio.run(drive(service.port, batch, c))
-                    used = cpu_seconds(service.proc.pid) - cpu0
-                    after = service.batches()
-                    mean = (after[0] - before[0]) / max(after[1] - before[1], 1)
-                    results[mode][c] = rate
-                    per_cpu[mode][c] = (total // c) * c / max(used, 1e-9)
-                    print(f"{mode:<13} concurrency {c:>3}: {rate:7.1f} images/s   "
-                          f"{per_cpu[mode][c]:7.1f} images per service CPU-second   "
-                          f"{mean:5.1f} images per VAE call", flush=True)
-                print(f"{mode:<13} RSS at ready {ready_rss:.0f} MB, after the runs {rss_mib(service.proc.pid):.0f} MB")
-            finally:
-                service.stop()
-        cmd = [sys.executable, __file__, "--measure-eager", str(artifact)]
-        if shutil.which("taskset"):
-            cmd = ["taskset", "-c", args.service_cpu, *cmd]
-        done = subprocess.run(cmd, env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"},
-                              capture_output=True, text=True, check=True)
-        eager = json.loads(done.stdout.strip().splitlines()[-1])
-        eager_rate, eager_cpu_rate = 1000.0 / eager["eager_ms"], 1000.0 / eager["eager_cpu_ms"]
-        print(f"\neager alibi-detect predict, one image per call (model call only, no HTTP): {eager['eager_ms']:.1f} ms "
-              f"= {eager_rate:.1f} images/s; {eager_cpu_rate:.1f} images per CPU-second")
-        print("\nagainst the eager once-per-image rate (wall clock: same core, same minutes; per CPU-second: "
-              "robust to other load on the core)")
-        print(f"{'':<13} {'concurrency':>11} {'images/s':>9} {'x eager':>8} {'img/CPU-s':>10} {'x eager':>8}")
-        for mode, rates in results.items():
-            for c, rate in rates.items():
-                print(f"{mode:<13} {c:>11} {rate:9.1f} {rate / eager_rate:7.1f}x {per_cpu[mode][c]:10.1f} "
-                      f"{per_cpu[mode][c] / eager_cpu_rate:7.1f}x")
+        services = {mode: Service(artifact, max_batch, args.service_cpu)
+                    for mode, max_batch in (("batching on", 64), ("batching off", 1))}
+        try:
+            requests = {mode: build_requests(s.port, args.events) for mode, s in services.items()}
+            ready = {mode: rss_mib(s.proc.pid) for mode, s in services.items()}
+            for mode, s in services.items():
+                asyncio.run(drive(s.port, requests[mode][:64], 16))  # warm-up
+            rounds: list[dict] = []
+            for r in range(args.rounds):  # eager and service measured back to back in every round
+                got = {"eager": eager_round(artifact, args.service_cpu)}
+                for mode, _, c in cases:
+                    total = args.events // 4 if c == 1 else args.events
+                    got[(mode, c)] = service_round(services[mode], requests[mode], c, total)
+                rounds.append(got)
+                print(f"round {r + 1}: eager {got['eager']['wall']:.1f} images/s; "
+                      + "; ".join(f"{mode} C={c} {got[(mode, c)]['wall']:.1f}" for mode, _, c in cases), flush=True)
+            after = {mode: rss_mib(s.proc.pid) for mode, s in services.items()}
+        finally:
+            for s in services.values():
+                s.stop()
+
+    def med(values) -> float:
+        return float(np.median(list(values)))
+
+    eager_wall, eager_cpu = med(g["eager"]["wall"] for g in rounds), med(g["eager"]["cpu"] for g in rounds)
+    print(f"\neager alibi-detect predict, one image per call (model call only, no HTTP), median of {args.rounds}: "
+          f"{eager_wall:.1f} images/s = {1000 / eager_wall:.1f} ms; {eager_cpu:.1f} images per CPU-second")
+    for mode in services:
+        print(f"{mode:<13} RSS at ready {ready[mode]:.0f} MB, after the runs {after[mode]:.0f} MB")
+    print(f"\nmedians of {args.rounds} interleaved rounds; 'x eager' is the median of each round's ratio to the eager "
+          "rate measured in the same round\n(wall clock: same core, same minutes; per CPU-second: robust to other "
+          "load on the core)")
+    print(f"{'':<13} {'concurrency':>11} {'images/s':>9} {'x eager':>8} {'img/CPU-s':>10} {'x eager':>8} "
+          f"{'images/call':>12}")
+    for mode, _, c in cases:
+        runs = [g[(mode, c)] for g in rounds]
+        x_wall = med(g[(mode, c)]["wall"] / g["eager"]["wall"] for g in rounds)
+        x_cpu = med(g[(mode, c)]["cpu"] / g["eager"]["cpu"] for g in rounds)
+        print(f"{mode:<13} {c:>11} {med(r['wall'] for r in runs):9.1f} {x_wall:7.1f}x "
+              f"{med(r['cpu'] for r in runs):10.1f} {x_cpu:7.1f}x {med(r['batch'] for r in runs):12.1f}")
     return 0
 
 

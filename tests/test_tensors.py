@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import cloud_event, serve_ready
 from vigil.data import DataError, load_table
-from vigil.events import PayloadError, decode_instances
+from vigil.events import PayloadError, decode_instances, float_array
 from vigil.local import LocalPlacement
 from vigil.plan import build_plan, train_argv
 from vigil.spec import SpecError, monitor_from_dict
@@ -90,6 +90,24 @@ def test_decode_v2_and_v1_batches_of_images():
     assert v1.shape == (4, 32, 32, 3) and np.array_equal(v1, got)
     one = decode_instances({"instances": batch[0].tolist()}, shape=SHAPE)  # one image without a batch axis
     assert one.shape == (1, 32, 32, 3)
+
+
+@pytest.mark.parametrize("data", [
+    np.round(np.random.default_rng(0).random(3072), 4).tolist(),  # a V2 image as clients send it
+    [1, 2.5, True, False, -0.0, 5e-324, 1.7976931348623157e308, 2**53 + 1, 2**63 + 123, 2**70, -(2**70)],
+    [1.0, -(2**1000)],
+    [[0.5, 1], [2, 3.25]], [1.0, None], [1.0, "2.5"], ["x"], [10**400], [1.0, [2.0]], [], 3.5, (1.0, 2.0),
+])
+def test_float_array_reads_what_numpy_reads_bit_for_bit(data):
+    try:
+        expected = np.asarray(data, dtype=np.float64)
+    except Exception as exc:  # the same exception type from both
+        with pytest.raises(type(exc)):
+            float_array(data)
+        return
+    got = float_array(data)
+    assert got.dtype == np.float64 and got.shape == expected.shape and got.flags.writeable
+    assert got.tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize("body, received", [

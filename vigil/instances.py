@@ -43,7 +43,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from vigil.events import NUMERIC_DATATYPES, PayloadError, tensor_batch, v2_reshape
+from vigil.events import NUMERIC_DATATYPES, PayloadError, float_array, tensor_batch, v2_reshape
 
 #: Reasons `decode_table` may raise with (bounded metric label values).
 REASONS = ("bad_body", "bad_shape", "non_numeric", "out_of_range", "feature_count", "bad_category")
@@ -198,7 +198,7 @@ def _flat(data: Any) -> list:
 def _as_floats(data: Any, strict: bool) -> Optional[np.ndarray]:
     """`data` as a float64 array when numpy reads it as numbers (None -> NaN), else None (cell by cell)."""
     try:
-        arr = np.asarray(data, dtype=np.float64)
+        arr = float_array(data)
     except OverflowError:  # an integer literal beyond float64 (e.g. 400 digits)
         if strict:
             raise PayloadError("out_of_range", "instances hold a number too large for float64") from None
