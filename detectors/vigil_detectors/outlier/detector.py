@@ -116,6 +116,11 @@ class RecentRate:
         return self._sum / n if n else 0.0
 
 
+def _not_finite(a: np.ndarray) -> np.ndarray:
+    """(n,) bool: the rows (instances) of `a` holding an inf or a NaN."""
+    return ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+
+
 class OutlierDetector(Detector[OutlierSettings]):
     name = "outlier"
     accepts = frozenset({"request"})
@@ -211,16 +216,15 @@ class OutlierDetector(Detector[OutlierSettings]):
         scorer, hist = self.scorer, self._score_child
         assert scorer is not None and hist is not None  # loaded: the frame sends events only then
         x = scorer.prepare(rows)
-        finite = np.isfinite(x)
-        bad = None
-        if not finite.all():  # float32 overflow: scored as zeros, its event is answered with a 400
-            bad = ~finite.reshape(len(x), -1).all(axis=1)
-            x[bad] = 0
+        overflowed = _not_finite(x)  # float32 overflow: scored as zeros, its event is answered with a 400
+        if overflowed.any():
+            x[overflowed] = 0
         with np.errstate(over="ignore", invalid="ignore"):  # huge finite rows can overflow inside the VAE
             scores, feature_scores, flags = scorer.score(x)
-        unscored = ~np.isfinite(scores)
-        if unscored.any():  # an inf/NaN score would poison the histogram: answered with the same 400
-            bad = unscored if bad is None else bad | unscored
+        # ... and an inf/NaN score would poison the histogram: answered with the same 400
+        bad = overflowed | _not_finite(scores)
+        if not bad.any():
+            bad = None
         counted_scores, counted_flags = (scores, flags) if bad is None else (scores[~bad], flags[~bad])
         n, k = len(counted_flags), int(counted_flags.sum())
         with self._lock:

@@ -54,6 +54,8 @@ import numpy as np
 
 #: where `vigil train` keeps its additions inside the detector's alibi-detect metadata
 META_KEY = "vigil"
+#: why an artifact without a threshold cannot be served (every scorer says it the same way)
+NO_THRESHOLD = "the OutlierVAE has no threshold (fit it and call infer_threshold before saving)"
 
 
 def import_tensorflow():
@@ -102,7 +104,7 @@ def unsupported(od) -> Optional[str]:
     if getattr(od, "score_type", "mse") != "mse":
         return f"OutlierVAE score_type {od.score_type!r} is not supported (alibi-detect scores mse)"
     if od.threshold is None:
-        return "the OutlierVAE has no threshold (fit it and call infer_threshold before saving)"
+        return NO_THRESHOLD
     return None
 
 
@@ -118,7 +120,7 @@ class ScorerBase:
     def _setup(self, meta: dict, threshold: Optional[float], shape: Sequence[int],
                feature_names: Optional[Sequence[str]]) -> None:
         if threshold is None:
-            raise ValueError("the OutlierVAE has no threshold (fit it and call infer_threshold before saving)")
+            raise ValueError(NO_THRESHOLD)
         self._threshold = float(threshold)
         self.meta: dict = meta
         if not shape or any(d is None for d in shape):
