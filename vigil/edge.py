@@ -96,16 +96,25 @@ def check_headers(raw: Iterable[tuple[bytes, bytes]]) -> None:
                                                        f"{encoding.decode('latin-1')!r}; send the body uncompressed")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused (413) as soon as it is known to be over `max_bytes`."""
-    declared = request.headers.get("content-length")
+def check_declared_length(declared: Optional[str], max_bytes: int) -> None:
+    """413 when a request's ``Content-Length`` already says its body is over `max_bytes`."""
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise BodyTooLarge(f"body of {declared} bytes is over the limit of {max_bytes} bytes")
+
+
+def check_read_length(size: int, max_bytes: int) -> None:
+    """413 as soon as the bytes read so far are over `max_bytes` (a chunked or lying body)."""
+    if size > max_bytes:
+        raise BodyTooLarge(f"body is over the limit of {max_bytes} bytes")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to be over `max_bytes`."""
+    check_declared_length(request.headers.get("content-length"), max_bytes)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > max_bytes:
-            raise BodyTooLarge(f"body is over the limit of {max_bytes} bytes")
+        check_read_length(size, max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from vigil import components
-from vigil.edge import BodyTooLarge, Edge, check_headers, parse_json
+from vigil.edge import Edge, check_declared_length, check_headers, check_read_length, parse_json
 from vigil.errors import InvalidInput, NotReady, Rejected, UnsupportedMediaType
 from vigil.events import SOURCE_PREFIX, event_kind, inference_id
 from vigil.telemetry import ServiceMetrics
@@ -212,8 +212,7 @@ class _DetectorApp(FastAPI):
 async def read_asgi_body(receive, declared: Optional[str], max_bytes: int) -> Optional[bytes]:
     """The body of an ASGI request, refused (413) as `vigil.edge.read_body` refuses it; None when
     the client disconnected first."""
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(f"body of {declared} bytes is over the limit of {max_bytes} bytes")
+    check_declared_length(declared, max_bytes)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -222,8 +221,7 @@ async def read_asgi_body(receive, declared: Optional[str], max_bytes: int) -> Op
             return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > max_bytes:
-            raise BodyTooLarge(f"body is over the limit of {max_bytes} bytes")
+        check_read_length(size, max_bytes)
         if not message.get("more_body", False):
             if not chunks:
                 return chunk
