@@ -145,3 +145,43 @@ def test_a_conv_vae_is_scored_by_tensorflow(artifact):
 
     assert not (artifact / WEIGHTS).exists()
     assert load(artifact).engine == "tensorflow"
+
+
+# -- the decoder's last layer as a forward convolution (vigil_detectors.outlier.deconv) ----------------------------
+
+@pytest.mark.parametrize("kernel, stride, padding, size, channels, filters, activation", [
+    (4, 2, "same", 16, 16, 3, "sigmoid"),  # the last layer `vigil train` builds for 32x32x3
+    (4, 2, "same", 4, 64, 32, "relu"), (3, 2, "same", 5, 4, 2, None), (3, 2, "valid", 5, 4, 2, None),
+    (5, 3, "same", 7, 3, 4, "tanh"), (3, 1, "same", 6, 2, 3, None), (4, 2, "valid", 4, 3, 1, None),
+    (2, 2, "same", 4, 3, 2, None), (1, 1, "valid", 4, 3, 2, None), (5, 2, "same", 6, 3, 2, "relu"),
+    (3, 3, "valid", 4, 2, 2, None), ((3, 5), 2, "same", 6, 3, 2, None),
+])
+def test_subpixel_conv_equals_the_keras_layer(kernel, stride, padding, size, channels, filters, activation):
+    import tf_keras
+
+    from vigil_detectors.outlier.deconv import SubpixelConv2DTranspose
+
+    layer = tf_keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding=padding, activation=activation,
+                                            bias_initializer="random_normal")
+    x = np.random.default_rng(3).normal(size=(5, size, size + 1, channels)).astype(np.float32)
+    want = layer(x).numpy()
+    got = SubpixelConv2DTranspose(layer)(x).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_only_few_channel_transposed_convs_it_covers_are_rewritten(artifact):
+    import tf_keras
+
+    from vigil_detectors.outlier.deconv import SubpixelConv2DTranspose, decoder_call
+
+    dilated = tf_keras.layers.Conv2DTranspose(3, 3, dilation_rate=2)
+    padded = tf_keras.layers.Conv2DTranspose(3, 3, strides=2, output_padding=1)
+    for layer in (dilated, padded):
+        layer.build((None, 8, 8, 4))
+        assert SubpixelConv2DTranspose.unsupported(layer) is not None
+    decoder = load(artifact).model.decoder
+    rewritten = decoder_call(decoder)
+    assert rewritten is not decoder  # its last layer (to 3 channels) is rewritten, the 16+ channel ones not
+    z = np.random.default_rng(4).normal(size=(7, 8)).astype(np.float32)
+    np.testing.assert_allclose(rewritten(z).numpy(), decoder(z).numpy(), rtol=1e-5, atol=1e-6)

@@ -31,7 +31,9 @@ shape too (per pixel).
 ``fc_mean`` and ``fc_log_var`` run once per image, their outputs are repeated ``samples``
 times into the VAE's own ``Sampling`` layer (one draw per copy, in ``np.repeat``'s order, as
 the library draws) and the decoder runs on every draw — about a quarter less work than the
-whole VAE on every copy. Batches are padded more finely (`padded_images`: under 1/8 of the rows
+whole VAE on every copy. The decoder's last transposed convolution (to the image's few channels,
+the costliest layer on oneDNN) runs as the equivalent forward convolution
+(`vigil_detectors.outlier.deconv`). Batches are padded more finely (`padded_images`: under 1/8 of the rows
 wasted, where powers of two can double a conv batch's cost). Without this the library's own
 ``predict`` on 64 images spent as long in ``np.repeat`` and ``np.power(d, 2)`` (~100× slower
 than ``np.square`` on this stack's numpy) as in the VAE. tests/test_tensors_scorer.py checks
@@ -189,6 +191,10 @@ class VAEScorer(ScorerBase):
             return tf.reduce_mean(tf.reshape(feature, (tf.shape(feature)[0], -1)), axis=1), feature
 
         self.image = len(shape) > 1
+        if self.image:
+            from vigil_detectors.outlier.deconv import decoder_call
+
+            self._decode = decoder_call(self.model.decoder)  # the last layer as a forward conv (see deconv)
         self._scores = tf.function(self._image_scores if self.image else scores, input_signature=spec)
         self.score(self.prepare(np.zeros((1, *self.shape))))  # trace once now, not on the first event
 
@@ -214,7 +220,7 @@ class VAEScorer(ScorerBase):
             h = tf.reshape(h, [tf.shape(h)[0], -1])
         z_mean = tf.repeat(encoder.fc_mean(h), samples, axis=0)  # np.repeat's order: copies of a row together
         z_log_var = tf.repeat(encoder.fc_log_var(h), samples, axis=0)
-        recon = self.model.decoder(encoder.sampling((z_mean, z_log_var)))
+        recon = self._decode(encoder.sampling((z_mean, z_log_var)))
         recon = tf.reshape(recon, tf.concat([[tf.shape(x)[0], samples], tf.shape(x)[1:]], axis=0))
         feature = tf.reduce_mean(tf.square(x[:, None] - recon), axis=1)
         return tf.reduce_mean(tf.reshape(feature, (tf.shape(feature)[0], -1)), axis=1), feature
