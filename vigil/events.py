@@ -80,7 +80,7 @@ def float_array(data: Any) -> np.ndarray:
     """``np.asarray(data, dtype=np.float64)``, the same values and errors, faster for a flat list of
     numbers (a V2 image's 3,072 values: ~30% less time): the stdlib `array` converts each int or
     float with the same C conversion NumPy uses; anything else it refuses (nested lists, None,
-    strings, an int beyond float64) is read by NumPy itself. tests/test_events.py compares the two."""
+    strings, an int beyond float64) is read by NumPy itself. tests/test_tensors.py compares the two."""
     if type(data) is list:
         try:
             return np.frombuffer(array("d", data), dtype=np.float64)
