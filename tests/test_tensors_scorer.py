@@ -170,16 +170,34 @@ def test_subpixel_conv_equals_the_keras_layer(kernel, stride, padding, size, cha
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_subpixel_conv_with_unknown_spatial_dims_equals_the_keras_layer():
+    import tensorflow as tf
+    import tf_keras
+
+    from vigil_detectors.outlier.deconv import SubpixelConv2DTranspose
+
+    layer = tf_keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", bias_initializer="random_normal")
+    layer.build((None, None, None, 8))
+    traced = tf.function(SubpixelConv2DTranspose(layer), input_signature=[tf.TensorSpec([None, None, None, 8])])
+    for h, w in ((5, 7), (9, 4)):  # one graph, two image sizes
+        x = np.random.default_rng(h).normal(size=(2, h, w, 8)).astype(np.float32)
+        np.testing.assert_allclose(traced(x).numpy(), layer(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_only_few_channel_transposed_convs_it_covers_are_rewritten(artifact):
     import tf_keras
 
-    from vigil_detectors.outlier.deconv import SubpixelConv2DTranspose, decoder_call
+    from vigil_detectors.outlier.deconv import SubpixelConv2DTranspose, decoder_call, rewrite
 
     dilated = tf_keras.layers.Conv2DTranspose(3, 3, dilation_rate=2)
     padded = tf_keras.layers.Conv2DTranspose(3, 3, strides=2, output_padding=1)
     for layer in (dilated, padded):
         layer.build((None, 8, 8, 4))
         assert SubpixelConv2DTranspose.unsupported(layer) is not None
+        assert rewrite(layer) is None
+    wide = tf_keras.layers.Conv2DTranspose(16, 3, strides=2)
+    wide.build((None, 8, 8, 4))
+    assert rewrite(wide) is None  # 16 channels: as fast as its rewrite, left to Keras
     decoder = load(artifact).model.decoder
     rewritten = decoder_call(decoder)
     assert rewritten is not decoder  # its last layer (to 3 channels) is rewritten, the 16+ channel ones not

@@ -68,11 +68,15 @@ class SubpixelConv2DTranspose:
             return "output_padding"
         return None
 
-    def __call__(self, x):
+    def __call__(self, x, training=None):  # noqa: ARG002 - called as a Keras layer is; no training behaviour
         import tensorflow as tf
 
         s, q, (kh, kw) = self.stride, self.q, self.size
         h, w = x.shape[1], x.shape[2]
+        if h is None or w is None:  # a graph traced with unknown spatial dims: the crop's sizes at run time
+            dynamic = tf.shape(x)
+            h = dynamic[1] if h is None else h
+            w = dynamic[2] if w is None else w
         if q > 1:
             x = tf.pad(x, [[0, 0], [q - 1, q - 1], [q - 1, q - 1], [0, 0]])
         y = tf.nn.conv2d(x, self.kernel, 1, "VALID")
@@ -88,6 +92,16 @@ class SubpixelConv2DTranspose:
         return self.activation(y)
 
 
+def rewrite(layer: Any) -> Optional[SubpixelConv2DTranspose]:
+    """`layer` as a `SubpixelConv2DTranspose` when it is a few-channel ``Conv2DTranspose`` the rewrite
+    covers; None: it runs as Keras's own."""
+    import tf_keras
+
+    if not isinstance(layer, tf_keras.layers.Conv2DTranspose) or layer.filters > FEW_CHANNELS:
+        return None
+    return None if SubpixelConv2DTranspose.unsupported(layer) is not None else SubpixelConv2DTranspose(layer)
+
+
 def decoder_call(decoder: Any) -> Callable:
     """`decoder` (alibi-detect's ``Decoder``: ``decoder_net`` a Keras ``Sequential``) as a callable with
     its few-channel ``Conv2DTranspose`` layers rewritten; `decoder` itself when there is none."""
@@ -96,16 +110,14 @@ def decoder_call(decoder: Any) -> Callable:
     net = getattr(decoder, "decoder_net", None)
     if not isinstance(net, tf_keras.Sequential):
         return decoder
-    calls = [SubpixelConv2DTranspose(layer)
-             if isinstance(layer, tf_keras.layers.Conv2DTranspose) and layer.filters <= FEW_CHANNELS
-             and SubpixelConv2DTranspose.unsupported(layer) is None else layer
-             for layer in net.layers]
-    if not any(isinstance(c, SubpixelConv2DTranspose) for c in calls):
+    rewritten = [rewrite(layer) for layer in net.layers]
+    if not any(rewritten):
         return decoder
+    calls = [new or layer for new, layer in zip(rewritten, net.layers, strict=True)]
 
     def run(z):
         for call in calls:
-            z = call(z) if isinstance(call, SubpixelConv2DTranspose) else call(z, training=False)
+            z = call(z, training=False)
         return z
 
     return run
