@@ -17,6 +17,13 @@ nats-server runs on CPU 1 too (with the client: it is the broker's cost, not the
 Printed: events/s (wall clock), the services' CPU use and events per service CPU-second (from
 /proc/PID/stat: the load-robust number on a shared machine), and the JetStream/HTTP ratios of both.
 
+- **nats-py floor**: the client library's own cost per event, with nothing of Vigil's in it. The same
+  events are published to a fresh stream, then a process pinned to CPU 0 binds the ``outlier``
+  consumer and does only what any JetStream detector must: ``fetch(64)``, read each message's
+  headers and stream sequence, publish a reply of the detector's shape (its ``ce-`` headers) and
+  acknowledge it. Its events per CPU-second set the best ratio to HTTP that a detector built on
+  nats-py could reach here, against the target's 3x.
+
 **Drift** (1 and 100 rows per event):
 
 The drift service runs as ``vigil serve drift`` pinned to CPU 0 (``taskset -c 0``), fitted from
@@ -391,6 +398,59 @@ def run_outlier(args, work: Path) -> None:
         print(f"  => JetStream ({replicas} replica{'s' if replicas > 1 else ''}) / HTTP: "
               f"{n / seconds / http[0]:.2f}x events/s (wall clock), "
               f"{n / max(cpu, 1e-9) / http[1]:.2f}x events per service CPU-second")
+    wall, per_cpu = nats_floor(args, work, bodies)
+    print(f"  nats-py floor (fetch 64, headers, sequence, reply publish and ack per event; no parsing or scoring): "
+          f"{wall:,.0f} events/s, {per_cpu:,.0f} events per CPU-s = {per_cpu / http[1]:.2f}x HTTP's per CPU-second "
+          f"(the target, 3x, needs {3 * http[1]:,.0f})")
+
+
+def _floor_reply() -> tuple[bytes, dict[str, str]]:
+    """A detector's reply (`vigil_detectors.frame.app._reply`): a one-row body and its headers."""
+    from vigil import components
+
+    return (b'{"data":{"instance_score":[0.12345678],"is_outlier":[0]}}',
+            {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-source": f"/vigil/{MONITOR}/outlier",
+             "ce-type": components.get("outlier").reply_type, "ce-inferenceid": f"inf-{uuid.uuid4()}",
+             "content-type": "application/json"})
+
+
+async def _floor_consume(url: str, n: int) -> dict:
+    """Bind the outlier consumer and settle `n` events as a detector must, doing nothing else: CPU-s taken."""
+    import resource
+
+    from vigil.transport import TransportConfig, names
+    from vigil.transport.jetstream import connect
+
+    nc = await connect(TransportConfig(type="jetstream", url=url), "bench-floor")
+    psub = await nc.jetstream().pull_subscribe_bind(durable="outlier", stream=names.stream_name(NAMESPACE, MONITOR))
+    reply = names.reply_subject(NAMESPACE, MONITOR, "outlier")
+    body, headers = _floor_reply()
+    got, t0 = 0, time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    while got < n:
+        for m in await psub.fetch(64, timeout=5):
+            _ = m.headers, m.metadata.sequence.stream
+            await nc.publish(reply, body, headers=headers)
+            await m.ack()
+            got += 1
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = time.perf_counter() - t0
+    await nc.close()
+    return {"seconds": seconds, "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
+
+
+def nats_floor(args, work: Path, bodies: list[bytes]) -> tuple[float, float]:
+    """`_floor_consume` in a process pinned to the service CPU, on a fresh server: (events/s, events per CPU-s)."""
+    server = _Nats(work / "nats-floor", args.client_cpu)
+    try:
+        asyncio.run(_publish_all(server.url, bodies, consumer=("outlier", ("request",))))
+        cmd = [sys.executable, __file__, "--floor-consume", server.url, str(len(bodies))]
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", args.service_cpu, *cmd]
+        out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    finally:
+        server.stop()
+    return len(bodies) / out["seconds"], len(bodies) / out["cpu"]
 
 
 def _outlier_line(name: str, replicas: int, n: int, seconds: float, cpu: float, scored: float, extra: str = "") -> None:
@@ -415,7 +475,11 @@ def main() -> None:
     ap.add_argument("--only", choices=("outlier", "drift"), help="run one detector's part (default: both)")
     ap.add_argument("--outlier-events", type=int, default=20_000, help="one-row events per outlier measurement")
     ap.add_argument("--outlier-artifact", help="an OutlierVAE directory (default: train one on iris)")
+    ap.add_argument("--floor-consume", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)  # nats_floor's child
     args = ap.parse_args()
+    if args.floor_consume:
+        print(json.dumps(asyncio.run(_floor_consume(args.floor_consume[0], int(args.floor_consume[1])))))
+        return
     _pin(args.client_cpu)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-js-") as tmp:
         if args.only in (None, "outlier"):
