@@ -21,6 +21,11 @@ and 100 rows/event at C=16; RSS at ready per component of one tabular monitor.
   subprocess — ``KSDrift.predict`` on a 1000-row window (rows/s = 1000 / its time; the
   library has no ingest, so one figure covers both drift rows; CPU time of the call) and
   ``OutlierVAE.predict`` on 1 and 64 rows (`bench_outlier.predict_costs`).
+- **Floor**: `bench/floor_app.py`, a do-nothing app answering as each detector answers, under
+  uvicorn as the services run, pinned and loaded the same way (drift's wrk at C=16, outlier's
+  client at C=64): the 1-row rate no detector on uvicorn can pass here. Printed with the CPU
+  per event it leaves for the frame and the detector under each 1-row goal, next to what they
+  take now.
 - **RSS**: `bench/bench_memory.py --json` (the demo's iris monitor, every component as
   `vigil up` runs it): VmRSS at ready per service.
 
@@ -129,6 +134,63 @@ def run_outlier(args, work: Path) -> dict[str, Any]:
     return out
 
 
+def run_floor(args, work: Path) -> dict[str, dict[str, float]]:
+    """`floor_app.py` in each mode, pinned like the services, under the load of its 1-row row."""
+    import asyncio
+
+    import numpy as np
+    from _common import cpu_seconds, stop
+
+    from vigil.events import v2_request
+    from vigil.transport.server import wait_listening
+
+    out = {}
+    for key, mode in (("drift-1", "drift"), ("outlier-1", "outlier")):
+        port = bench_outlier.free_port()
+        proc = subprocess.Popen(pinned([sys.executable, str(REPO / "bench" / "floor_app.py"), "--mode", mode,
+                                        "--port", str(port)], args.service_cpu))
+        try:
+            if not wait_listening("127.0.0.1", port, 30):
+                sys.exit(f"floor_app.py --mode {mode} did not start")
+            if mode == "drift":
+                body = work / "floor-events.jsonl"
+                rng = np.random.default_rng(1)
+                body.write_text("\n".join(json.dumps(v2_request(bench_drift.draw(rng, 1))) for _ in range(1000)) + "\n")
+                url = f"http://127.0.0.1:{port}"
+                bench_drift._wrk(url, body, 2, 16, args.client_cpu)  # warm-up, as bench_drift.measure
+                cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                r = bench_drift._wrk(url, body, args.duration, 16, args.client_cpu)
+                wall, cpu = time.monotonic() - t0, cpu_seconds(proc.pid) - cpu0
+                events_per_s = (r["requests"] - r["non2xx"]) / r["seconds"]
+                per_cpu = events_per_s / (cpu / wall)
+            else:
+                requests = bench_outlier.build_requests(port)
+                asyncio.run(bench_outlier.drive(port, requests, 16, 800))
+                sent = max(1, args.outlier_events // 64) * 64
+                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+                asyncio.run(bench_outlier.drive(port, requests, 64, sent))
+                wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
+                events_per_s, per_cpu = sent / wall, sent / cpu
+        finally:
+            stop(proc)
+        out[key] = {"events_per_s": events_per_s, "events_per_cpu_s": per_cpu}
+        print(f"  floor ({mode} answers, uvicorn, no work): {events_per_s:,.0f} ev/s, {per_cpu:,.0f} ev per CPU-s",
+              flush=True)
+    return out
+
+
+def budget(results: dict[str, Any], floor: dict[str, dict[str, float]]) -> None:
+    """Per 1-row row: the CPU per event the goal leaves above the floor, and what Vigil's frame and detector take."""
+    print("\n1-row rows against the uvicorn floor (microseconds of service CPU per event):")
+    for key in ("drift-1", "outlier-1"):
+        if key not in floor or key not in results:
+            continue
+        base = 1e6 / floor[key]["events_per_cpu_s"]
+        goal, now = 1e6 / GOAL[key], 1e6 / results[key]["events_per_cpu_s"]
+        print(f"  {LABELS[key]:<30} uvicorn {base:5.1f}; the goal allows {goal:5.1f} = {goal - base:5.1f} for the "
+              f"frame and detector; they take {now - base:5.1f} now ({(now - base) / max(goal - base, 1e-9):.1f}x)")
+
+
 def run_memory(work: Path) -> Optional[dict[str, float]]:
     path = work / "memory.json"
     done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_memory.py"), "--json", str(path)],
@@ -179,6 +241,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=["drift", "outlier"], help="run one component's rows")
     ap.add_argument("--skip-memory", action="store_true", help="skip the RSS row (bench_memory's demo stack)")
+    ap.add_argument("--skip-floor", action="store_true", help="skip the uvicorn floor (bench/floor_app.py)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per drift wrk run")
     ap.add_argument("--outlier-events", type=int, default=8000, help="events of the outlier 1-row case")
     ap.add_argument("--artifact", help="an OutlierVAE directory (default: train one on iris)")
@@ -206,10 +269,12 @@ def main() -> int:
             outlier = run_outlier(args, work)
             results.update({k: v for k, v in outlier.items() if k.startswith("outlier-")})
             results["ceiling"].update({k: v for k, v in outlier["ceiling"].items() if k.startswith("outlier-")})
+        floor = run_floor(args, work) if not args.skip_floor else {}
         if args.only is None and not args.skip_memory:
             print("  RSS at ready: bench/bench_memory.py (the demo's iris monitor) ...", flush=True)
             memory = run_memory(work)
     table(results, memory)
+    budget(results, floor)
     print(f"({time.monotonic() - started:.0f} s)")
     return 0
 

@@ -27,13 +27,10 @@ def _workdir(args, monitor_name: str) -> Path:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
-
-    from vigil.services import app_factory
+    from vigil.services import app_factory, serve
 
     logs.configure(args.log_level, args.log_format)
-    uvicorn.run(app_factory(args.component), factory=True, host=args.host, port=args.port,
-                log_level=args.log_level, log_config=None, access_log=False)
+    serve(app_factory(args.component), args.host, args.port, args.log_level, factory=True)
     return 0
 
 
