@@ -155,17 +155,25 @@ class DriftService:
         self._log.close()
 
 
-def measure(service: DriftService, rows: int, duration: float, connections: int, client_cpu: str) -> dict:
-    """One ingest case against a ready service: `rows` per event, wrk with `connections` for `duration` s."""
+def load(url: str, pid: int, work: Path, rows: int, duration: float, connections: int,
+         client_cpu: str) -> tuple[dict, float]:
+    """wrk's result and the server's CPU share for `rows`-row events against `url` (served by `pid`)
+    for `duration` s after a 2 s warm-up; bench_peers loads its floor app with it too."""
     rng = np.random.default_rng(rows)
     from vigil.events import v2_request
 
-    body = service.work / f"events-{rows}.jsonl"  # 1,000 different events, sent round-robin
+    body = work / f"events-{rows}.jsonl"  # 1,000 different events, sent round-robin
     body.write_text("\n".join(json.dumps(v2_request(draw(rng, rows))) for _ in range(1000)) + "\n")
-    _wrk(service.url, body, 2, connections, client_cpu)  # warm-up
-    seen0, cpu0, t0 = _instances_total(service.url), cpu_seconds(service.pid), time.monotonic()
-    r = _wrk(service.url, body, duration, connections, client_cpu)
-    service_cpu = (cpu_seconds(service.pid) - cpu0) / (time.monotonic() - t0)
+    _wrk(url, body, 2, connections, client_cpu)  # warm-up
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    r = _wrk(url, body, duration, connections, client_cpu)
+    return r, (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+
+
+def measure(service: DriftService, rows: int, duration: float, connections: int, client_cpu: str) -> dict:
+    """One ingest case against a ready service: `rows` per event, wrk with `connections` for `duration` s."""
+    seen0 = _instances_total(service.url)
+    r, service_cpu = load(service.url, service.pid, service.work, rows, duration, connections, client_cpu)
     counted = _instances_total(service.url) - seen0
     ok = r["requests"] - r["non2xx"]
     eps = ok / r["seconds"]

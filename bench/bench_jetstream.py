@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._common import cpu_seconds as _cpu_seconds  # noqa: E402 - the benches' one /proc reader
-from bench._common import read_reply  # noqa: E402
+from bench._common import pinned, read_reply  # noqa: E402
 from bench.bench_drift import FEATURES, _instances_total, draw  # noqa: E402
 
 MONITOR, NAMESPACE = "bench", "default"
@@ -404,16 +404,6 @@ def run_outlier(args, work: Path) -> None:
           f"(the target, 3x, needs {3 * http[1]:,.0f})")
 
 
-def _floor_reply() -> tuple[bytes, dict[str, str]]:
-    """A detector's reply (`vigil_detectors.frame.app._reply`): a one-row body and its headers."""
-    from vigil import components
-
-    return (b'{"data":{"instance_score":[0.12345678],"is_outlier":[0]}}',
-            {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-source": f"/vigil/{MONITOR}/outlier",
-             "ce-type": components.get("outlier").reply_type, "ce-inferenceid": f"inf-{uuid.uuid4()}",
-             "content-type": "application/json"})
-
-
 async def _floor_consume(url: str, n: int) -> dict:
     """Bind the outlier consumer and settle `n` events as a detector must, doing nothing else: CPU-s taken."""
     import resource
@@ -424,7 +414,9 @@ async def _floor_consume(url: str, n: int) -> dict:
     nc = await connect(TransportConfig(type="jetstream", url=url), "bench-floor")
     psub = await nc.jetstream().pull_subscribe_bind(durable="outlier", stream=names.stream_name(NAMESPACE, MONITOR))
     reply = names.reply_subject(NAMESPACE, MONITOR, "outlier")
-    body, headers = _floor_reply()
+    from bench.floor_app import outlier_reply
+
+    headers, body = outlier_reply()
     got, t0 = 0, time.perf_counter()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     while got < n:
@@ -444,9 +436,7 @@ def nats_floor(args, work: Path, bodies: list[bytes]) -> tuple[float, float]:
     server = _Nats(work / "nats-floor", args.client_cpu)
     try:
         asyncio.run(_publish_all(server.url, bodies, consumer=("outlier", ("request",))))
-        cmd = [sys.executable, __file__, "--floor-consume", server.url, str(len(bodies))]
-        if shutil.which("taskset"):
-            cmd = ["taskset", "-c", args.service_cpu, *cmd]
+        cmd = pinned([sys.executable, __file__, "--floor-consume", server.url, str(len(bodies))], args.service_cpu)
         out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
     finally:
         server.stop()

@@ -138,10 +138,8 @@ def run_floor(args, work: Path) -> dict[str, dict[str, float]]:
     """`floor_app.py` in each mode, pinned like the services, under the load of its 1-row row."""
     import asyncio
 
-    import numpy as np
     from _common import cpu_seconds, stop
 
-    from vigil.events import v2_request
     from vigil.transport.server import wait_listening
 
     out = {}
@@ -153,16 +151,10 @@ def run_floor(args, work: Path) -> dict[str, dict[str, float]]:
             if not wait_listening("127.0.0.1", port, 30):
                 sys.exit(f"floor_app.py --mode {mode} did not start")
             if mode == "drift":
-                body = work / "floor-events.jsonl"
-                rng = np.random.default_rng(1)
-                body.write_text("\n".join(json.dumps(v2_request(bench_drift.draw(rng, 1))) for _ in range(1000)) + "\n")
-                url = f"http://127.0.0.1:{port}"
-                bench_drift._wrk(url, body, 2, 16, args.client_cpu)  # warm-up, as bench_drift.measure
-                cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-                r = bench_drift._wrk(url, body, args.duration, 16, args.client_cpu)
-                wall, cpu = time.monotonic() - t0, cpu_seconds(proc.pid) - cpu0
+                r, share = bench_drift.load(f"http://127.0.0.1:{port}", proc.pid, work, 1, args.duration, 16,
+                                            args.client_cpu)
                 events_per_s = (r["requests"] - r["non2xx"]) / r["seconds"]
-                per_cpu = events_per_s / (cpu / wall)
+                per_cpu = events_per_s / max(share, 1e-9)
             else:
                 requests = bench_outlier.build_requests(port)
                 asyncio.run(bench_outlier.drive(port, requests, 16, 800))

@@ -14,20 +14,25 @@ from __future__ import annotations
 import argparse
 
 
+def outlier_reply() -> tuple[dict[str, str], bytes]:
+    """The headers and body of a one-row outlier reply, written by the frame's own `wire.reply`
+    (bench_jetstream's nats-py floor publishes it too)."""
+    from vigil import components
+    from vigil_detectors.frame.wire import reply
+
+    return reply({"type": components.get("outlier").reply_type, "source": "/vigil/bench/outlier", "id": "bench-0",
+                  "datacontenttype": "application/json", "inferenceid": "inf-0"},
+                 {"data": {"instance_score": [0.123456789], "is_outlier": [0], "feature_score": None,
+                           "threshold": 1.23456789},
+                  "meta": {"name": "OutlierVAE", "detector_type": "outlier", "data_type": None, "version": "0.12.0"}})
+
+
 def make_app(mode: str):
     if mode == "drift":
         start = {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]}
         body = b""
     else:
-        from vigil import components
-        from vigil_detectors.frame.wire import reply
-
-        headers, body = reply({"type": components.get("outlier").reply_type, "source": "/vigil/bench/outlier",
-                               "id": "bench-0", "datacontenttype": "application/json", "inferenceid": "inf-0"},
-                              {"data": {"instance_score": [0.123456789], "is_outlier": [0], "feature_score": None,
-                                        "threshold": 1.23456789},
-                               "meta": {"name": "OutlierVAE", "detector_type": "outlier", "data_type": None,
-                                        "version": "0.12.0"}})
+        headers, body = outlier_reply()
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         start = {"type": "http.response.start", "status": 200,
                  "headers": [*raw, (b"content-length", str(len(body)).encode())]}
